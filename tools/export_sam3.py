@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Exports a SAM3 checkpoint to the TorchScript bundle the server loads (docs/bundle-format.md).
+
+  export_sam3.py --model facebook/sam3 --out weights/sam3 [--device cuda:0]
+  export_sam3.py --model /path/to/local/checkpoint --out weights/sam3
+  export_sam3.py --tiny-random --seed 0 [--preset tiny] --out weights/sam3
+
+--model takes what transformers' Sam3VideoModel.from_pretrained takes (a hub id needs network
+access and, for the gated facebook/sam3, a Hugging Face token: `huggingface-cli login` or HF_TOKEN).
+--tiny-random builds a small random-weight model of the same architecture, saves its HF config
+and weights under <out>/hf and exports it: the fixture for tests and the demo bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+FORMAT_VERSION = 1
+EXPORTER_VERSION = 1
+VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+# open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
+NUM_MERGES = 49152 - 256 - 2
+
+
+def log(message: str) -> None:
+    print(f"[export] {message}", flush=True)
+
+
+def default_bpe_path() -> Path | None:
+    """The CLIP vocabulary shipped in the open_clip_torch wheel, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(list(spec.submodule_search_locations)[0]) / VOCAB_FILE
+    return candidate if candidate.is_file() else None
+
+
+def write_vocabulary(source: Path | None, bpe: Path | None, out: Path) -> None:
+    """Copies the vocabulary in open_clip's .txt.gz format into the bundle.
+
+    Sources, in order: --bpe; the checkpoint's own bpe_simple_vocab_16e6.txt.gz; the
+    checkpoint's HF merges.txt (same merge list, converted); the open_clip package copy.
+    """
+    target = out / VOCAB_FILE
+    if bpe is not None:
+        shutil.copyfile(bpe, target)
+        log(f"vocabulary from --bpe {bpe}")
+        return
+    if source is not None and (source / VOCAB_FILE).is_file():
+        shutil.copyfile(source / VOCAB_FILE, target)
+        log("vocabulary from the checkpoint")
+        return
+    if source is not None and (source / "merges.txt").is_file():
+        lines = (source / "merges.txt").read_text(encoding="utf-8").split("\n")
+        header, merges = lines[0], [line for line in lines[1:] if line]
+        if len(merges) < NUM_MERGES:
+            raise SystemExit(f"merges.txt has {len(merges)} merges, expected {NUM_MERGES}")
+        text = "\n".join([header] + merges[:NUM_MERGES]) + "\n"
+        with gzip.open(target, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+        log("vocabulary converted from the checkpoint's merges.txt")
+        return
+    fallback = default_bpe_path()
+    if fallback is None:
+        raise SystemExit(
+            "no CLIP vocabulary found: pass --bpe <bpe_simple_vocab_16e6.txt.gz> "
+            "(pip install --no-deps open_clip_torch ships one)"
+        )
+    shutil.copyfile(fallback, target)
+    log(f"vocabulary from {fallback}")
+
+
+def state_checksum(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def resolve_source(model_arg: str) -> Path | None:
+    """The local directory of a checkpoint (for its vocabulary), if there is one."""
+    path = Path(model_arg)
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_arg, allow_patterns=["*.json", "*.txt", "*.gz"]))
+    except Exception:  # no network / not a hub id: the vocabulary must then come from --bpe
+        return None
+
+
+def spec(name: str, shape: list, dtype: str) -> dict:
+    return {"name": name, "shape": shape, "dtype": dtype}
+
+
+def export(args: argparse.Namespace) -> None:
+    from transformers import Sam3VideoModel, __version__ as transformers_version
+
+    from sam3_tools.configs import tiny_config
+    from sam3_tools.modules import Detector, TextEncoder, VisionEncoder, traceable_geometry_encoder
+    from sam3_tools.patches import install_roi_align
+
+    install_roi_align()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    started = time.time()
+
+    if args.tiny_random:
+        torch.manual_seed(args.seed)
+        model = Sam3VideoModel(tiny_config(args.preset)).eval()
+        model_id = f"tiny-random-{args.preset}"
+        hf_dir = out / "hf"
+        model.save_pretrained(hf_dir)
+        log(f"built random-weight model '{args.preset}' (seed {args.seed}), saved to {hf_dir}")
+        source = None
+    else:
+        log(f"loading {args.model} ...")
+        model = Sam3VideoModel.from_pretrained(args.model).eval()
+        model_id = args.model.rstrip("/").split("/")[-1] if Path(args.model).is_dir() else args.model
+        source = resolve_source(args.model)
+    model.to(device)
+
+    det_cfg = model.config.detector_config
+    vit = det_cfg.vision_config.backbone_config
+    resolution = vit.image_size if isinstance(vit.image_size, int) else vit.image_size[0]
+    patch = vit.patch_size if isinstance(vit.patch_size, int) else vit.patch_size[0]
+    grid = resolution // patch
+    width = det_cfg.detr_encoder_config.hidden_size
+    queries = det_cfg.detr_decoder_config.num_queries
+    context = det_cfg.text_config.max_position_embeddings
+    tracker_width = model.config.tracker_config.mask_decoder_config.hidden_size
+    log(f"resolution {resolution}, patch {patch}, width {width}, queries {queries}, context {context}")
+
+    vision = VisionEncoder(model).eval()
+    text = TextEncoder(model.detector_model).eval()
+    detector = Detector(model.detector_model).eval()
+
+    pixels = torch.randn(1, 3, resolution, resolution, device=device)
+    ids = torch.full((2, context), 49407, dtype=torch.long, device=device)
+    ids[:, 0] = 49406
+    mask = torch.zeros(2, context, dtype=torch.long, device=device)
+    mask[:, :3] = 1
+    boxes = torch.tensor([[[0.5, 0.5, 0.4, 0.4]], [[0.3, 0.6, 0.2, 0.5]]], device=device)
+    labels = torch.tensor([[1], [-10]], dtype=torch.long, device=device)
+
+    with torch.inference_mode(False), torch.no_grad():
+        t = time.time()
+        traced_vision = torch.jit.trace(vision, (pixels,), check_trace=False)
+        maps = vision(pixels)
+        log(f"traced vision_encoder in {time.time() - t:.1f}s")
+        t = time.time()
+        traced_text = torch.jit.trace(text, (ids, mask), check_trace=False)
+        features = text(ids, mask)
+        log(f"traced text_encoder in {time.time() - t:.1f}s")
+        t = time.time()
+        det_inputs = (maps[0], maps[1], maps[2], features, mask, boxes, labels)
+        with traceable_geometry_encoder(model.detector_model):
+            traced_detector = torch.jit.trace(detector, det_inputs, check_trace=False)
+        log(f"traced detector in {time.time() - t:.1f}s")
+
+        # The traced graphs must reproduce eager outputs (shapes different from the trace's too).
+        check_maps = traced_vision(pixels)
+        diffs = [(a - b).abs().max().item() for a, b in zip(maps, check_maps)]
+        ids3 = torch.cat([ids, ids[:1]])
+        mask3 = torch.cat([mask, mask[:1]])
+        diffs.append((text(ids3, mask3) - traced_text(ids3, mask3)).abs().max().item())
+        feats3 = text(ids3, mask3)
+        boxes3 = torch.rand(3, 3, 4, device=device) * 0.4 + 0.3
+        labels3 = torch.tensor([[1, 0, -10], [1, -10, -10], [-10, -10, -10]], device=device)
+        eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
+        traced = traced_detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
+        diffs += [(a - b).abs().max().item() for a, b in zip(eager, traced)]
+        worst = max(diffs)
+        log(f"traced vs eager max abs difference {worst:.3g}")
+        if worst > 1e-3:
+            raise SystemExit(f"traced modules differ from eager by {worst}: refusing to write the bundle")
+
+    for name, module in (("vision_encoder", traced_vision), ("text_encoder", traced_text), ("detector", traced_detector)):
+        module.save(str(out / f"{name}.pt"))
+    log("saved modules")
+    write_vocabulary(source, Path(args.bpe) if args.bpe else None, out)
+
+    f32 = "float32"
+    det_maps = [
+        spec("fpn_0", [1, width, 4 * grid, 4 * grid], f32),
+        spec("fpn_1", [1, width, 2 * grid, 2 * grid], f32),
+        spec("fpn_2", [1, width, grid, grid], f32),
+    ]
+    trk_maps = [
+        spec("tracker_fpn_0", [1, tracker_width // 8, 4 * grid, 4 * grid], f32),
+        spec("tracker_fpn_1", [1, tracker_width // 4, 2 * grid, 2 * grid], f32),
+        spec("tracker_fpn_2", [1, int(maps[5].shape[1]), grid, grid], f32),
+    ]
+    for entry, tensor in zip(det_maps + trk_maps, maps):
+        if list(tensor.shape) != entry["shape"]:
+            raise SystemExit(f"{entry['name']} has shape {list(tensor.shape)}, expected {entry['shape']}")
+    mask_size = int(eager[3].shape[-1])
+    manifest = {
+        "format": "sam3-bundle",
+        "format_version": FORMAT_VERSION,
+        "model": {
+            "id": model_id,
+            "random_weights": bool(args.tiny_random),
+            "seed": args.seed if args.tiny_random else None,
+            "checksum": state_checksum(model),
+        },
+        "versions": {"torch": torch.__version__, "transformers": transformers_version, "exporter": EXPORTER_VERSION},
+        "device_type": device.type,
+        "dtype": f32,
+        "resolution": resolution,
+        "patch_size": patch,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "feature_size": grid,
+        "mask_size": mask_size,
+        "hidden_size": width,
+        "tracker_hidden_size": tracker_width,
+        "num_queries": queries,
+        "text": {
+            "context_length": context,
+            "vocab_file": VOCAB_FILE,
+            "vocab_size": det_cfg.text_config.vocab_size,
+            "bos_id": 49406,
+            "eos_id": 49407,
+            "pad_id": 49407,
+        },
+        "modules": {
+            "vision_encoder": {
+                "file": "vision_encoder.pt",
+                "inputs": [spec("pixel_values", [1, 3, resolution, resolution], f32)],
+                "outputs": det_maps + trk_maps,
+            },
+            "text_encoder": {
+                "file": "text_encoder.pt",
+                "inputs": [spec("input_ids", ["B", context], "int64"), spec("attention_mask", ["B", context], "int64")],
+                "outputs": [spec("text_features", ["B", context, width], f32)],
+            },
+            "detector": {
+                "file": "detector.pt",
+                "inputs": [
+                    *det_maps,
+                    spec("text_features", ["B", context, width], f32),
+                    spec("text_mask", ["B", context], "int64"),
+                    spec("boxes", ["B", "NB", 4], f32),
+                    spec("box_labels", ["B", "NB"], "int64"),
+                ],
+                "outputs": [
+                    spec("pred_logits", ["B", queries], f32),
+                    spec("pred_boxes", ["B", queries, 4], f32),
+                    spec("presence_logits", ["B", 1], f32),
+                    spec("pred_masks", ["B", queries, mask_size, mask_size], f32),
+                ],
+            },
+        },
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"wrote {out / 'manifest.json'} ({time.time() - started:.1f}s in all)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="hub id or local directory of a Sam3VideoModel checkpoint")
+    source.add_argument("--tiny-random", action="store_true", help="build a small random-weight model")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--preset", default="tiny", help="size preset of --tiny-random (tiny, tiny-b)")
+    parser.add_argument("--out", required=True, help="bundle directory to write")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N (trace on the serving device type)")
+    parser.add_argument("--bpe", help="CLIP vocabulary bpe_simple_vocab_16e6.txt.gz to copy into the bundle")
+    args = parser.parse_args(argv)
+    from sam3_tools.configs import PRESETS
+
+    if args.tiny_random and args.preset not in PRESETS:
+        parser.error(f"--preset must be one of {', '.join(PRESETS)}")
+    if args.bpe and not os.path.isfile(args.bpe):
+        parser.error(f"--bpe {args.bpe}: no such file")
+    export(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""The correctness oracle: transformers' SAM3 on given images and prompts, as JSON.
+
+  reference.py --bundle <bundle dir> [--model <hf dir or hub id>] [--device cpu] < cases.json
+
+cases.json: {"cases": [{"image": "<png/jpeg path>", "threshold": 0.3,
+                         "prompts": [{"text": "cat", "boxes": [[cx, cy, w, h]], "box_labels": [true]}]}]}
+The image file holds the exact RGB pixels the server decoded (PNG is lossless), so both sides
+start from the same uint8 data. The model is the bundle's own hf/ copy (random bundles) unless
+--model names the checkpoint the bundle was exported from.
+
+Prints {"results": [{"image_size": {...}, "prompts": [{"scores", "boxes", "masks", "all_scores"}]}],
+        "stage_ms": {...}, "load_ms": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from sam3_tools.patches import install_roi_align  # noqa: E402
+from sam3_tools.reference_pipeline import VISUAL_PROMPT_TEXT, Concept, ReferenceSegmenter  # noqa: E402
+from tokenizer_reference import build_tokenizer  # noqa: E402
+
+
+def load(bundle: Path, model_arg: str | None, device: str) -> ReferenceSegmenter:
+    from transformers import Sam3Model
+
+    install_roi_align()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    source = model_arg or str(bundle / "hf")
+    model = Sam3Model.from_pretrained(source)
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer = build_tokenizer(str(bundle / manifest["text"]["vocab_file"]), directory)
+    return ReferenceSegmenter(model, tokenizer, manifest["resolution"], device)
+
+
+def run(segmenter: ReferenceSegmenter, cases: list[dict]) -> list[dict]:
+    results = []
+    for case in cases:
+        rgb = np.asarray(Image.open(case["image"]).convert("RGB"))
+        height, width = rgb.shape[:2]
+        embeds = segmenter.encode_image(rgb)
+        prompts = []
+        for prompt in case["prompts"]:
+            concept = Concept(
+                text=prompt.get("text") or VISUAL_PROMPT_TEXT,
+                boxes=prompt.get("boxes", []),
+                box_labels=prompt.get("box_labels", []),
+            )
+            prompts.append(segmenter.segment(embeds, (height, width), concept, case["threshold"]))
+        results.append({"image_size": {"width": width, "height": height}, "prompts": prompts})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", required=True, type=Path)
+    parser.add_argument("--model", help="checkpoint the bundle came from (default: <bundle>/hf)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    segmenter = load(args.bundle, args.model, args.device)
+    load_ms = (time.perf_counter() - started) * 1000
+    cases = json.load(sys.stdin)["cases"]
+    results = run(segmenter, cases)
+    json.dump({"results": results, "stage_ms": segmenter.stage_ms, "load_ms": load_ms}, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Fixed-signature wrappers around transformers' SAM3 submodules, for torch.jit.trace.
+
+Each wrapper is tensor-in / tensor-out with no data-dependent control flow; see
+docs/bundle-format.md for the signatures. The wrappers call the transformers modules
+themselves, so the traced graphs compute exactly what the reference computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import types
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput, box_cxcywh_to_xyxy
+
+from .roi_align import roi_align_batched
+
+
+class VisionEncoder(nn.Module):
+    """pixels [1, 3, R, R] -> detector FPN maps (3 levels) + tracker FPN maps (3 levels).
+
+    The ViT trunk runs once; both necks read its output. The neck's last (0.5x) level is never
+    used by SAM3 and is not computed. The tracker's first two levels go through the SAM mask
+    decoder's conv_s0 / conv_s1 here, once per image, as transformers' video model does.
+    """
+
+    def __init__(self, video_model):
+        super().__init__()
+        vision = video_model.detector_model.vision_encoder
+        self.backbone = vision.backbone
+        self.patch_size = vision.config.backbone_config.patch_size
+        self.detector_levels = nn.ModuleList(list(vision.neck.fpn_layers)[:-1])
+        self.tracker_levels = nn.ModuleList(list(video_model.tracker_neck.fpn_layers)[:-1])
+        self.conv_s0 = video_model.tracker_model.mask_decoder.conv_s0
+        self.conv_s1 = video_model.tracker_model.mask_decoder.conv_s1
+
+    def forward(self, pixel_values: torch.Tensor):
+        hidden = self.backbone(pixel_values).last_hidden_state  # [B, G*G, C]
+        batch = hidden.shape[0]
+        height = pixel_values.shape[-2] // self.patch_size
+        width = pixel_values.shape[-1] // self.patch_size
+        spatial = hidden.view(batch, height, width, -1).permute(0, 3, 1, 2)
+        det = [level(spatial) for level in self.detector_levels]
+        trk = [level(spatial) for level in self.tracker_levels]
+        return det[0], det[1], det[2], self.conv_s0(trk[0]), self.conv_s1(trk[1]), trk[2]
+
+
+class TextEncoder(nn.Module):
+    """token ids [B, L] + attention mask [B, L] -> text features [B, L, D].
+
+    Sam3Model.get_text_features: the CLIP text model's last hidden state through SAM3's own
+    text projection (CLIP's projection head is not used).
+    """
+
+    def __init__(self, detector_model):
+        super().__init__()
+        self.text_encoder = detector_model.text_encoder
+        self.text_projection = detector_model.text_projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        out = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        return self.text_projection(out.last_hidden_state)
+
+
+def without_encoders(detector_model):
+    """A shallow copy of Sam3Model whose vision and text encoders are empty.
+
+    Sam3Model.forward never touches them when given vision_embeds and text_embeds; dropping
+    them keeps their weights out of the traced detector file.
+    """
+    clone = copy.copy(detector_model)
+    clone._modules = dict(detector_model._modules)
+    clone._modules["vision_encoder"] = nn.Module()
+    clone._modules["text_encoder"] = nn.Module()
+    return clone
+
+
+class Detector(nn.Module):
+    """FPN maps (batch 1) + text features/mask + boxes/labels -> logits, boxes, presence, masks.
+
+    Boxes always go through the geometry encoder (its CLS token joins the prompt), as in the
+    official SAM3; padding slots carry label -10 and are masked out.
+    """
+
+    def __init__(self, detector_model):
+        super().__init__()
+        self.detector = without_encoders(detector_model)
+        self.position_encoding = detector_model.vision_encoder.neck.position_encoding
+
+    def forward(
+        self,
+        fpn_0: torch.Tensor,
+        fpn_1: torch.Tensor,
+        fpn_2: torch.Tensor,
+        text_features: torch.Tensor,
+        text_mask: torch.Tensor,
+        boxes: torch.Tensor,
+        box_labels: torch.Tensor,
+    ):
+        batch = text_features.shape[0]
+        maps = tuple(m.expand(batch, -1, -1, -1) for m in (fpn_0, fpn_1, fpn_2))
+        # The 4th level is dropped by Sam3Model.forward ([:-1]); pass a placeholder.
+        # The neck's sine position encodings depend on the map shapes only.
+        positions = tuple(self.position_encoding(m.shape, m.device, m.dtype) for m in maps)
+        vision = Sam3VisionEncoderOutput(
+            fpn_hidden_states=maps + (maps[-1],),
+            fpn_position_encoding=positions + (maps[-1],),
+        )
+        text = BaseModelOutputWithPooling(pooler_output=text_features)
+        out = self.detector(
+            vision_embeds=vision,
+            text_embeds=text,
+            attention_mask=text_mask,
+            input_boxes=boxes,
+            input_boxes_labels=box_labels,
+        )
+        return out.pred_logits, out.pred_boxes, out.presence_logits, out.pred_masks
+
+
+def _encode_boxes_batched(self, boxes, boxes_mask, boxes_labels, vision_features):
+    """Sam3GeometryEncoder._encode_boxes with ROI align on the batched box tensor.
+
+    transformers passes ``boxes.unbind(0)`` (a Python list whose length a trace would freeze) to
+    roi_align; this computes the same values from the [B, N, 4] tensor so the traced detector
+    accepts any batch size and box count. Equality with the original is tested.
+    """
+    batch_size, num_boxes = boxes.shape[:2]
+    height, width = vision_features.shape[-2:]
+    boxes_embed = self.boxes_direct_project(boxes)
+    boxes_xyxy = box_cxcywh_to_xyxy(boxes)
+    scale = torch.tensor([width, height, width, height], dtype=boxes_xyxy.dtype, device=boxes_xyxy.device)
+    boxes_xyxy = boxes_xyxy * scale.view(1, 1, 4)
+    sampled = roi_align_batched(vision_features, boxes_xyxy, self.roi_size)
+    pooled = self.boxes_pool_project(sampled).view(batch_size, num_boxes, self.hidden_size)
+    boxes_embed = boxes_embed + pooled
+    center_x, center_y, box_width, box_height = boxes.unbind(-1)
+    pos_enc = self._encode_box_coordinates(
+        center_x.flatten(), center_y.flatten(), box_width.flatten(), box_height.flatten()
+    )
+    pos_enc = pos_enc.view(batch_size, num_boxes, pos_enc.shape[-1])
+    boxes_embed = boxes_embed + self.boxes_pos_enc_project(pos_enc)
+    label_embed = self.label_embed(boxes_labels.long())
+    return label_embed + boxes_embed, boxes_mask
+
+
+@contextlib.contextmanager
+def traceable_geometry_encoder(detector_model):
+    """Swaps in _encode_boxes_batched on this model instance for the duration of a trace."""
+    encoder = detector_model.geometry_encoder
+    encoder._encode_boxes = types.MethodType(_encode_boxes_batched, encoder)
+    try:
+        yield
+    finally:
+        del encoder._encode_boxes
