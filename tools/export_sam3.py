@@ -280,15 +280,17 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--model", help="hub id or local directory of a Sam3VideoModel checkpoint")
     source.add_argument("--tiny-random", action="store_true", help="build a small random-weight model")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--preset", default="tiny", help="size preset of --tiny-random (tiny, tiny-b)")
+    parser.add_argument(
+        "--preset", default="tiny", help="size preset of --tiny-random: tiny, tiny-b, or full (real size)"
+    )
     parser.add_argument("--out", required=True, help="bundle directory to write")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (trace on the serving device type)")
     parser.add_argument("--bpe", help="CLIP vocabulary bpe_simple_vocab_16e6.txt.gz to copy into the bundle")
     args = parser.parse_args(argv)
-    from sam3_tools.configs import PRESETS
+    from sam3_tools.configs import FULL_PRESET, PRESETS
 
-    if args.tiny_random and args.preset not in PRESETS:
-        parser.error(f"--preset must be one of {', '.join(PRESETS)}")
+    if args.tiny_random and args.preset not in [*PRESETS, FULL_PRESET]:
+        parser.error(f"--preset must be one of {', '.join([*PRESETS, FULL_PRESET])}")
     if args.bpe and not os.path.isfile(args.bpe):
         parser.error(f"--bpe {args.bpe}: no such file")
     export(args)

@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--model", help="checkpoint the bundle came from (default: <bundle>/hf)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    parser.add_argument("--warmup", action="store_true", help="run the first case once untimed (benchmarks)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,6 +77,9 @@ def main() -> None:
     segmenter = load(args.bundle, args.model, args.device)
     load_ms = (time.perf_counter() - started) * 1000
     cases = json.load(sys.stdin)["cases"]
+    if args.warmup and cases:
+        run(segmenter, cases[:1])
+        segmenter.stage_ms.clear()
     results = run(segmenter, cases)
     json.dump({"results": results, "stage_ms": segmenter.stage_ms, "load_ms": load_ms}, sys.stdout)
     sys.stdout.write("\n")

@@ -26,10 +26,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The real architecture at its real size (ViT-L/14 at 1008 px, 200 queries), random weights:
+# for benchmarks where the gated checkpoint is not available.
+FULL_PRESET = "full"
+
+
 def tiny_config(preset: str = "tiny"):
-    """Builds the Sam3VideoConfig of a preset."""
+    """Builds the Sam3VideoConfig of a preset ("full": transformers' defaults, i.e. facebook/sam3)."""
     from transformers import Sam3VideoConfig
 
+    if preset == FULL_PRESET:
+        return Sam3VideoConfig()
     p = PRESETS[preset]
     res, patch = p["resolution"], p["patch"]
     grid = res // patch
