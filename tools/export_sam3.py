@@ -92,6 +92,17 @@ def state_checksum(model) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def randomize_zero_parameters(model) -> None:
+    """transformers initializes some parameters to zero (biases, the tracker's no-memory
+    embedding, ...); a random test model gives them random values too, so that parity tests
+    exercise every parameter's path."""
+    generator = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.numel() > 0 and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+
+
 def resolve_source(model_arg: str) -> Path | None:
     """The local directory of a checkpoint (for its vocabulary), if there is one."""
     path = Path(model_arg)
@@ -113,7 +124,7 @@ def export(args: argparse.Namespace) -> None:
     from transformers import Sam3VideoModel, __version__ as transformers_version
 
     from sam3_tools.configs import tiny_config
-    from sam3_tools.modules import Detector, TextEncoder, VisionEncoder, traceable_geometry_encoder
+    from sam3_tools.modules import Detector, PointDecoder, TextEncoder, VisionEncoder, traceable_geometry_encoder
     from sam3_tools.patches import install_roi_align
 
     install_roi_align()
@@ -125,6 +136,7 @@ def export(args: argparse.Namespace) -> None:
     if args.tiny_random:
         torch.manual_seed(args.seed)
         model = Sam3VideoModel(tiny_config(args.preset)).eval()
+        randomize_zero_parameters(model)
         model_id = f"tiny-random-{args.preset}"
         hf_dir = out / "hf"
         model.save_pretrained(hf_dir)
@@ -151,6 +163,10 @@ def export(args: argparse.Namespace) -> None:
     vision = VisionEncoder(model).eval()
     text = TextEncoder(model.detector_model).eval()
     detector = Detector(model.detector_model).eval()
+    point_decoders = {
+        "point_decoder": PointDecoder(model, multimask_output=False).eval(),
+        "point_decoder_multimask": PointDecoder(model, multimask_output=True).eval(),
+    }
 
     pixels = torch.randn(1, 3, resolution, resolution, device=device)
     ids = torch.full((2, context), 49407, dtype=torch.long, device=device)
@@ -174,6 +190,14 @@ def export(args: argparse.Namespace) -> None:
         with traceable_geometry_encoder(model.detector_model):
             traced_detector = torch.jit.trace(detector, det_inputs, check_trace=False)
         log(f"traced detector in {time.time() - t:.1f}s")
+        # A click and a box (corners labelled 2 and 3), in pixels of the R x R input.
+        points = torch.tensor([[[[0.3, 0.4], [0.2, 0.2], [0.7, 0.8]]]], device=device) * resolution
+        point_labels = torch.tensor([[[1, 2, 3]]], dtype=torch.long, device=device)
+        traced_points = {
+            name: torch.jit.trace(module, (maps[3], maps[4], maps[5], points, point_labels), check_trace=False)
+            for name, module in point_decoders.items()
+        }
+        log("traced point decoders")
 
         # The traced graphs must reproduce eager outputs (shapes different from the trace's too).
         check_maps = traced_vision(pixels)
@@ -187,12 +211,19 @@ def export(args: argparse.Namespace) -> None:
         eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
         traced = traced_detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
         diffs += [(a - b).abs().max().item() for a, b in zip(eager, traced)]
+        clicks, click_labels = points[:, :, :1].repeat(2, 1, 1, 1), point_labels[:, :, :1].repeat(2, 1, 1)
+        for name, module in point_decoders.items():
+            eager_points = module(maps[3], maps[4], maps[5], clicks, click_labels)
+            traced_out = traced_points[name](maps[3], maps[4], maps[5], clicks, click_labels)
+            diffs += [(a - b).abs().max().item() for a, b in zip(eager_points, traced_out)]
         worst = max(diffs)
         log(f"traced vs eager max abs difference {worst:.3g}")
         if worst > 1e-3:
             raise SystemExit(f"traced modules differ from eager by {worst}: refusing to write the bundle")
 
-    for name, module in (("vision_encoder", traced_vision), ("text_encoder", traced_text), ("detector", traced_detector)):
+    modules = {"vision_encoder": traced_vision, "text_encoder": traced_text, "detector": traced_detector}
+    modules.update(traced_points)
+    for name, module in modules.items():
         module.save(str(out / f"{name}.pt"))
     log("saved modules")
     write_vocabulary(source, Path(args.bpe) if args.bpe else None, out)
@@ -212,6 +243,19 @@ def export(args: argparse.Namespace) -> None:
         if list(tensor.shape) != entry["shape"]:
             raise SystemExit(f"{entry['name']} has shape {list(tensor.shape)}, expected {entry['shape']}")
     mask_size = int(eager[3].shape[-1])
+    point_inputs = [
+        *trk_maps,
+        spec("points", ["B", 1, "N", 2], f32),
+        spec("point_labels", ["B", 1, "N"], "int64"),
+    ]
+
+    def point_outputs(masks: int) -> list[dict]:
+        return [
+            spec("mask_logits", ["B", 1, masks, mask_size, mask_size], f32),
+            spec("iou_scores", ["B", 1, masks], f32),
+            spec("object_score_logits", ["B", 1, 1], f32),
+        ]
+
     manifest = {
         "format": "sam3-bundle",
         "format_version": FORMAT_VERSION,
@@ -267,6 +311,12 @@ def export(args: argparse.Namespace) -> None:
                     spec("presence_logits", ["B", 1], f32),
                     spec("pred_masks", ["B", queries, mask_size, mask_size], f32),
                 ],
+            },
+            "point_decoder": {"file": "point_decoder.pt", "inputs": point_inputs, "outputs": point_outputs(1)},
+            "point_decoder_multimask": {
+                "file": "point_decoder_multimask.pt",
+                "inputs": point_inputs,
+                "outputs": point_outputs(3),
             },
         },
     }

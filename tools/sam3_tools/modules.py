@@ -155,3 +155,46 @@ def traceable_geometry_encoder(detector_model):
         yield
     finally:
         del encoder._encode_boxes
+
+
+class PointDecoder(nn.Module):
+    """Interactive (SAM-style) single-object decoding on the tracker features of one image.
+
+    in: tracker_fpn_0..2 (batch 1, from VisionEncoder), points [B, 1, N, 2] in pixels of the
+    R x R model input, point_labels [B, 1, N] (1 positive, 0 negative, 2/3 box corners).
+    out: mask logits [B, 1, K, 4G, 4G], predicted IoU [B, 1, K], object score logits [B, 1, 1],
+    K = 3 with multimask output, else 1 (SAM's dynamic selection via stability).
+
+    As the official image predictor: no-memory embedding added to the coarsest map, a box as
+    its two corner points (labels 2, 3), and a trailing not-a-point token (label -1) appended
+    by the prompt encoder. Token order does not matter to the two-way transformer.
+    """
+
+    def __init__(self, video_model, multimask_output: bool):
+        super().__init__()
+        tracker = video_model.tracker_model
+        self.prompt_encoder = tracker.prompt_encoder
+        self.mask_decoder = tracker.mask_decoder
+        self.no_memory_embedding = tracker.no_memory_embedding
+        # A function of the configuration only: computed once at export, a constant in the graph.
+        self.register_buffer("image_positions", tracker.get_image_wide_positional_embeddings().detach().clone())
+        self.multimask_output = multimask_output
+
+    def forward(self, tracker_fpn_0, tracker_fpn_1, tracker_fpn_2, points, point_labels):
+        batch = points.shape[0]
+        image = tracker_fpn_2 + self.no_memory_embedding.view(1, -1, 1, 1)
+        sparse, dense = self.prompt_encoder(
+            input_points=points, input_labels=point_labels, input_boxes=None, input_masks=None
+        )
+        masks, iou, _, object_scores = self.mask_decoder(
+            image_embeddings=image.expand(batch, -1, -1, -1),
+            image_positional_embeddings=self.image_positions.expand(batch, -1, -1, -1),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=self.multimask_output,
+            high_resolution_features=[
+                tracker_fpn_0.expand(batch, -1, -1, -1),
+                tracker_fpn_1.expand(batch, -1, -1, -1),
+            ],
+        )
+        return masks, iou, object_scores

@@ -115,3 +115,100 @@ class ReferenceSegmenter:
             result["masks"] = [encode_rle(m) for m in binary]
         self._timed("postprocess", started)
         return result
+
+
+def mask_box(mask: np.ndarray) -> list[float]:
+    """Normalized [cx, cy, w, h] of the pixels of a binary mask (pixel edges, so a single pixel
+    at (x, y) spans x/W .. (x+1)/W); zeros for an empty mask."""
+    height, width = mask.shape
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    x0, x1 = xs.min() / width, (xs.max() + 1) / width
+    y0, y1 = ys.min() / height, (ys.max() + 1) / height
+    return [float((x0 + x1) / 2), float((y0 + y1) / 2), float(x1 - x0), float(y1 - y0)]
+
+
+def tracker_reference_model(video_model_dir):
+    """transformers' Sam3TrackerModel (SAM-style clicks) with the weights of a Sam3VideoModel
+    checkpoint: the ViT trunk from detector_model.vision_encoder.backbone, the tracker neck from
+    tracker_neck, the heads from tracker_model. The neck keeps the official three levels
+    (scale factors 4, 2, 1), so the no-memory embedding lands on the 1x map as in SAM3."""
+    from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3VideoModel
+
+    video_model = Sam3VideoModel.from_pretrained(video_model_dir)
+    video_config = video_model.config
+    tracker = video_config.tracker_config
+    vision = video_config.detector_config.vision_config.to_dict()
+    vision["scale_factors"] = vision["scale_factors"][:-1]
+    config = Sam3TrackerConfig(
+        vision_config=vision,
+        prompt_encoder_config=tracker.prompt_encoder_config.to_dict(),
+        mask_decoder_config=tracker.mask_decoder_config.to_dict(),
+    )
+    model = Sam3TrackerModel(config).eval()
+    prefixes = {
+        "detector_model.vision_encoder.backbone.": "vision_encoder.backbone.",
+        "tracker_neck.": "vision_encoder.neck.",
+        "tracker_model.": "",
+    }
+    state = {}
+    for key, value in video_model.state_dict().items():
+        for prefix, target in prefixes.items():
+            if key.startswith(prefix):
+                state[target + key[len(prefix):]] = value
+    del video_model
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise RuntimeError(f"tracker weights missing from the checkpoint: {missing[:5]}")
+    return model
+
+
+@dataclass
+class Clicks:
+    points: list[list[float]]  # normalized x, y
+    point_labels: list[int]  # 1 positive, 0 negative
+    box: list[float] | None = None  # normalized cx, cy, w, h (a region hint)
+
+    @property
+    def multimask(self) -> bool:
+        """SAM's rule: an ambiguous prompt (one click, no box) asks for three masks."""
+        return len(self.points) == 1 and self.box is None
+
+
+class ReferenceClickSegmenter:
+    """SAM-style interactive segmentation with transformers' Sam3TrackerModel."""
+
+    def __init__(self, model, resolution: int, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.resolution = resolution
+        self.device = device
+
+    @torch.no_grad()
+    def segment(self, rgb: np.ndarray, clicks: Clicks) -> dict:
+        height, width = rgb.shape[:2]
+        pixels = preprocess(rgb, self.resolution).to(self.device)
+        scale = float(self.resolution)
+        points = torch.tensor([[clicks.points]], dtype=torch.float32, device=self.device) * scale
+        labels = torch.tensor([[clicks.point_labels]], dtype=torch.long, device=self.device)
+        boxes = None
+        if clicks.box is not None:
+            cx, cy, w, h = clicks.box
+            boxes = torch.tensor([[[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]]], device=self.device) * scale
+        out = self.model(
+            pixel_values=pixels,
+            input_points=points,
+            input_labels=labels,
+            input_boxes=boxes,
+            multimask_output=clicks.multimask,
+        )
+        iou = out.iou_scores[0, 0]
+        best = int(torch.argmax(iou))
+        logits = out.pred_masks[0, 0, best][None, None]
+        mask = (F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0, 0] > 0).cpu().numpy()
+        return {
+            "scores": [float(iou[best])],
+            "boxes": [mask_box(mask)],
+            "masks": [encode_rle(mask)],
+            "all_scores": iou.tolist(),
+        }

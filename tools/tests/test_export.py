@@ -122,3 +122,38 @@ def test_batched_detector_equals_eager_per_prompt_calls(bundle, eager):
         expected = (out.pred_logits, out.pred_boxes, out.presence_logits, out.pred_masks)
         for got, want in zip(traced, expected):
             torch.testing.assert_close(got[row : row + 1], want, atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+def test_point_decoders_equal_the_eager_tracker_model(bundle):
+    from sam3_tools.reference_pipeline import tracker_reference_model
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    resolution = manifest["resolution"]
+    tracker = tracker_reference_model(bundle / "hf")
+    torch.manual_seed(4)
+    pixels = torch.randn(1, 3, resolution, resolution)
+    maps = load_module(bundle, "vision_encoder")(pixels)
+    click = torch.tensor([[[[0.3, 0.6]]]]) * resolution
+    clicks = torch.tensor([[[[0.3, 0.6], [0.8, 0.1]]]]) * resolution
+    box = torch.tensor([[[0.1, 0.2, 0.7, 0.9]]]) * resolution
+    cases = [
+        # (module, points, labels, HF points, HF labels, HF boxes, multimask)
+        ("point_decoder_multimask", click, [[[1]]], click, [[[1]]], None, True),
+        ("point_decoder", clicks, [[[1, 0]]], clicks, [[[1, 0]]], None, False),
+        # the box as corner points labelled 2 and 3, against transformers' own box path
+        ("point_decoder", torch.cat([click, box.view(1, 1, 2, 2)], dim=2), [[[1, 2, 3]]], click, [[[1]]], box, False),
+    ]
+    for name, points, labels, hf_points, hf_labels, hf_boxes, multimask in cases:
+        got = load_module(bundle, name)(maps[3], maps[4], maps[5], points, torch.tensor(labels))
+        want = tracker(
+            pixel_values=pixels,
+            input_points=hf_points,
+            input_labels=torch.tensor(hf_labels),
+            input_boxes=hf_boxes,
+            multimask_output=multimask,
+        )
+        assert got[0].shape[2] == (3 if multimask else 1)
+        torch.testing.assert_close(got[0], want.pred_masks, atol=ATOL, rtol=0)
+        torch.testing.assert_close(got[1], want.iou_scores, atol=ATOL, rtol=0)
+        torch.testing.assert_close(got[2], want.object_score_logits, atol=ATOL, rtol=0)
