@@ -1,0 +1,326 @@
+/**
+ * Server configuration: environment variables (plus an optional `.env` file), read once at
+ * start-up into a typed, validated, deeply frozen object.
+ *
+ * Names and defaults follow SPEC.md's configuration table. Field names are the variable names
+ * in camelCase (SERVER_PORT -> serverPort, MAX_UPLOAD_SIZE_MB -> maxUploadSizeMb), and units
+ * are the ones the variable names state.
+ *
+ * `loadConfig` is pure: it reads only the env record and the runtime facts it is given, so
+ * tests can build any configuration without touching process.env or a GPU.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse as parseDotenv } from 'dotenv';
+
+/** A bad configuration value; the message names the variable and says what is wrong. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly variable: string,
+    reason: string,
+  ) {
+    super(`${variable}: ${reason}`);
+  }
+}
+
+/** Facts about the machine that decide device defaults (from the addon's runtimeInfo()). */
+export interface RuntimeInfo {
+  cudaDeviceCount: number;
+}
+
+export type LogLevelName = 'DEBUG' | 'INFO' | 'WARNING' | 'ERROR' | 'CRITICAL';
+
+export interface Config {
+  serverHost: string;
+  serverPort: number;
+  serverWorkers: number;
+  logLevel: LogLevelName;
+  reload: boolean;
+  /** NODE_ENV; "production" forces JSON log lines. */
+  nodeEnv: string;
+
+  /** Directory of the exported model bundle (relative paths resolve against the cwd). */
+  sam3Checkpoint: string;
+  /** CLIP BPE vocabulary; null means the vocabulary shipped in the bundle. */
+  sam3BpePath: string | null;
+
+  /** "cpu" or "cuda:N" (a bare "cuda" is normalized to "cuda:0"). */
+  imageModelDevice: string;
+  imageModelCompile: boolean;
+  /** Default score threshold, a probability in [0, 1]. */
+  imageModelConfidenceThreshold: number;
+  /** Square model input side in pixels; must equal the bundle's resolution. */
+  imageModelResolution: number;
+  imageModelEnabled: boolean;
+
+  videoModelEnabled: boolean;
+  videoModelRequired: boolean;
+  /** CUDA device indices for video sessions (the default keeps those present). */
+  videoGpuList: readonly number[];
+  videoModelCompile: boolean;
+  maxConcurrentSessions: number;
+  sessionTimeoutSeconds: number;
+
+  enableFeatureCache: boolean;
+  featureCacheTtlSeconds: number;
+  maxCacheSizeMb: number;
+
+  requireApiKey: boolean;
+  apiKeys: readonly string[];
+  corsOriginsList: readonly string[];
+  rateLimitEnabled: boolean;
+  rateLimitRequestsPerMinute: number;
+
+  uploadDir: string;
+  outputDir: string;
+  maxUploadSizeMb: number;
+
+  enableMetrics: boolean;
+  metricsPort: number;
+
+  /** Reverse-proxy hops whose X-Forwarded-For is trusted (Express `trust proxy`); never `true`. */
+  trustProxyHops: number;
+  /** Largest decoded image, width x height in pixels (pixel-flood guard, sharp limitInputPixels). */
+  maxImagePixels: number;
+  /** Largest JSON request body, MiB (defaults to MAX_UPLOAD_SIZE_MB). */
+  maxJsonBodyMb: number;
+  /** Time allowed to receive a whole request (Node's server.requestTimeout), seconds. */
+  requestTimeoutSeconds: number;
+  /** On SIGTERM/SIGINT, how long in-flight requests may run before sockets are closed, seconds. */
+  shutdownTimeoutSeconds: number;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const LOG_LEVELS: readonly LogLevelName[] = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'];
+const TRUE_WORDS = new Set(['true', '1', 'yes']);
+const FALSE_WORDS = new Set(['false', '0', 'no']);
+const DEVICE_PATTERN = /^(cpu|cuda(?::(\d{1,3}))?)$/;
+const MAX_PORT = 65535;
+
+/** Reads one variable; an empty or blank value counts as unset (so `VAR=` in .env means default). */
+function raw(env: Env, name: string): string | undefined {
+  const value = env[name];
+  if (value === undefined || value.trim() === '') return undefined;
+  return value.trim();
+}
+
+function parseBool(env: Env, name: string, fallback: boolean): boolean {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  const word = value.toLowerCase();
+  if (TRUE_WORDS.has(word)) return true;
+  if (FALSE_WORDS.has(word)) return false;
+  throw new ConfigError(name, `expected true/false/1/0/yes/no, got "${value}"`);
+}
+
+interface NumberRange {
+  /** Strictly greater than zero. */
+  positive?: boolean;
+  min?: number;
+  max?: number;
+  integer?: boolean;
+}
+
+function checkNumber(name: string, text: string, range: NumberRange): number {
+  // Number('') and Number(' ') are 0 and Number('0x10') is 16: accept plain decimals only.
+  if (!/^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/.test(text)) {
+    throw new ConfigError(name, `expected a number, got "${text}"`);
+  }
+  const value = Number(text);
+  if (!Number.isFinite(value))
+    throw new ConfigError(name, `expected a finite number, got "${text}"`);
+  if (range.integer && !Number.isInteger(value)) {
+    throw new ConfigError(name, `expected an integer, got "${text}"`);
+  }
+  if (range.positive && value <= 0) throw new ConfigError(name, `must be > 0, got ${value}`);
+  if (range.min !== undefined && value < range.min) {
+    throw new ConfigError(name, `must be >= ${range.min}, got ${value}`);
+  }
+  if (range.max !== undefined && value > range.max) {
+    throw new ConfigError(name, `must be <= ${range.max}, got ${value}`);
+  }
+  return value;
+}
+
+function parseNumber(env: Env, name: string, fallback: number, range: NumberRange): number {
+  const value = raw(env, name);
+  return value === undefined ? fallback : checkNumber(name, value, range);
+}
+
+function parseString(env: Env, name: string, fallback: string): string {
+  return raw(env, name) ?? fallback;
+}
+
+/** A list: JSON array (`[0,1]`, `["a","b"]`) or comma-separated values (`0,1`, `a, b`). */
+function parseListItems(env: Env, name: string): string[] | undefined {
+  const value = raw(env, name);
+  if (value === undefined) return undefined;
+  if (value.startsWith('[')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      throw new ConfigError(name, `starts with "[" but is not a valid JSON array`);
+    }
+    if (!Array.isArray(parsed)) throw new ConfigError(name, 'expected a JSON array');
+    return parsed.map((item, index) => {
+      if (typeof item === 'string') return item.trim();
+      if (typeof item === 'number') return String(item);
+      throw new ConfigError(name, `item ${index} must be a string or a number`);
+    });
+  }
+  return value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+function parseStringList(env: Env, name: string, fallback: readonly string[]): string[] {
+  const items = parseListItems(env, name);
+  if (items === undefined) return [...fallback];
+  items.forEach((item, index) => {
+    if (item === '') throw new ConfigError(name, `item ${index} is empty`);
+  });
+  return items;
+}
+
+function parseIntegerList(
+  env: Env,
+  name: string,
+  fallback: readonly number[],
+  range: NumberRange,
+): number[] {
+  const items = parseListItems(env, name);
+  if (items === undefined) return [...fallback];
+  return items.map((item) => checkNumber(name, item, { ...range, integer: true }));
+}
+
+function parseLogLevel(env: Env): LogLevelName {
+  const value = raw(env, 'LOG_LEVEL');
+  if (value === undefined) return 'INFO';
+  const upper = value.toUpperCase();
+  const level = LOG_LEVELS.find((candidate) => candidate === upper);
+  if (level === undefined) {
+    throw new ConfigError('LOG_LEVEL', `expected one of ${LOG_LEVELS.join(', ')}, got "${value}"`);
+  }
+  return level;
+}
+
+/** "cpu" | "cuda" | "cuda:N"; the default cuda:0 becomes cpu on a machine without CUDA. */
+function parseImageDevice(env: Env, runtime: RuntimeInfo): string {
+  const value = raw(env, 'IMAGE_MODEL_DEVICE');
+  if (value === undefined) return runtime.cudaDeviceCount > 0 ? 'cuda:0' : 'cpu';
+  const match = DEVICE_PATTERN.exec(value.toLowerCase());
+  if (match === null) {
+    throw new ConfigError('IMAGE_MODEL_DEVICE', `expected "cpu" or "cuda:N", got "${value}"`);
+  }
+  if (match[1] === 'cpu') return 'cpu';
+  const index = Number(match[2] ?? '0');
+  if (index >= runtime.cudaDeviceCount) {
+    throw new ConfigError(
+      'IMAGE_MODEL_DEVICE',
+      `names cuda:${index} but ${runtime.cudaDeviceCount} CUDA device(s) are present`,
+    );
+  }
+  return `cuda:${index}`;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+  }
+  return value;
+}
+
+/** Builds the configuration from `env`; throws ConfigError on the first bad variable. */
+export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
+  const maxUploadSizeMb = parseNumber(env, 'MAX_UPLOAD_SIZE_MB', 100, { positive: true });
+  const requireApiKey = parseBool(env, 'REQUIRE_API_KEY', false);
+  const apiKeys = parseStringList(env, 'API_KEYS', []);
+  if (requireApiKey && apiKeys.length === 0) {
+    throw new ConfigError('API_KEYS', 'REQUIRE_API_KEY is true but API_KEYS is empty');
+  }
+  const presentGpus = Array.from({ length: runtime.cudaDeviceCount }, (_, index) => index);
+
+  const config: Config = {
+    serverHost: parseString(env, 'SERVER_HOST', '0.0.0.0'),
+    serverPort: parseNumber(env, 'SERVER_PORT', 8000, { min: 0, max: MAX_PORT, integer: true }),
+    serverWorkers: parseNumber(env, 'SERVER_WORKERS', 1, { min: 1, integer: true }),
+    logLevel: parseLogLevel(env),
+    reload: parseBool(env, 'RELOAD', false),
+    nodeEnv: parseString(env, 'NODE_ENV', 'development'),
+
+    sam3Checkpoint: parseString(env, 'SAM3_CHECKPOINT', 'weights/sam3'),
+    sam3BpePath: raw(env, 'SAM3_BPE_PATH') ?? null,
+
+    imageModelDevice: parseImageDevice(env, runtime),
+    imageModelCompile: parseBool(env, 'IMAGE_MODEL_COMPILE', false),
+    imageModelConfidenceThreshold: parseNumber(env, 'IMAGE_MODEL_CONFIDENCE_THRESHOLD', 0.5, {
+      min: 0,
+      max: 1,
+    }),
+    imageModelResolution: parseNumber(env, 'IMAGE_MODEL_RESOLUTION', 1008, {
+      min: 1,
+      integer: true,
+    }),
+    imageModelEnabled: parseBool(env, 'IMAGE_MODEL_ENABLED', true),
+
+    videoModelEnabled: parseBool(env, 'VIDEO_MODEL_ENABLED', true),
+    videoModelRequired: parseBool(env, 'VIDEO_MODEL_REQUIRED', false),
+    // The spec's default [0,1,2,3] means "up to four GPUs, those present".
+    videoGpuList: parseIntegerList(env, 'VIDEO_GPU_LIST', presentGpus.slice(0, 4), { min: 0 }),
+    videoModelCompile: parseBool(env, 'VIDEO_MODEL_COMPILE', false),
+    maxConcurrentSessions: parseNumber(env, 'MAX_CONCURRENT_SESSIONS', 10, {
+      min: 1,
+      integer: true,
+    }),
+    sessionTimeoutSeconds: parseNumber(env, 'SESSION_TIMEOUT_SECONDS', 3600, { min: 1 }),
+
+    enableFeatureCache: parseBool(env, 'ENABLE_FEATURE_CACHE', true),
+    featureCacheTtlSeconds: parseNumber(env, 'FEATURE_CACHE_TTL_SECONDS', 600, { min: 0 }),
+    maxCacheSizeMb: parseNumber(env, 'MAX_CACHE_SIZE_MB', 4096, { min: 0 }),
+
+    requireApiKey,
+    apiKeys,
+    corsOriginsList: parseStringList(env, 'CORS_ORIGINS_LIST', []),
+    rateLimitEnabled: parseBool(env, 'RATE_LIMIT_ENABLED', true),
+    rateLimitRequestsPerMinute: parseNumber(env, 'RATE_LIMIT_REQUESTS_PER_MINUTE', 100, {
+      min: 1,
+      integer: true,
+    }),
+
+    uploadDir: parseString(env, 'UPLOAD_DIR', '/tmp/sam3_uploads'),
+    outputDir: parseString(env, 'OUTPUT_DIR', '/tmp/sam3_outputs'),
+    maxUploadSizeMb,
+
+    enableMetrics: parseBool(env, 'ENABLE_METRICS', false),
+    metricsPort: parseNumber(env, 'METRICS_PORT', 9090, { min: 0, max: MAX_PORT, integer: true }),
+
+    trustProxyHops: parseNumber(env, 'TRUST_PROXY_HOPS', 0, { min: 0, max: 32, integer: true }),
+    maxImagePixels: parseNumber(env, 'MAX_IMAGE_PIXELS', 40_000_000, { min: 1, integer: true }),
+    maxJsonBodyMb: parseNumber(env, 'MAX_JSON_BODY_MB', maxUploadSizeMb, { positive: true }),
+    requestTimeoutSeconds: parseNumber(env, 'REQUEST_TIMEOUT_SECONDS', 300, { min: 1 }),
+    shutdownTimeoutSeconds: parseNumber(env, 'SHUTDOWN_TIMEOUT_SECONDS', 30, { min: 0 }),
+  };
+  return deepFreeze(config);
+}
+
+/**
+ * The environment the server reads: `process.env` over the variables of a `.env` file (a real
+ * environment variable always wins). A missing file is not an error.
+ */
+export async function readEnvironment(
+  processEnv: Env,
+  dotenvPath: string,
+): Promise<Record<string, string | undefined>> {
+  let fileText: string;
+  try {
+    fileText = await readFile(dotenvPath, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { ...processEnv };
+    throw error;
+  }
+  return { ...parseDotenv(fileText), ...processEnv };
+}

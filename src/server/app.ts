@@ -1,0 +1,87 @@
+/**
+ * The Express application (no listening here: main.ts and the tests own the HTTP server).
+ *
+ * Order matters: the request id comes first so that every response, body-parser errors and
+ * 404s included, carries X-Request-Id; one error handler at the end speaks for all routes.
+ */
+import express, { type Express } from 'express';
+import helmet from 'helmet';
+import type { Config } from '../config';
+import type { Logger } from '../logging';
+import { renderDocsPage } from './docs-page';
+import type { EngineState } from './engine-state';
+import { errorHandler, notFound } from './error-handler';
+import { ApiError } from './errors';
+import { buildOpenApiDocument } from './openapi';
+import { readPackageInfo } from './package-info';
+import { accessLog, requestContext } from './request-context';
+import { imageRoutes } from './routes/image';
+import { infoRoutes } from './routes/info';
+import { segmentRequestSchema, type SegmentRequestBody } from './schemas';
+import { compileValidator, createAjv } from './validation';
+
+export interface AppDependencies {
+  config: Readonly<Config>;
+  engineState: EngineState;
+  logger: Logger;
+  /** Open video sessions, for /health (0 until video sessions exist). */
+  sessionCount?: () => number;
+}
+
+const BYTES_PER_MB = 1024 * 1024;
+/** Paths that still answer while the server shuts down (so orchestrators see "degraded"). */
+const SERVED_WHILE_STOPPING = new Set(['/health']);
+
+export function createApp(deps: AppDependencies): Express {
+  const { config, engineState, logger } = deps;
+  const packageInfo = readPackageInfo();
+  const maxJsonBodyBytes = Math.floor(config.maxJsonBodyMb * BYTES_PER_MB);
+
+  const ajv = createAjv();
+  const requestSchema = segmentRequestSchema(
+    maxJsonBodyBytes,
+    config.imageModelConfidenceThreshold,
+  );
+  const validateSegmentRequest = compileValidator<SegmentRequestBody>(ajv, requestSchema);
+  const openApi = buildOpenApiDocument({
+    version: packageInfo.version,
+    segmentRequestSchema: requestSchema,
+  });
+
+  const app = express();
+  // A hop count, never `true`: X-Forwarded-For is believed only from that many proxies.
+  app.set('trust proxy', config.trustProxyHops);
+  // Responses are computed per request; hashing megabytes of RLE for an ETag is wasted work.
+  app.set('etag', false);
+  app.disable('x-powered-by');
+
+  app.use(requestContext(logger));
+  app.use(accessLog());
+  app.use(helmet());
+  app.use((req, res, next) => {
+    if (engineState.status === 'stopping') {
+      res.set('Connection', 'close');
+      if (!SERVED_WHILE_STOPPING.has(req.path)) {
+        throw new ApiError('not_ready', 'the server is shutting down');
+      }
+    }
+    next();
+  });
+  // Inflated size counts against the limit (a gzip bomb is a 413, not an allocation).
+  app.use(express.json({ limit: maxJsonBodyBytes, strict: true, type: 'application/json' }));
+
+  app.use(
+    infoRoutes({
+      engineState,
+      packageInfo,
+      openApi,
+      docsHtml: renderDocsPage(openApi),
+      sessionCount: deps.sessionCount ?? (() => 0),
+    }),
+  );
+  app.use(imageRoutes({ config, engineState, validateSegmentRequest }));
+
+  app.use(notFound);
+  app.use(errorHandler(logger));
+  return app;
+}

@@ -1,0 +1,79 @@
+/**
+ * GET / (server info), GET /health (readiness), GET /openapi.json and GET /docs.
+ */
+import { Router } from 'express';
+import type { EngineState, EngineStatus } from '../engine-state';
+import { RANDOM_WEIGHTS_WARNING } from '../engine-state';
+import { RETRY_AFTER_SECONDS } from '../errors';
+import type { OpenApiDocument } from '../openapi';
+import type { PackageInfo } from '../package-info';
+
+export interface InfoRouteOptions {
+  engineState: EngineState;
+  packageInfo: PackageInfo;
+  openApi: OpenApiDocument;
+  docsHtml: string;
+  /** Open video sessions (0 until video sessions exist). */
+  sessionCount: () => number;
+}
+
+type HealthStatus = 'ok' | 'loading' | 'degraded';
+
+const HEALTH_OF: Readonly<Record<EngineStatus, HealthStatus>> = {
+  ready: 'ok',
+  disabled: 'ok',
+  loading: 'loading',
+  failed: 'degraded',
+  stopping: 'degraded',
+};
+
+export function infoRoutes(options: InfoRouteOptions): Router {
+  const { engineState, packageInfo, openApi, docsHtml } = options;
+  const router = Router();
+  const openApiJson = JSON.stringify(openApi);
+
+  const randomWeightsFields = (): { random_weights: boolean; warning?: string } => {
+    const random = engineState.model?.random_weights ?? false;
+    return random
+      ? { random_weights: true, warning: RANDOM_WEIGHTS_WARNING }
+      : { random_weights: false };
+  };
+
+  router.get('/', (_req, res) => {
+    const { random_weights, warning } = randomWeightsFields();
+    res.json({
+      name: packageInfo.name,
+      version: packageInfo.version,
+      status: HEALTH_OF[engineState.status],
+      model: engineState.model,
+      random_weights,
+      ...(warning === undefined ? {} : { warning }),
+      docs: '/docs',
+      openapi: '/openapi.json',
+    });
+  });
+
+  router.get('/health', (_req, res) => {
+    const status = HEALTH_OF[engineState.status];
+    if (status !== 'ok') res.set('Retry-After', String(RETRY_AFTER_SECONDS));
+    const { random_weights, warning } = randomWeightsFields();
+    res.status(status === 'ok' ? 200 : 503).json({
+      status,
+      model: engineState.model,
+      devices: [{ device: engineState.device, role: 'image', status: engineState.status }],
+      sessions: options.sessionCount(),
+      random_weights,
+      ...(warning === undefined ? {} : { warning }),
+    });
+  });
+
+  router.get('/openapi.json', (_req, res) => {
+    res.type('application/json').send(openApiJson);
+  });
+
+  router.get('/docs', (_req, res) => {
+    res.type('text/html; charset=utf-8').send(docsHtml);
+  });
+
+  return router;
+}

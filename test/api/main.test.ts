@@ -1,0 +1,153 @@
+/**
+ * The real entry point (dist/src/main.js) as a child process: configuration errors stop it
+ * with exit code 1, it answers /health while the model loads and after, and SIGTERM stops it
+ * cleanly with exit code 0.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { repoPath } from '../helpers/repo';
+import { exportTinyBundle } from '../helpers/server';
+
+const MAIN = repoPath('dist', 'src', 'main.js');
+
+interface Child {
+  process: ChildProcess;
+  /** Complete lines written to stdout so far. */
+  stdoutLines(): string[];
+  stderr: string[];
+  exited: Promise<number | null>;
+}
+
+function start(env: Record<string, string>, cwd: string): Child {
+  // Only PATH and HOME from the outside: no stray configuration reaches the child.
+  const child = spawn(process.execPath, [MAIN], {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  const stderr: string[] = [];
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const stdoutLines = (): string[] => stdout.split('\n').slice(0, -1);
+  return { process: child, stdoutLines, stderr, exited };
+}
+
+async function waitFor<T>(
+  probe: () => T | undefined | Promise<T | undefined>,
+  ms: number,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('main', () => {
+  let cwd: string;
+  before(async () => {
+    cwd = await mkdtemp(path.join(os.tmpdir(), 'sam3-main-'));
+  });
+  after(async () => {
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  it('exits 1 naming the variable when the configuration is bad', async () => {
+    const child = start({ SERVER_PORT: 'eighty' }, cwd);
+    assert.equal(await child.exited, 1);
+    assert.match(child.stderr.join(''), /configuration error: SERVER_PORT: expected a number/);
+  });
+
+  it('serves /health while loading and when ready; SIGTERM drains in-flight requests, exits 0', async () => {
+    const bundleDir = await exportTinyBundle();
+    const child = start(
+      {
+        SERVER_HOST: '127.0.0.1',
+        SERVER_PORT: '0',
+        SAM3_CHECKPOINT: bundleDir,
+        IMAGE_MODEL_RESOLUTION: '224',
+        NODE_ENV: 'production',
+      },
+      cwd,
+    );
+    try {
+      const url = await waitFor(() => {
+        for (const line of child.stdoutLines()) {
+          const match = /listening on (http:\/\/[^"\s]+)/.exec(line);
+          if (match !== null) return match[1];
+        }
+        return undefined;
+      }, 30_000);
+      const first = await fetch(`${url}/health`);
+      assert.ok([200, 503].includes(first.status));
+      await first.arrayBuffer();
+      const ready = await waitFor(async () => {
+        const response = await fetch(`${url}/health`);
+        const body = (await response.json()) as { status: string };
+        return response.status === 200 ? body : undefined;
+      }, 60_000);
+      assert.equal(ready.status, 'ok');
+      const warnings = child
+        .stdoutLines()
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { level: string; message: string })
+        .filter((entry) => entry.level === 'warn' && /RANDOM-WEIGHT/.test(entry.message));
+      assert.equal(warnings.length, 1, 'the random bundle is announced at warn level');
+
+      // A request in flight when SIGTERM arrives (its body half sent) still gets its answer.
+      const image = await sharp(Buffer.alloc(32 * 32 * 3, 99), {
+        raw: { width: 32, height: 32, channels: 3 },
+      })
+        .png()
+        .toBuffer();
+      const payload = Buffer.from(
+        JSON.stringify({
+          image: image.toString('base64'),
+          prompts: [{ type: 'text', text: 'cat' }],
+          confidence_threshold: 0,
+        }),
+      );
+      const inFlight = http.request(`${url}/api/v1/image/segment`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': payload.length },
+      });
+      const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+        inFlight.on('response', (response) => {
+          let body = '';
+          response.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+        });
+        inFlight.on('error', reject);
+      });
+      inFlight.write(payload.subarray(0, payload.length / 2));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const stopped = Date.now();
+      child.process.kill('SIGTERM');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await assert.rejects(fetch(`${url}/health`), 'no new connections once stopping');
+      inFlight.end(payload.subarray(payload.length / 2));
+      const { status, body } = await answered;
+      assert.equal(status, 200, body);
+      assert.equal((JSON.parse(body) as { num_masks: number }).num_masks > 0, true);
+      assert.equal(await child.exited, 0);
+      assert.ok(
+        Date.now() - stopped < 4_000,
+        'stopped before the 5 s keep-alive timeout could expire',
+      );
+    } finally {
+      child.process.kill('SIGKILL');
+    }
+  });
+});
