@@ -69,10 +69,17 @@ export interface Config {
   apiKeys: readonly string[];
   corsOriginsList: readonly string[];
   rateLimitEnabled: boolean;
+  /** Requests a client may make per rate-limit window (the window is a minute by default). */
   rateLimitRequestsPerMinute: number;
+  /** Length of the rate-limit window, whole seconds (60 by default; shorter for tests). */
+  rateLimitWindowSeconds: number;
 
   uploadDir: string;
   outputDir: string;
+  /** Most visualization PNGs kept under OUTPUT_DIR; the oldest beyond it are deleted. */
+  outputMaxFiles: number;
+  /** Visualization PNGs older than this are deleted, seconds. */
+  outputMaxAgeSeconds: number;
   maxUploadSizeMb: number;
 
   enableMetrics: boolean;
@@ -290,9 +297,16 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
       min: 1,
       integer: true,
     }),
+    rateLimitWindowSeconds: parseNumber(env, 'RATE_LIMIT_WINDOW_SECONDS', 60, {
+      min: 1,
+      max: 86_400,
+      integer: true,
+    }),
 
     uploadDir: parseString(env, 'UPLOAD_DIR', '/tmp/sam3_uploads'),
     outputDir: parseString(env, 'OUTPUT_DIR', '/tmp/sam3_outputs'),
+    outputMaxFiles: parseNumber(env, 'OUTPUT_MAX_FILES', 1000, { min: 1, integer: true }),
+    outputMaxAgeSeconds: parseNumber(env, 'OUTPUT_MAX_AGE_SECONDS', 3600, { positive: true }),
     maxUploadSizeMb,
 
     enableMetrics: parseBool(env, 'ENABLE_METRICS', false),

@@ -51,6 +51,7 @@ describe('loadConfig defaults', () => {
         corsOriginsList: [],
         rateLimitEnabled: true,
         rateLimitRequestsPerMinute: 100,
+        rateLimitWindowSeconds: 60,
         uploadDir: '/tmp/sam3_uploads',
         outputDir: '/tmp/sam3_outputs',
         maxUploadSizeMb: 100,
@@ -131,6 +132,19 @@ describe('loadConfig parsing', () => {
     assert.equal(config.maxImagePixels, 1_000_000);
   });
 
+  it('parses the rate-limit window in whole seconds', () => {
+    const config = loadConfig(
+      { RATE_LIMIT_WINDOW_SECONDS: '2', RATE_LIMIT_REQUESTS_PER_MINUTE: '3' },
+      NO_GPU,
+    );
+    assert.equal(config.rateLimitWindowSeconds, 2);
+    assert.equal(config.rateLimitRequestsPerMinute, 3);
+    assert.equal(
+      loadConfig({ RATE_LIMIT_WINDOW_SECONDS: '86400' }, NO_GPU).rateLimitWindowSeconds,
+      86_400,
+    );
+  });
+
   it('normalizes a bare "cuda" device to cuda:0 and accepts cpu on a GPU machine', () => {
     assert.equal(loadConfig({ IMAGE_MODEL_DEVICE: 'cuda' }, TWO_GPUS).imageModelDevice, 'cuda:0');
     assert.equal(loadConfig({ IMAGE_MODEL_DEVICE: 'cuda:1' }, TWO_GPUS).imageModelDevice, 'cuda:1');
@@ -187,6 +201,11 @@ describe('loadConfig errors name the variable', () => {
     [{ MAX_UPLOAD_SIZE_MB: '0' }, 'MAX_UPLOAD_SIZE_MB', /> 0/],
     [{ MAX_IMAGE_PIXELS: '-5' }, 'MAX_IMAGE_PIXELS', />= 1/],
     [{ REQUEST_TIMEOUT_SECONDS: 'Infinity' }, 'REQUEST_TIMEOUT_SECONDS', /number/],
+    [{ RATE_LIMIT_WINDOW_SECONDS: '0' }, 'RATE_LIMIT_WINDOW_SECONDS', />= 1/],
+    [{ RATE_LIMIT_WINDOW_SECONDS: '1.5' }, 'RATE_LIMIT_WINDOW_SECONDS', /integer/],
+    [{ RATE_LIMIT_WINDOW_SECONDS: '86401' }, 'RATE_LIMIT_WINDOW_SECONDS', /<= 86400/],
+    [{ RATE_LIMIT_WINDOW_SECONDS: 'minute' }, 'RATE_LIMIT_WINDOW_SECONDS', /expected a number/],
+    [{ RATE_LIMIT_REQUESTS_PER_MINUTE: '0' }, 'RATE_LIMIT_REQUESTS_PER_MINUTE', />= 1/],
   ];
   for (const [env, variable, reason] of cases) {
     it(`${JSON.stringify(env)} -> ${variable}`, () => {

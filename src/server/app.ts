@@ -2,18 +2,24 @@
  * The Express application (no listening here: main.ts and the tests own the HTTP server).
  *
  * Order matters: the request id comes first so that every response, body-parser errors and
- * 404s included, carries X-Request-Id; one error handler at the end speaks for all routes.
+ * 404s included, carries X-Request-Id; CORS comes before the rate limit and the API key check
+ * so that their 429/401 answers still carry CORS headers for allowed origins (and preflights
+ * are answered without a key); both come before the body parser, so refused requests cost no
+ * body parsing; one error handler at the end speaks for all routes.
  */
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { Config } from '../config';
 import type { Logger } from '../logging';
+import { apiKeyAuth, createApiKeyVerifier } from './auth';
+import { corsPolicy } from './cors';
 import { renderDocsPage } from './docs-page';
 import type { EngineState } from './engine-state';
 import { errorHandler, notFound } from './error-handler';
 import { ApiError } from './errors';
 import { buildOpenApiDocument } from './openapi';
 import { readPackageInfo } from './package-info';
+import { requestRateLimit } from './rate-limit';
 import { accessLog, requestContext } from './request-context';
 import { imageRoutes } from './routes/image';
 import { infoRoutes } from './routes/info';
@@ -58,6 +64,7 @@ export function createApp(deps: AppDependencies): Express {
   app.use(requestContext(logger));
   app.use(accessLog());
   app.use(helmet());
+  app.use(corsPolicy(config.corsOriginsList));
   app.use((req, res, next) => {
     if (engineState.status === 'stopping') {
       res.set('Connection', 'close');
@@ -67,6 +74,18 @@ export function createApp(deps: AppDependencies): Express {
     }
     next();
   });
+  const verifyApiKey = createApiKeyVerifier(config.apiKeys);
+  if (config.rateLimitEnabled) {
+    app.use(
+      requestRateLimit({
+        limit: config.rateLimitRequestsPerMinute,
+        windowSeconds: config.rateLimitWindowSeconds,
+        verifyApiKey,
+        logger,
+      }),
+    );
+  }
+  app.use(apiKeyAuth({ requireApiKey: config.requireApiKey, verify: verifyApiKey }));
   // Inflated size counts against the limit (a gzip bomb is a 413, not an allocation).
   app.use(express.json({ limit: maxJsonBodyBytes, strict: true, type: 'application/json' }));
 
