@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { ConfigError, loadConfig, readEnvironment, type RuntimeInfo } from './config';
+import { VisualizationStore } from './engine/visualization';
 import { chooseLogFormat, createLogger, type Logger } from './logging';
 import { loadAddon } from './native/addon';
 import type { NativeAddon } from './native/types';
@@ -30,6 +31,7 @@ function installShutdown(
   engineState: EngineState,
   deadlineMs: number,
   logger: Logger,
+  onStopped: () => void,
 ): void {
   let stopping = false;
   const stop = async (signal: NodeJS.Signals): Promise<void> => {
@@ -42,6 +44,7 @@ function installShutdown(
     engineState.markStopping();
     await closeGracefully(server, deadlineMs);
     await engineState.close();
+    onStopped();
     logger.info('stopped');
     process.exit(0);
   };
@@ -76,15 +79,24 @@ async function main(): Promise<void> {
     logger.error('unhandled promise rejection', { reason: String(reason) });
   });
 
+  const visualizations = new VisualizationStore({
+    outputDir: config.outputDir,
+    maxFiles: config.outputMaxFiles,
+    maxAgeMs: config.outputMaxAgeSeconds * 1000,
+    logger,
+  });
+  await visualizations.init(); // an unusable OUTPUT_DIR fails start-up, not the first request
   const engineState = new EngineState(config.imageModelDevice);
-  const app = createApp({ config, engineState, logger });
+  const app = createApp({ config, engineState, logger, visualizations });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.serverHost, config.serverPort);
   logger.info(`listening on http://${address.address}:${address.port}`, {
     host: address.address,
     port: address.port,
   });
-  installShutdown(server, engineState, config.shutdownTimeoutSeconds * 1000, logger);
+  installShutdown(server, engineState, config.shutdownTimeoutSeconds * 1000, logger, () =>
+    visualizations.close(),
+  );
 
   if (!config.imageModelEnabled) {
     engineState.markDisabled();

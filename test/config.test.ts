@@ -54,6 +54,8 @@ describe('loadConfig defaults', () => {
         rateLimitWindowSeconds: 60,
         uploadDir: '/tmp/sam3_uploads',
         outputDir: '/tmp/sam3_outputs',
+        outputMaxFiles: 1000,
+        outputMaxAgeSeconds: 3600,
         maxUploadSizeMb: 100,
         enableMetrics: false,
         metricsPort: 9090,

@@ -10,6 +10,7 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { Config } from '../config';
+import type { VisualizationStore } from '../engine/visualization';
 import type { Logger } from '../logging';
 import { apiKeyAuth, createApiKeyVerifier } from './auth';
 import { corsPolicy } from './cors';
@@ -23,6 +24,7 @@ import { requestRateLimit } from './rate-limit';
 import { accessLog, requestContext } from './request-context';
 import { imageRoutes } from './routes/image';
 import { infoRoutes } from './routes/info';
+import { visualizationRoutes } from './routes/visualizations';
 import { segmentRequestSchema, type SegmentRequestBody } from './schemas';
 import { compileValidator, createAjv } from './validation';
 
@@ -30,6 +32,8 @@ export interface AppDependencies {
   config: Readonly<Config>;
   engineState: EngineState;
   logger: Logger;
+  /** return_visualization PNGs (init() already awaited). */
+  visualizations: VisualizationStore;
   /** Open video sessions, for /health (0 until video sessions exist). */
   sessionCount?: () => number;
 }
@@ -98,7 +102,15 @@ export function createApp(deps: AppDependencies): Express {
       sessionCount: deps.sessionCount ?? (() => 0),
     }),
   );
-  app.use(imageRoutes({ config, engineState, validateSegmentRequest }));
+  app.use(
+    imageRoutes({
+      config,
+      engineState,
+      validateSegmentRequest,
+      visualizations: deps.visualizations,
+    }),
+  );
+  app.use(visualizationRoutes({ store: deps.visualizations }));
 
   app.use(notFound);
   app.use(errorHandler(logger));

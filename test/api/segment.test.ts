@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
+import { decodeRle } from '../../src/engine/coco-rle';
 import { readBundleManifest, type BundleManifest } from '../../src/engine/bundle-manifest';
 import {
   expectApiError,
@@ -230,6 +231,35 @@ describe('POST /api/v1/image/segment with the tiny random bundle', () => {
       );
       assert.ok(scores.length <= manifest.num_queries);
     }
+  });
+
+  it('return_visualization writes a PNG overlay that the server serves', async () => {
+    const result = (await (
+      await postJson(`${server.url}${SEGMENT}`, {
+        image: image64,
+        prompts: [{ type: 'text', text: 'person' }],
+        confidence_threshold: 0,
+        return_visualization: true,
+      })
+    ).json()) as SegmentResponse;
+    assert.ok(result.num_masks > 0);
+    assert.match(
+      String(result.visualization_url),
+      /^\/api\/v1\/visualizations\/[0-9a-f]{32}\.png$/,
+    );
+    const response = await fetch(`${server.url}${result.visualization_url}`);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('content-type'), 'image/png');
+    const png = Buffer.from(await response.arrayBuffer());
+    const drawn = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    assert.deepEqual([drawn.info.width, drawn.info.height], [width, height]);
+    const input = await sharp(Buffer.from(image64, 'base64')).removeAlpha().raw().toBuffer();
+    const mask = decodeRle(result.masks[0]);
+    let changedInMask = 0;
+    mask.forEach((inside, pixel) => {
+      if (inside && drawn.data[3 * pixel] !== input[3 * pixel]) changedInMask += 1;
+    });
+    assert.ok(changedInMask > 0, 'pixels under the first mask are tinted');
   });
 
   it('keeps exactly the instances above a higher threshold', async () => {

@@ -210,15 +210,6 @@ describe('POST /api/v1/image/segment validation (model loading)', () => {
     );
   });
 
-  it('answers return_visualization true with 400 unsupported_option', async () => {
-    await expectApiError(
-      await post(body({ return_visualization: true })),
-      400,
-      'unsupported_option',
-      /return_visualization/,
-    );
-  });
-
   it('answers a valid request with 503 not_ready and Retry-After while the model loads', async () => {
     const response = await post(body({ confidence_threshold: 0.3, return_visualization: false }));
     assert.equal(response.headers.get('retry-after'), '5');

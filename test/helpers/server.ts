@@ -12,6 +12,7 @@ import type { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { loadConfig, type Config } from '../../src/config';
 import { readBundleManifest } from '../../src/engine/bundle-manifest';
+import { VisualizationStore } from '../../src/engine/visualization';
 import { createLogger, type Logger } from '../../src/logging';
 import { loadAddon } from '../../src/native/addon';
 import { createApp } from '../../src/server/app';
@@ -44,10 +45,12 @@ export interface TestServer {
 }
 
 export async function startTestServer(options: StartServerOptions = {}): Promise<TestServer> {
+  const outputDir = mkdtempSync(path.join(os.tmpdir(), 'sam3-test-outputs-'));
   const env: Record<string, string> = {
     SERVER_HOST: '127.0.0.1',
     SERVER_PORT: '0',
     LOG_LEVEL: 'DEBUG',
+    OUTPUT_DIR: outputDir,
   };
   if (options.bundleDir !== undefined) {
     // The bundle decides the resolution; a test may still override it to provoke a mismatch.
@@ -67,7 +70,14 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
   if (options.bundleDir !== undefined) {
     await loadImageModel(engineState, config, loadAddon, logger, options.bundleDir);
   }
-  const app = createApp({ config, engineState, logger });
+  const visualizations = new VisualizationStore({
+    outputDir: config.outputDir,
+    maxFiles: config.outputMaxFiles,
+    maxAgeMs: config.outputMaxAgeSeconds * 1000,
+    logger,
+  });
+  await visualizations.init();
+  const app = createApp({ config, engineState, logger, visualizations });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.serverHost, config.serverPort);
   return {
@@ -79,6 +89,8 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
       engineState.markStopping();
       await closeGracefully(server, 0);
       await engineState.close();
+      visualizations.close();
+      rmSync(outputDir, { recursive: true, force: true });
     },
   };
 }

@@ -4,6 +4,7 @@
 import { Router } from 'express';
 import type { Config } from '../../config';
 import { decodeImage } from '../../engine/image-decoder';
+import type { VisualizationStore } from '../../engine/visualization';
 import type { EngineState } from '../engine-state';
 import { ApiError } from '../errors';
 import type { PromptBody, SegmentRequestBody, TextPromptBody } from '../schemas';
@@ -12,6 +13,7 @@ export interface ImageRouteOptions {
   config: Readonly<Config>;
   engineState: EngineState;
   validateSegmentRequest: (body: unknown) => SegmentRequestBody;
+  visualizations: Pick<VisualizationStore, 'render'>;
 }
 
 function isTextPrompt(prompt: PromptBody): prompt is TextPromptBody {
@@ -19,7 +21,7 @@ function isTextPrompt(prompt: PromptBody): prompt is TextPromptBody {
 }
 
 export function imageRoutes(options: ImageRouteOptions): Router {
-  const { config, engineState, validateSegmentRequest } = options;
+  const { config, engineState, validateSegmentRequest, visualizations } = options;
   const router = Router();
 
   router.post('/api/v1/image/segment', async (req, res) => {
@@ -35,12 +37,6 @@ export function imageRoutes(options: ImageRouteOptions): Router {
           'yet; use text prompts',
       );
     }
-    if (body.return_visualization === true) {
-      throw new ApiError(
-        'unsupported_option',
-        '/return_visualization: visualizations are not supported yet',
-      );
-    }
     const segmenter = engineState.requireSegmenter();
     const image = await decodeImage(body.image, { maxPixels: config.maxImagePixels });
     const result = await segmenter.segment({
@@ -48,6 +44,8 @@ export function imageRoutes(options: ImageRouteOptions): Router {
       prompts: body.prompts.filter(isTextPrompt),
       confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
     });
+    const visualization =
+      body.return_visualization === true ? await visualizations.render(image, result) : null;
     res.json({
       masks: result.masks,
       boxes: result.boxes,
@@ -55,7 +53,7 @@ export function imageRoutes(options: ImageRouteOptions): Router {
       labels: result.labels,
       num_masks: result.num_masks,
       image_size: result.image_size,
-      visualization_url: null,
+      visualization_url: visualization?.urlPath ?? null,
       inference_time_ms: result.inference_time_ms,
     });
   });
