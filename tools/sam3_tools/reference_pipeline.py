@@ -27,7 +27,8 @@ def preprocess(rgb: np.ndarray, resolution: int) -> torch.Tensor:
     """uint8 [H, W, 3] -> float [1, 3, R, R] normalized."""
     image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
     resized = F.interpolate(image, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    pixels = resized.to(torch.float32) / 255.0
+    # torchvision v2 ToDtype(scale=True) multiplies by 1/255 (not a division: the last bit differs)
+    pixels = resized.to(torch.float32) * (1.0 / 255.0)
     return (pixels - 0.5) / 0.5
 
 

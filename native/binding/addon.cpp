@@ -1,0 +1,86 @@
+// Entry point of sam3.node (NativeAddon in src/native/types.ts).
+#include <napi.h>
+
+#include "addon_data.h"
+#include "async_call.h"
+#include "embedding_wrap.h"
+#include "engine_wrap.h"
+#include "rle.h"
+#include "runtime_info.h"
+
+namespace sam3::binding {
+
+namespace {
+
+// encodeRle(mask: Uint8Array, height, width): COCO RLE counts of a row-major binary mask.
+// Synchronous: it is small work, used by tests and tools.
+Napi::Value encodeRle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto fail = [&](const std::string& message) -> Napi::Value {
+    Napi::Error error = toJsError(env, CoreError(ErrorCode::kBadInput, message));
+    throw error;
+  };
+  if (!info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    return fail("mask must be a Uint8Array");
+  }
+  if (!info[1].IsNumber() || !info[2].IsNumber()) return fail("height and width must be numbers");
+  double height = info[1].As<Napi::Number>().DoubleValue();
+  double width = info[2].As<Napi::Number>().DoubleValue();
+  // Range first: casting NaN or infinities to an integer is undefined.
+  auto isSize = [](double value) {
+    return value >= 0 && value <= 1e9 && value == static_cast<double>(static_cast<int64_t>(value));
+  };
+  if (!isSize(height) || !isSize(width)) return fail("height and width must be integers >= 0");
+  Napi::Uint8Array mask = info[0].As<Napi::Uint8Array>();
+  size_t h = static_cast<size_t>(height), w = static_cast<size_t>(width);
+  if (mask.ElementLength() != h * w) return fail("mask must hold height * width bytes");
+  return Napi::String::New(env, encodeRleRowMajor(mask.Data(), h, w));
+}
+
+// shutdown(): stops this environment's engines before the process exits. The loader calls it
+// from process.on('exit'): exit handlers would otherwise destroy LibTorch's (and oneDNN's)
+// statics while an executor thread is still inside a model call.
+Napi::Value shutdown(const Napi::CallbackInfo& info) {
+  EngineWrap::cancelEnvironmentEngines(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value runtimeInfoValue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RuntimeInfo runtime = runtimeInfo();
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("torchVersion", runtime.torchVersion);
+  object.Set("cudaAvailable", runtime.cudaAvailable);
+  object.Set("cudaDeviceCount", runtime.cudaDeviceCount);
+  object.Set("liveEmbeddingBytes", static_cast<double>(runtime.liveEmbeddingBytes));
+  return object;
+}
+
+}  // namespace
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+  Napi::Function engine = EngineWrap::define(env);
+  data->engineConstructor = Napi::Persistent(engine);
+  data->imageEmbeddingConstructor = Napi::Persistent(ImageEmbeddingWrap::define(env));
+  data->textEmbeddingConstructor = Napi::Persistent(TextEmbeddingWrap::define(env));
+
+  // Stop executor threads before a worker's environment goes away under a running model call.
+  env.AddCleanupHook([env] { EngineWrap::cancelEnvironmentEngines(env); });
+
+  exports.Set("Engine", engine);
+  exports.Set("encodeRle", Napi::Function::New<encodeRle>(env, "encodeRle"));
+  exports.Set("runtimeInfo", Napi::Function::New<runtimeInfoValue>(env, "runtimeInfo"));
+  exports.Set("shutdown", Napi::Function::New<shutdown>(env, "shutdown"));
+  return exports;
+}
+
+}  // namespace sam3::binding
+
+static Napi::Object initSam3(Napi::Env env, Napi::Object exports) {
+  return sam3::binding::init(env, exports);
+}
+
+NODE_API_MODULE(sam3, initSam3)

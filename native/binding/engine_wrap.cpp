@@ -1,0 +1,269 @@
+#include "engine_wrap.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "addon_data.h"
+#include "async_call.h"
+#include "embedding_wrap.h"
+
+namespace sam3::binding {
+
+namespace {
+
+[[noreturn]] void badArgument(const std::string& message) {
+  throw CoreError(ErrorCode::kBadInput, message);
+}
+
+std::string stringMember(const Napi::Object& object, const char* name) {
+  Napi::Value value = object.Get(name);
+  if (!value.IsString()) badArgument(std::string(name) + " must be a string");
+  return value.As<Napi::String>().Utf8Value();
+}
+
+// A JS number that is an integer in [0, 2^53).
+int64_t integerArgument(const Napi::Value& value, const char* name) {
+  if (!value.IsNumber()) badArgument(std::string(name) + " must be a number");
+  double number = value.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(number) || std::floor(number) != number || number < 0 ||
+      number >= 9007199254740992.0) {
+    badArgument(std::string(name) + " must be a non-negative integer");
+  }
+  return static_cast<int64_t>(number);
+}
+
+template <typename TypedArray>
+TypedArray typedArrayArgument(const Napi::Value& value, napi_typedarray_type type,
+                              const std::string& name, const char* typeName) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != type) {
+    badArgument(name + " must be a " + typeName);
+  }
+  return value.As<TypedArray>();
+}
+
+Napi::Uint8Array bytesArgument(const Napi::Value& value, const char* name) {
+  if (value.IsTypedArray()) {
+    napi_typedarray_type type = value.As<Napi::TypedArray>().TypedArrayType();
+    if (type == napi_uint8_array || type == napi_uint8_clamped_array) {
+      return value.As<Napi::Uint8Array>();
+    }
+  }
+  badArgument(std::string(name) + " must be a Buffer or Uint8Array");
+}
+
+Napi::Object infoObject(Napi::Env env, const BundleInfo& info) {
+  Napi::Object object = Napi::Object::New(env);
+  auto number = [&](int64_t value) { return Napi::Number::New(env, static_cast<double>(value)); };
+  object.Set("modelId", info.modelId);
+  object.Set("randomWeights", info.randomWeights);
+  object.Set("seed", info.seed ? number(*info.seed) : env.Null());
+  object.Set("checksum", info.checksum);
+  object.Set("formatVersion", number(info.formatVersion));
+  object.Set("dtype", info.dtype);
+  object.Set("resolution", number(info.resolution));
+  object.Set("patchSize", number(info.patchSize));
+  object.Set("featureSize", number(info.featureSize));
+  object.Set("maskSize", number(info.maskSize));
+  object.Set("hiddenSize", number(info.hiddenSize));
+  object.Set("numQueries", number(info.numQueries));
+  object.Set("contextLength", number(info.contextLength));
+  object.Set("vocabSize", number(info.vocabSize));
+  object.Set("bosId", number(info.bosId));
+  object.Set("eosId", number(info.eosId));
+  object.Set("padId", number(info.padId));
+  object.Set("vocabFile", info.vocabFile);
+  object.Set("torchVersion", info.torchVersion);
+  object.Set("transformersVersion", info.transformersVersion);
+  object.Freeze();
+  return object;
+}
+
+Napi::Float32Array floatArray(Napi::Env env, const std::vector<float>& values) {
+  Napi::Float32Array array = Napi::Float32Array::New(env, values.size());
+  std::copy(values.begin(), values.end(), array.Data());
+  return array;
+}
+
+struct EngineHandoff {
+  std::shared_ptr<Engine> engine;
+};
+
+// Runs `body`, turning a CoreError thrown while unpacking arguments into a rejected promise.
+template <typename Body>
+Napi::Value promiseOrRejection(Napi::Env env, Body body) {
+  try {
+    return body();
+  } catch (const CoreError& error) {
+    return rejectedPromise(env, error);
+  }
+}
+
+}  // namespace
+
+Napi::Function EngineWrap::define(Napi::Env env) {
+  return DefineClass(env, "Engine",
+                     {
+                         StaticMethod<&EngineWrap::load>("load"),
+                         InstanceMethod<&EngineWrap::encodeImage>("encodeImage"),
+                         InstanceMethod<&EngineWrap::encodeText>("encodeText"),
+                         InstanceMethod<&EngineWrap::detect>("detect"),
+                         InstanceMethod<&EngineWrap::lastStageTimes>("lastStageTimes"),
+                         InstanceMethod<&EngineWrap::close>("close"),
+                     });
+}
+
+EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(env, "use Engine.load({ bundleDir, device })");
+  }
+  engine_ = info[0].As<Napi::External<EngineHandoff>>().Data()->engine;
+  Napi::Object self = info.This().As<Napi::Object>();
+  self.DefineProperties({
+      Napi::PropertyDescriptor::Value("info", infoObject(env, engine_->info()), napi_enumerable),
+      Napi::PropertyDescriptor::Value("device", Napi::String::New(env, engine_->device()),
+                                      napi_enumerable),
+  });
+}
+
+Napi::Value EngineWrap::load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsObject()) badArgument("options must be an object");
+    Napi::Object options = info[0].As<Napi::Object>();
+    std::string bundleDir = stringMember(options, "bundleDir");
+    std::string device = stringMember(options, "device");
+    auto call = AsyncCall::start(env, {});
+    std::shared_ptr<Engine> engine = Engine::load(
+        bundleDir, device,
+        AsyncCall::completion<std::shared_ptr<Engine>>(
+            call, [](Napi::Env env, const std::shared_ptr<Engine>& loaded) -> Napi::Value {
+              EngineHandoff handoff{loaded};
+              return AddonData::of(env).engineConstructor.New(
+                  {Napi::External<EngineHandoff>::New(env, &handoff)});
+            }));
+    if (engine) AddonData::of(env).track(engine);
+    return call->promise();
+  });
+}
+
+Napi::Value EngineWrap::encodeImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    Napi::Uint8Array rgb = bytesArgument(info[0], "rgb");
+    ImageRequest request;
+    request.rgb = rgb.Data();
+    request.byteLength = rgb.ByteLength();
+    request.width = integerArgument(info[1], "width");
+    request.height = integerArgument(info[2], "height");
+    // The executor reads the pixels in place: keep the buffer (and this engine) referenced.
+    auto call = AsyncCall::start(env, {info.This(), rgb});
+    engine_->encodeImage(
+        request, AsyncCall::completion<std::shared_ptr<ImageEmbedding>>(
+                     call, [](Napi::Env env, const std::shared_ptr<ImageEmbedding>& embedding) {
+                       return ImageEmbeddingWrap::wrap(env, embedding);
+                     }));
+    return call->promise();
+  });
+}
+
+Napi::Value EngineWrap::encodeText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    auto ids = typedArrayArgument<Napi::Int32Array>(info[0], napi_int32_array, "ids", "Int32Array");
+    auto mask =
+        typedArrayArgument<Napi::Int32Array>(info[1], napi_int32_array, "mask", "Int32Array");
+    TextRequest request;
+    request.ids = ids.Data();
+    request.idsLength = ids.ElementLength();
+    request.mask = mask.Data();
+    request.maskLength = mask.ElementLength();
+    request.batch = integerArgument(info[2], "batch");
+    auto call = AsyncCall::start(env, {info.This(), ids, mask});
+    using Embeddings = std::vector<std::shared_ptr<TextEmbedding>>;
+    engine_->encodeText(
+        request,
+        AsyncCall::completion<Embeddings>(call, [](Napi::Env env, const Embeddings& embeddings) {
+          Napi::Array array = Napi::Array::New(env, embeddings.size());
+          for (size_t i = 0; i < embeddings.size(); ++i) {
+            array.Set(static_cast<uint32_t>(i), TextEmbeddingWrap::wrap(env, embeddings[i]));
+          }
+          return array;
+        }));
+    return call->promise();
+  });
+}
+
+Napi::Value EngineWrap::detect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    std::shared_ptr<const ImageEmbedding> image = ImageEmbeddingWrap::unwrap(env, info[0]);
+    if (!image) badArgument("image must be an ImageEmbedding from encodeImage");
+    if (!info[1].IsArray()) badArgument("queries must be an array");
+    Napi::Array list = info[1].As<Napi::Array>();
+    std::vector<ConceptQuery> queries(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      std::string where = "queries[" + std::to_string(i) + "]";
+      Napi::Value item = list.Get(i);
+      if (!item.IsObject()) badArgument(where + " must be an object");
+      Napi::Object query = item.As<Napi::Object>();
+      queries[i].text = TextEmbeddingWrap::unwrap(env, query.Get("text"));
+      if (!queries[i].text) badArgument(where + ".text must be a TextEmbedding from encodeText");
+      // Boxes and labels are small: copied now, so the JS arrays need not stay alive.
+      auto boxes = typedArrayArgument<Napi::Float32Array>(query.Get("boxes"), napi_float32_array,
+                                                          where + ".boxes", "Float32Array");
+      auto labels = typedArrayArgument<Napi::Int32Array>(query.Get("boxLabels"), napi_int32_array,
+                                                         where + ".boxLabels", "Int32Array");
+      queries[i].boxes.assign(boxes.Data(), boxes.Data() + boxes.ElementLength());
+      queries[i].boxLabels.assign(labels.Data(), labels.Data() + labels.ElementLength());
+    }
+    if (!info[2].IsObject()) badArgument("options must be an object");
+    Napi::Value threshold = info[2].As<Napi::Object>().Get("threshold");
+    if (!threshold.IsNumber()) badArgument("options.threshold must be a number");
+
+    auto call = AsyncCall::start(env, {info.This()});
+    using Results = std::vector<ConceptInstances>;
+    engine_->detect(
+        std::move(image), std::move(queries), threshold.As<Napi::Number>().DoubleValue(),
+        AsyncCall::completion<Results>(call, [](Napi::Env env, const Results& results) {
+          Napi::Array array = Napi::Array::New(env, results.size());
+          for (size_t i = 0; i < results.size(); ++i) {
+            const ConceptInstances& instances = results[i];
+            Napi::Object object = Napi::Object::New(env);
+            object.Set("scores", floatArray(env, instances.scores));
+            object.Set("boxes", floatArray(env, instances.boxes));
+            Napi::Array masks = Napi::Array::New(env, instances.masks.size());
+            for (size_t m = 0; m < instances.masks.size(); ++m) {
+              masks.Set(static_cast<uint32_t>(m), Napi::String::New(env, instances.masks[m]));
+            }
+            object.Set("masks", masks);
+            array.Set(static_cast<uint32_t>(i), object);
+          }
+          return array;
+        }));
+    return call->promise();
+  });
+}
+
+Napi::Value EngineWrap::lastStageTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object times = Napi::Object::New(env);
+  for (const auto& [stage, ms] : engine_->lastStageTimes()) times.Set(stage, ms);
+  return times;
+}
+
+Napi::Value EngineWrap::close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto call = AsyncCall::start(env, {info.This()});
+  engine_->close([call] { call->resolve([](Napi::Env env) { return env.Undefined(); }); });
+  return call->promise();
+}
+
+void EngineWrap::cancelEnvironmentEngines(Napi::Env env) {
+  for (const std::weak_ptr<Engine>& weak : AddonData::of(env).engines) {
+    if (std::shared_ptr<Engine> engine = weak.lock()) engine->cancelAndJoin();
+  }
+}
+
+}  // namespace sam3::binding

@@ -1,0 +1,230 @@
+#include "bundle.h"
+
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "errors.h"
+
+namespace sam3 {
+
+namespace fs = std::filesystem;
+
+c10::ScalarType scalarTypeOf(const std::string& dtype) {
+  if (dtype == "float32") return at::kFloat;
+  if (dtype == "float16") return at::kHalf;
+  if (dtype == "bfloat16") return at::kBFloat16;
+  if (dtype == "int64") return at::kLong;
+  throw CoreError(ErrorCode::kInternal, "unknown dtype " + dtype);
+}
+
+namespace {
+
+std::atomic<uint64_t> nextBundleId{1};
+
+// LibTorch messages can quote the absolute path of a file; callers only see the bundle name.
+std::string withoutHostPath(std::string message, const std::string& absoluteDir,
+                            const std::string& name) {
+  if (absoluteDir.empty()) return message;
+  for (size_t at = message.find(absoluteDir); at != std::string::npos;
+       at = message.find(absoluteDir, at + name.size())) {
+    message.replace(at, absoluteDir.size(), name);
+  }
+  return message;
+}
+
+std::string firstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+const char* moduleName(ModuleKind kind) {
+  switch (kind) {
+    case ModuleKind::kVisionEncoder:
+      return "vision_encoder";
+    case ModuleKind::kTextEncoder:
+      return "text_encoder";
+    case ModuleKind::kDetector:
+      return "detector";
+  }
+  return "module";
+}
+
+std::string shapeString(at::IntArrayRef sizes) {
+  std::ostringstream out;
+  out << sizes;
+  return out.str();
+}
+
+// Checks a tensor against its spec, binding unbound symbols on first sight.
+void checkShape(const at::Tensor& tensor, const TensorSpec& spec, SymbolSizes& symbols,
+                const char* module, const char* role) {
+  bool matches = tensor.dim() == static_cast<int64_t>(spec.shape.size());
+  for (size_t d = 0; matches && d < spec.shape.size(); ++d) {
+    const Dimension& dim = spec.shape[d];
+    int64_t actual = tensor.size(static_cast<int64_t>(d));
+    if (!dim.isSymbolic()) {
+      matches = actual == dim.size;
+    } else {
+      auto bound = symbols.find(dim.symbol);
+      if (bound == symbols.end()) {
+        symbols[dim.symbol] = actual;
+      } else {
+        matches = bound->second == actual;
+      }
+    }
+  }
+  if (!matches) {
+    throw CoreError(ErrorCode::kInternal, std::string(module) + " " + role + " " + spec.name +
+                                              " has shape " + shapeString(tensor.sizes()) +
+                                              ", which the manifest does not allow");
+  }
+}
+
+torch::jit::Module loadModule(const fs::path& dir, const std::string& bundleName,
+                              const ModuleSpec& spec, const char* name, const c10::Device& device) {
+  fs::path file = dir / spec.file;
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + bundleName + "': " + spec.file + " (" + name + ") is missing");
+  }
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(file.string(), device);
+  } catch (const c10::Error& e) {
+    throw CoreError(
+        ErrorCode::kModelLoad,
+        "bundle '" + bundleName + "': " + spec.file + " is not a loadable " +
+            "TorchScript module: " +
+            withoutHostPath(firstLine(e.what_without_backtrace()), dir.string(), bundleName));
+  }
+  module.eval();
+  auto forward = module.find_method("forward");
+  if (!forward) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + bundleName + "': " + spec.file + " has no forward method");
+  }
+  // The schema's first argument is `self`.
+  size_t arity = forward->function().getSchema().arguments().size() - 1;
+  if (arity != spec.inputs.size()) {
+    throw CoreError(ErrorCode::kModelLoad, "bundle '" + bundleName + "': " + spec.file +
+                                               " forward takes " + std::to_string(arity) +
+                                               " inputs, the manifest lists " +
+                                               std::to_string(spec.inputs.size()));
+  }
+  return module;
+}
+
+std::string readFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (!in.good() && !in.eof()) throw std::runtime_error("read failed");
+  return content.str();
+}
+
+}  // namespace
+
+std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& device) {
+  std::error_code ec;
+  fs::path path = fs::absolute(fs::path(dir), ec).lexically_normal();
+  std::string name =
+      path.has_filename() ? path.filename().string() : path.parent_path().filename().string();
+  if (dir.empty() || !fs::is_directory(path, ec)) {
+    throw CoreError(ErrorCode::kModelLoad, "bundle directory '" + name + "' does not exist");
+  }
+  fs::path manifestPath = path / "manifest.json";
+  if (!fs::is_regular_file(manifestPath, ec)) {
+    throw CoreError(ErrorCode::kModelLoad, "bundle '" + name + "' has no manifest.json");
+  }
+  std::string text;
+  try {
+    text = readFile(manifestPath);
+  } catch (const std::exception&) {
+    throw CoreError(ErrorCode::kModelLoad, "bundle '" + name + "': cannot read manifest.json");
+  }
+
+  // Run the traced graphs as exported. The profiling executor's optimizing passes cost seconds
+  // on the first calls of each new input shape (batch sizes vary per request) and, measured on
+  // CPU, gain nothing in steady state. The setting belongs to the calling (executor) thread.
+  torch::jit::setGraphExecutorOptimize(false);
+
+  std::shared_ptr<Bundle> bundle(new Bundle());
+  try {
+    bundle->manifest_ = parseManifest(text);
+  } catch (const CoreError& e) {
+    throw CoreError(ErrorCode::kModelLoad, "bundle '" + name + "': " + e.what());
+  }
+  bundle->device_ = device;
+  bundle->name_ = name;
+  bundle->id_ = nextBundleId.fetch_add(1);
+  const Manifest& m = bundle->manifest_;
+  bundle->visionEncoder_ = loadModule(path, name, m.visionEncoder, "vision_encoder", device);
+  bundle->textEncoder_ = loadModule(path, name, m.textEncoder, "text_encoder", device);
+  bundle->detector_ = loadModule(path, name, m.detector, "detector", device);
+  return bundle;
+}
+
+NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSizes symbols) {
+  const ModuleSpec* spec = nullptr;
+  torch::jit::Module* module = nullptr;
+  switch (kind) {
+    case ModuleKind::kVisionEncoder:
+      spec = &manifest_.visionEncoder;
+      module = &visionEncoder_;
+      break;
+    case ModuleKind::kTextEncoder:
+      spec = &manifest_.textEncoder;
+      module = &textEncoder_;
+      break;
+    case ModuleKind::kDetector:
+      spec = &manifest_.detector;
+      module = &detector_;
+      break;
+  }
+  const char* name = moduleName(kind);
+
+  std::vector<c10::IValue> arguments;
+  arguments.reserve(spec->inputs.size());
+  for (const TensorSpec& input : spec->inputs) {
+    auto found = inputs.find(input.name);
+    if (found == inputs.end()) {
+      throw CoreError(ErrorCode::kInternal,
+                      std::string(name) + " input " + input.name + " was not provided");
+    }
+    at::Tensor tensor = found->second.to(device_, scalarTypeOf(input.dtype));
+    checkShape(tensor, input, symbols, name, "input");
+    arguments.emplace_back(std::move(tensor));
+  }
+
+  c10::IValue result = module->forward(std::move(arguments));
+
+  std::vector<at::Tensor> outputs;
+  if (result.isTensor()) {
+    outputs.push_back(result.toTensor());
+  } else if (result.isTuple()) {
+    for (const c10::IValue& item : result.toTupleRef().elements()) {
+      if (!item.isTensor()) {
+        throw CoreError(ErrorCode::kInternal, std::string(name) + " returned a non-tensor");
+      }
+      outputs.push_back(item.toTensor());
+    }
+  } else if (result.isTensorList()) {
+    for (const at::Tensor& tensor : result.toTensorVector()) outputs.push_back(tensor);
+  } else {
+    throw CoreError(ErrorCode::kInternal, std::string(name) + " returned an unexpected type");
+  }
+  if (outputs.size() != spec->outputs.size()) {
+    throw CoreError(ErrorCode::kInternal,
+                    std::string(name) + " returned " + std::to_string(outputs.size()) +
+                        " outputs, the manifest lists " + std::to_string(spec->outputs.size()));
+  }
+  NamedTensors named;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    checkShape(outputs[i], spec->outputs[i], symbols, name, "output");
+    named.emplace(spec->outputs[i].name, std::move(outputs[i]));
+  }
+  return named;
+}
+
+}  // namespace sam3

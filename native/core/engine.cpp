@@ -1,0 +1,507 @@
+#include "engine.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+
+#include "bundle.h"
+#include "embedding_tensors.h"
+#include "executor.h"
+#include "image_pipeline.h"
+#include "rle.h"
+
+namespace sam3 {
+
+namespace {
+
+// Largest image side accepted (pixels): keeps width * height * 3 far from overflow and the
+// per-mask buffers bounded.
+constexpr int64_t kMaxImageSide = 16384;
+// Upsampled float mask logits processed at once: bounds postprocessing memory for big images.
+constexpr int64_t kMaskChunkBytes = 64ll << 20;
+// Text rows per text encoder call.
+constexpr int64_t kMaxTextBatch = 64;
+
+std::atomic<int64_t> embeddingBytes{0};
+
+int64_t tensorBytes(const at::Tensor& tensor) {
+  return static_cast<int64_t>(tensor.numel()) * static_cast<int64_t>(tensor.element_size());
+}
+
+// A tensor that owns exactly its bytes (outputs can be views into a larger buffer).
+at::Tensor owned(const at::Tensor& tensor) {
+  at::Tensor contiguous = tensor.contiguous();
+  if (contiguous.storage().nbytes() != static_cast<size_t>(tensorBytes(contiguous))) {
+    return contiguous.clone();
+  }
+  return contiguous;
+}
+
+[[noreturn]] void badInput(const std::string& message) {
+  throw CoreError(ErrorCode::kBadInput, message);
+}
+
+class StageClock {
+ public:
+  explicit StageClock(const Executor& executor) : executor_(executor) {}
+
+  // Ends the current stage (waiting for the device) and adds its time to `stage`.
+  void lap(const char* stage) {
+    executor_.synchronizeDevice();
+    auto now = std::chrono::steady_clock::now();
+    times_[stage] += std::chrono::duration<double, std::milli>(now - start_).count();
+    start_ = now;
+  }
+  const StageTimes& times() const { return times_; }
+
+ private:
+  const Executor& executor_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  StageTimes times_;
+};
+
+// COCO RLE of each mask: logits [K, M, M] are resized bilinearly (align_corners=False, no
+// antialias) to the original height x width and binarized at > 0, exactly as
+// interpolate(logits[None], (H, W), mode="bilinear") > 0. Laps "postprocess" and "rle".
+std::vector<std::string> encodeMasks(const at::Tensor& maskLogits, int64_t H, int64_t W,
+                                     StageClock& clock) {
+  const int64_t K = maskLogits.size(0), M = maskLogits.size(1);
+  std::vector<std::string> masks(static_cast<size_t>(K));
+  if (K == 0) return masks;
+  const size_t h = static_cast<size_t>(H), w = static_cast<size_t>(W);
+  if (maskLogits.device().is_cpu()) {
+    // One mask at a time per worker: a full-size plane stays in cache between the resize and
+    // the encoder (about twice as fast as resizing all masks first). Each plane's values
+    // equal those of the batched resize.
+    at::Tensor logits = maskLogits.to(at::kFloat).contiguous();
+    at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+      c10::InferenceMode inferenceMode;
+      at::Tensor plane = at::empty({1, 1, H, W}, at::kFloat);
+      for (int64_t k = begin; k < end; ++k) {
+        at::upsample_bilinear2d_out(plane, logits[k].view({1, 1, M, M}), {H, W},
+                                    /*align_corners=*/false);
+        masks[static_cast<size_t>(k)] = encodeRlePositiveRowMajor(plane.data_ptr<float>(), h, w);
+      }
+    });
+    clock.lap("rle");
+    return masks;
+  }
+  // On an accelerator: resize and binarize there in chunks, bring back column-major bytes.
+  const int64_t perChunk = std::max<int64_t>(1, kMaskChunkBytes / std::max<int64_t>(1, H * W * 4));
+  for (int64_t start = 0; start < K; start += perChunk) {
+    const int64_t n = std::min(perChunk, K - start);
+    at::Tensor logits = maskLogits.narrow(0, start, n).to(at::kFloat).unsqueeze(0);
+    at::Tensor upsampled = at::upsample_bilinear2d(logits, {H, W}, /*align_corners=*/false);
+    // [n, W, H]: each mask's bytes in column-major order, as COCO RLE walks them.
+    at::Tensor columnMajor = upsampled.squeeze(0).gt(0).transpose(1, 2).contiguous().to(at::kCPU);
+    clock.lap("postprocess");
+    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(columnMajor.data_ptr<bool>());
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        masks[static_cast<size_t>(start + k)] =
+            encodeRleColumnMajor(bytes + static_cast<size_t>(k) * h * w, h, w);
+      }
+    });
+    clock.lap("rle");
+  }
+  return masks;
+}
+
+}  // namespace
+
+ImageEmbedding::ImageEmbedding(uint64_t bundleId, int64_t width, int64_t height,
+                               std::unique_ptr<Tensors> tensors)
+    : bundleId_(bundleId), width_(width), height_(height), tensors_(std::move(tensors)) {
+  byteSize_ = 0;
+  for (const at::Tensor& t : tensors_->fpn) byteSize_ += tensorBytes(t);
+  for (const at::Tensor& t : tensors_->trackerFpn) byteSize_ += tensorBytes(t);
+  embeddingBytes += byteSize_;
+}
+
+ImageEmbedding::~ImageEmbedding() { embeddingBytes -= byteSize_; }
+
+TextEmbedding::TextEmbedding(uint64_t bundleId, std::unique_ptr<Tensors> tensors)
+    : bundleId_(bundleId), tensors_(std::move(tensors)) {
+  byteSize_ = tensorBytes(tensors_->features) + tensorBytes(tensors_->mask);
+  embeddingBytes += byteSize_;
+}
+
+TextEmbedding::~TextEmbedding() { embeddingBytes -= byteSize_; }
+
+int64_t liveEmbeddingBytes() { return embeddingBytes.load(); }
+
+struct Engine::Impl {
+  // Declared first so it is destroyed last: its destructor drains and joins.
+  std::unique_ptr<Executor> executor;
+  std::string device;
+  std::shared_ptr<Bundle> bundle;  // executor thread only, after load
+  BundleInfo info;                 // written once by load before `done`
+
+  mutable std::mutex timesMutex;
+  StageTimes lastTimes;
+
+  void recordTimes(const StageTimes& times) {
+    std::lock_guard<std::mutex> lock(timesMutex);
+    for (const auto& [stage, ms] : times) lastTimes[stage] = ms;
+  }
+
+  Bundle& loadedBundle() {
+    if (executor->cancelled() || !bundle) {
+      throw CoreError(ErrorCode::kEngineClosed, "the engine is closed");
+    }
+    return *bundle;
+  }
+
+  std::shared_ptr<ImageEmbedding> encodeImage(const ImageRequest& request);
+  std::vector<std::shared_ptr<TextEmbedding>> encodeText(const TextRequest& request);
+  std::vector<ConceptInstances> detect(const ImageEmbedding& image,
+                                       const std::vector<ConceptQuery>& queries, double threshold);
+};
+
+std::string normalizeDevice(const std::string& device) {
+  c10::Device parsed(c10::kCPU);
+  try {
+    parsed = c10::Device(device);
+  } catch (const c10::Error&) {
+    badInput("invalid device '" + device + "' (expected \"cpu\" or \"cuda:N\")");
+  }
+  if (parsed.is_cpu()) {
+    if (parsed.has_index() && parsed.index() != 0) badInput("invalid device '" + device + "'");
+    return "cpu";
+  }
+  if (!parsed.is_cuda()) badInput("unsupported device '" + device + "' (use cpu or cuda:N)");
+  if (!torch::cuda::is_available()) {
+    throw CoreError(ErrorCode::kDeviceUnavailable,
+                    "device " + device + " is unavailable: no usable CUDA device (or LibTorch " +
+                        "was built without CUDA)");
+  }
+  int64_t index = parsed.has_index() ? parsed.index() : 0;
+  int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (index >= count) {
+    throw CoreError(ErrorCode::kDeviceUnavailable, "device " + device +
+                                                       " is unavailable: this machine has " +
+                                                       std::to_string(count) + " CUDA device(s)");
+  }
+  return "cuda:" + std::to_string(index);
+}
+
+Engine::Engine(const std::string& device) : impl_(std::make_unique<Impl>()) {
+  impl_->device = device;
+  impl_->executor = std::make_unique<Executor>(device);
+}
+
+Engine::~Engine() = default;
+
+const BundleInfo& Engine::info() const { return impl_->info; }
+const std::string& Engine::device() const { return impl_->device; }
+
+namespace {
+
+BundleInfo infoOf(const Manifest& m) {
+  BundleInfo info;
+  info.modelId = m.modelId;
+  info.randomWeights = m.randomWeights;
+  info.seed = m.seed;
+  info.checksum = m.checksum;
+  info.formatVersion = m.formatVersion;
+  info.dtype = m.dtype;
+  info.resolution = m.resolution;
+  info.patchSize = m.patchSize;
+  info.featureSize = m.featureSize;
+  info.maskSize = m.maskSize;
+  info.hiddenSize = m.hiddenSize;
+  info.numQueries = m.numQueries;
+  info.contextLength = m.text.contextLength;
+  info.vocabSize = m.text.vocabSize;
+  info.bosId = m.text.bosId;
+  info.eosId = m.text.eosId;
+  info.padId = m.text.padId;
+  info.vocabFile = m.text.vocabFile;
+  info.torchVersion = m.torchVersion;
+  info.transformersVersion = m.transformersVersion;
+  return info;
+}
+
+// Queues `work` (returning T) on the engine's executor and reports its outcome to `done`.
+template <typename T, typename Work>
+void runOnExecutor(Executor& executor, Done<T> done, Work work) {
+  auto task = [&executor, done, work = std::move(work)]() mutable {
+    Outcome<T> outcome;
+    try {
+      if (executor.cancelled()) throw CoreError(ErrorCode::kEngineClosed, "the engine is closed");
+      outcome.value = work();
+    } catch (...) {
+      outcome.error = toCoreError(std::current_exception());
+    }
+    done(std::move(outcome));
+  };
+  if (!executor.submit(std::move(task))) {
+    Outcome<T> refused;
+    refused.error = CoreError(ErrorCode::kEngineClosed, "the engine is closed");
+    done(std::move(refused));
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::string& device,
+                                     Done<std::shared_ptr<Engine>> done) {
+  std::shared_ptr<Engine> engine;
+  try {
+    engine.reset(new Engine(normalizeDevice(device)));
+  } catch (...) {
+    Outcome<std::shared_ptr<Engine>> failed;
+    failed.error = toCoreError(std::current_exception());
+    done(std::move(failed));
+    return nullptr;
+  }
+  Executor& executor = *engine->impl_->executor;
+  runOnExecutor<std::shared_ptr<Engine>>(executor, std::move(done), [engine, bundleDir]() {
+    try {
+      Impl& impl = *engine->impl_;
+      impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device));
+      impl.info = infoOf(impl.bundle->manifest());
+      return engine;
+    } catch (...) {
+      // Nobody will use this engine: let its thread end once this task returns.
+      engine->impl_->executor->close(nullptr);
+      throw;
+    }
+  });
+  return engine;
+}
+
+void Engine::encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done) {
+  auto self = shared_from_this();
+  runOnExecutor<std::shared_ptr<ImageEmbedding>>(
+      *impl_->executor, std::move(done),
+      [self, request] { return self->impl_->encodeImage(request); });
+}
+
+void Engine::encodeText(const TextRequest& request,
+                        Done<std::vector<std::shared_ptr<TextEmbedding>>> done) {
+  auto self = shared_from_this();
+  runOnExecutor<std::vector<std::shared_ptr<TextEmbedding>>>(
+      *impl_->executor, std::move(done),
+      [self, request] { return self->impl_->encodeText(request); });
+}
+
+void Engine::detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
+                    double threshold, Done<std::vector<ConceptInstances>> done) {
+  auto self = shared_from_this();
+  runOnExecutor<std::vector<ConceptInstances>>(
+      *impl_->executor, std::move(done),
+      [self, image = std::move(image), queries = std::move(queries), threshold] {
+        if (!image) badInput("image embedding is missing");
+        return self->impl_->detect(*image, queries, threshold);
+      });
+}
+
+StageTimes Engine::lastStageTimes() const {
+  std::lock_guard<std::mutex> lock(impl_->timesMutex);
+  return impl_->lastTimes;
+}
+
+void Engine::close(std::function<void()> drained) {
+  auto self = shared_from_this();
+  impl_->executor->close([self, drained = std::move(drained)] {
+    // Free the modules now; embeddings held by JS stay valid memory until collected.
+    self->impl_->bundle.reset();
+    if (drained) drained();
+  });
+}
+
+void Engine::cancelAndJoin() { impl_->executor->cancelAndJoin(); }
+
+std::shared_ptr<ImageEmbedding> Engine::Impl::encodeImage(const ImageRequest& request) {
+  Bundle& bundle = loadedBundle();
+  const Manifest& m = bundle.manifest();
+  if (request.rgb == nullptr) badInput("rgb buffer is missing");
+  if (request.width <= 0 || request.height <= 0) badInput("image width and height must be > 0");
+  if (request.width > kMaxImageSide || request.height > kMaxImageSide) {
+    badInput("image sides must be at most " + std::to_string(kMaxImageSide) + " pixels");
+  }
+  size_t expected = static_cast<size_t>(request.width * request.height * 3);
+  if (request.byteLength != expected) {
+    badInput("rgb buffer has " + std::to_string(request.byteLength) + " bytes, expected " +
+             std::to_string(expected) + " (width * height * 3)");
+  }
+
+  StageClock clock(*executor);
+  ImageNormalization normalization{m.imageMean, m.imageStd};
+  at::Tensor pixels = preprocessImage(request.rgb, request.width, request.height, m.resolution,
+                                      normalization, bundle.device());
+  clock.lap("preprocess");
+  NamedTensors outputs = bundle.call(ModuleKind::kVisionEncoder, {{"pixel_values", pixels}}, {});
+  auto tensors = std::make_unique<ImageEmbedding::Tensors>();
+  for (int i = 0; i < 3; ++i) {
+    tensors->fpn[i] = owned(outputs.at(kVisionEncoderOutputs[i]));
+    tensors->trackerFpn[i] = owned(outputs.at(kVisionEncoderOutputs[3 + i]));
+  }
+  clock.lap("vision_encoder");
+  recordTimes(clock.times());
+  return std::make_shared<ImageEmbedding>(bundle.id(), request.width, request.height,
+                                          std::move(tensors));
+}
+
+std::vector<std::shared_ptr<TextEmbedding>> Engine::Impl::encodeText(const TextRequest& request) {
+  Bundle& bundle = loadedBundle();
+  const Manifest& m = bundle.manifest();
+  const int64_t L = m.text.contextLength;
+  if (request.batch <= 0) badInput("batch must be > 0");
+  if (request.ids == nullptr || request.mask == nullptr) badInput("ids and mask are required");
+  size_t expected = static_cast<size_t>(request.batch * L);
+  if (request.idsLength != expected || request.maskLength != expected) {
+    badInput("ids and mask must each hold batch * contextLength = " + std::to_string(expected) +
+             " values (got " + std::to_string(request.idsLength) + " and " +
+             std::to_string(request.maskLength) + ")");
+  }
+  for (size_t i = 0; i < expected; ++i) {
+    if (request.ids[i] < 0 || request.ids[i] >= m.text.vocabSize) {
+      badInput("token id " + std::to_string(request.ids[i]) + " is outside the vocabulary");
+    }
+    if (request.mask[i] != 0 && request.mask[i] != 1) badInput("mask values must be 0 or 1");
+  }
+
+  StageClock clock(*executor);
+  at::TensorOptions int32 = at::TensorOptions().dtype(at::kInt);
+  at::Tensor ids = at::from_blob(const_cast<int32_t*>(request.ids), {request.batch, L}, int32);
+  at::Tensor mask = at::from_blob(const_cast<int32_t*>(request.mask), {request.batch, L}, int32);
+  std::vector<std::shared_ptr<TextEmbedding>> embeddings;
+  embeddings.reserve(static_cast<size_t>(request.batch));
+  for (int64_t start = 0; start < request.batch; start += kMaxTextBatch) {
+    int64_t rows = std::min(kMaxTextBatch, request.batch - start);
+    at::Tensor chunkMask = mask.narrow(0, start, rows).to(bundle.device(), at::kLong);
+    NamedTensors outputs = bundle.call(
+        ModuleKind::kTextEncoder,
+        {{"input_ids", ids.narrow(0, start, rows)}, {"attention_mask", chunkMask}}, {{"B", rows}});
+    const at::Tensor& features = outputs.at("text_features");
+    for (int64_t row = 0; row < rows; ++row) {
+      auto tensors = std::make_unique<TextEmbedding::Tensors>();
+      // Each embedding owns a copy of its row so that freeing one frees its memory.
+      tensors->features = features.narrow(0, row, 1).clone();
+      tensors->mask = chunkMask.narrow(0, row, 1).clone();
+      embeddings.push_back(std::make_shared<TextEmbedding>(bundle.id(), std::move(tensors)));
+    }
+  }
+  clock.lap("text_encoder");
+  recordTimes(clock.times());
+  return embeddings;
+}
+
+std::vector<ConceptInstances> Engine::Impl::detect(const ImageEmbedding& image,
+                                                   const std::vector<ConceptQuery>& queries,
+                                                   double threshold) {
+  Bundle& bundle = loadedBundle();
+  if (!std::isfinite(threshold)) badInput("threshold must be a finite number");
+  if (image.bundleId() != bundle.id()) {
+    badInput("the image embedding was computed by another engine");
+  }
+  for (size_t q = 0; q < queries.size(); ++q) {
+    const ConceptQuery& query = queries[q];
+    std::string where = "query " + std::to_string(q) + ": ";
+    if (!query.text) badInput(where + "text embedding is missing");
+    if (query.text->bundleId() != bundle.id()) {
+      badInput(where + "the text embedding was computed by another engine");
+    }
+    if (query.boxes.size() != 4 * query.boxLabels.size()) {
+      badInput(where + "boxes must hold 4 numbers per box label");
+    }
+    for (float v : query.boxes) {
+      if (!std::isfinite(v)) badInput(where + "box coordinates must be finite");
+    }
+    for (int32_t label : query.boxLabels) {
+      if (label != 0 && label != 1) badInput(where + "box labels must be 0 or 1");
+    }
+  }
+
+  const int64_t H = image.height(), W = image.width();
+  // Scores lie in (0, 1): clamping changes no decision and keeps the float conversion defined.
+  const float keepAbove = static_cast<float>(std::min(2.0, std::max(-1.0, threshold)));
+  const c10::Device device = bundle.device();
+  const ImageEmbedding::Tensors& features = image.tensors();
+  std::vector<ConceptInstances> results(queries.size());
+  StageClock clock(*executor);
+
+  for (size_t chunkStart = 0; chunkStart < queries.size();
+       chunkStart += kMaxQueriesPerDetectorCall) {
+    const size_t count = std::min(kMaxQueriesPerDetectorCall, queries.size() - chunkStart);
+    const int64_t B = static_cast<int64_t>(count);
+    size_t maxBoxes = 1;  // a text-only prompt still passes one padding box
+    for (size_t q = 0; q < count; ++q) {
+      maxBoxes = std::max(maxBoxes, queries[chunkStart + q].boxLabels.size());
+    }
+    const int64_t NB = static_cast<int64_t>(maxBoxes);
+
+    std::vector<at::Tensor> textRows, maskRows;
+    at::Tensor boxes = at::zeros({B, NB, 4}, at::kFloat);
+    at::Tensor labels = at::full({B, NB}, -10, at::kLong);  // -10: padding box
+    auto boxData = boxes.accessor<float, 3>();
+    auto labelData = labels.accessor<int64_t, 2>();
+    for (size_t q = 0; q < count; ++q) {
+      const ConceptQuery& query = queries[chunkStart + q];
+      textRows.push_back(query.text->tensors().features);
+      maskRows.push_back(query.text->tensors().mask);
+      for (size_t b = 0; b < query.boxLabels.size(); ++b) {
+        for (int c = 0; c < 4; ++c) boxData[q][b][c] = query.boxes[4 * b + c];
+        labelData[q][b] = query.boxLabels[b];
+      }
+    }
+    NamedTensors outputs = bundle.call(ModuleKind::kDetector,
+                                       {{"fpn_0", features.fpn[0]},
+                                        {"fpn_1", features.fpn[1]},
+                                        {"fpn_2", features.fpn[2]},
+                                        {"text_features", at::cat(textRows, 0)},
+                                        {"text_mask", at::cat(maskRows, 0)},
+                                        {"boxes", boxes},
+                                        {"box_labels", labels}},
+                                       {{"B", B}, {"NB", NB}});
+    clock.lap("detector");
+
+    at::Tensor scores = (at::sigmoid(outputs.at("pred_logits").to(at::kFloat)) *
+                         at::sigmoid(outputs.at("presence_logits").to(at::kFloat)))
+                            .to(at::kCPU)
+                            .contiguous();
+    at::Tensor predBoxes = outputs.at("pred_boxes").to(at::kCPU, at::kFloat).contiguous();
+    const at::Tensor& maskLogits = outputs.at("pred_masks");
+    const int64_t Q = scores.size(1);
+
+    for (int64_t b = 0; b < B; ++b) {
+      ConceptInstances& result = results[chunkStart + static_cast<size_t>(b)];
+      const float* rowScores = scores[b].data_ptr<float>();
+      std::vector<int64_t> kept;
+      for (int64_t i = 0; i < Q; ++i) {
+        if (rowScores[i] > keepAbove) kept.push_back(i);
+      }
+      // Highest score first; equal scores keep query order.
+      std::stable_sort(kept.begin(), kept.end(),
+                       [&](int64_t x, int64_t y) { return rowScores[x] > rowScores[y]; });
+      const float* rowBoxes = predBoxes[b].data_ptr<float>();
+      for (int64_t i : kept) {
+        // pred_boxes are normalized x0, y0, x1, y1; results are normalized cx, cy, w, h.
+        const float* xyxy = rowBoxes + 4 * i;
+        result.scores.push_back(rowScores[i]);
+        result.boxes.push_back((xyxy[0] + xyxy[2]) / 2);
+        result.boxes.push_back((xyxy[1] + xyxy[3]) / 2);
+        result.boxes.push_back(xyxy[2] - xyxy[0]);
+        result.boxes.push_back(xyxy[3] - xyxy[1]);
+      }
+      at::Tensor index =
+          at::tensor(at::ArrayRef<int64_t>(kept.data(), kept.size()), at::kLong).to(device);
+      clock.lap("postprocess");
+      result.masks = encodeMasks(maskLogits[b].index_select(0, index), H, W, clock);
+    }
+  }
+  StageTimes times = clock.times();
+  for (const char* stage : {"detector", "postprocess", "rle"}) times.emplace(stage, 0.0);
+  recordTimes(times);
+  return results;
+}
+
+}  // namespace sam3

@@ -1,0 +1,185 @@
+// The native engine: a loaded bundle on one device, its executor thread, and the image
+// pipeline (encodeImage -> encodeText -> detect). Light header: the binding and the CLI
+// include it without LibTorch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+
+namespace sam3 {
+
+// The manifest facts the JS side sees (BundleInfo in src/native/types.ts).
+struct BundleInfo {
+  std::string modelId;
+  bool randomWeights = false;
+  std::optional<int64_t> seed;
+  std::string checksum;
+  int64_t formatVersion = 0;
+  std::string dtype;
+  int64_t resolution = 0;
+  int64_t patchSize = 0;
+  int64_t featureSize = 0;
+  int64_t maskSize = 0;
+  int64_t hiddenSize = 0;
+  int64_t numQueries = 0;
+  int64_t contextLength = 0;
+  int64_t vocabSize = 0;
+  int64_t bosId = 0;
+  int64_t eosId = 0;
+  int64_t padId = 0;
+  std::string vocabFile;  // file name inside the bundle directory
+  std::string torchVersion;
+  std::string transformersVersion;
+};
+
+// Either a value or the error that replaced it.
+template <typename T>
+struct Outcome {
+  T value{};
+  std::optional<CoreError> error;
+  bool ok() const { return !error.has_value(); }
+};
+
+// Completion callbacks run on the engine's executor thread, or on the caller's thread when
+// the call is refused before queuing (ENGINE_CLOSED, or a bad device for load).
+template <typename T>
+using Done = std::function<void(Outcome<T>)>;
+
+// Features of one image, computed once by encodeImage (device memory, freed with the object).
+class ImageEmbedding {
+ public:
+  struct Tensors;  // LibTorch tensors, defined in embedding_tensors.h
+  ImageEmbedding(uint64_t bundleId, int64_t width, int64_t height,
+                 std::unique_ptr<Tensors> tensors);
+  ~ImageEmbedding();
+
+  // Original image size in pixels: the size masks are returned at.
+  int64_t width() const { return width_; }
+  int64_t height() const { return height_; }
+  // Exact bytes of the held tensors.
+  int64_t byteSize() const { return byteSize_; }
+  uint64_t bundleId() const { return bundleId_; }
+  const Tensors& tensors() const { return *tensors_; }
+
+ private:
+  uint64_t bundleId_;
+  int64_t width_;
+  int64_t height_;
+  int64_t byteSize_;
+  std::unique_ptr<Tensors> tensors_;
+};
+
+// Text features of one prompt (one row of the text encoder's batch).
+class TextEmbedding {
+ public:
+  struct Tensors;
+  TextEmbedding(uint64_t bundleId, std::unique_ptr<Tensors> tensors);
+  ~TextEmbedding();
+
+  int64_t byteSize() const { return byteSize_; }
+  uint64_t bundleId() const { return bundleId_; }
+  const Tensors& tensors() const { return *tensors_; }
+
+ private:
+  uint64_t bundleId_;
+  int64_t byteSize_;
+  std::unique_ptr<Tensors> tensors_;
+};
+
+// Caller-owned pixels: width * height * 3 bytes, row-major RGB. They must stay valid and
+// unchanged until the completion callback has run.
+struct ImageRequest {
+  const uint8_t* rgb = nullptr;
+  size_t byteLength = 0;
+  int64_t width = 0;
+  int64_t height = 0;
+};
+
+// Caller-owned token rows: batch * contextLength values each, row-major; same lifetime rule.
+struct TextRequest {
+  const int32_t* ids = nullptr;
+  size_t idsLength = 0;
+  const int32_t* mask = nullptr;  // 1 = token, 0 = padding
+  size_t maskLength = 0;
+  int64_t batch = 0;
+};
+
+// One concept prompt: text plus optional exemplar boxes.
+struct ConceptQuery {
+  std::shared_ptr<const TextEmbedding> text;
+  std::vector<float> boxes;        // 4 per box: cx, cy, w, h normalized to [0, 1]
+  std::vector<int32_t> boxLabels;  // one per box: 1 positive, 0 negative
+};
+
+// Instances of one query, highest score first.
+struct ConceptInstances {
+  std::vector<float> scores;       // sigmoid(logit) * sigmoid(presence logit)
+  std::vector<float> boxes;        // 4 per instance: cx, cy, w, h normalized
+  std::vector<std::string> masks;  // COCO RLE counts at the original image size
+};
+
+// Milliseconds per stage of the most recent calls: preprocess, vision_encoder, text_encoder,
+// detector, postprocess (scores, sorting, boxes; on accelerators also the mask resize), rle
+// (mask encoding; on CPU fused with each mask's resize).
+using StageTimes = std::map<std::string, double>;
+
+// The most queries one detector call takes; more are split into several calls.
+constexpr size_t kMaxQueriesPerDetectorCall = 16;
+
+class Engine : public std::enable_shared_from_this<Engine> {
+ public:
+  // Checks `device` ("cpu", "cuda" or "cuda:N"), starts its executor thread and loads the
+  // bundle there. Errors: BAD_INPUT (malformed device), DEVICE_UNAVAILABLE, MODEL_LOAD.
+  // Returns the engine being loaded (to track it for teardown), or nullptr when the device
+  // was refused (then `done` has already run).
+  static std::shared_ptr<Engine> load(const std::string& bundleDir, const std::string& device,
+                                      Done<std::shared_ptr<Engine>> done);
+  ~Engine();
+
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Valid once load completed successfully.
+  const BundleInfo& info() const;
+  // Normalized: "cpu" or "cuda:N".
+  const std::string& device() const;
+
+  void encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done);
+  // One embedding per row.
+  void encodeText(const TextRequest& request,
+                  Done<std::vector<std::shared_ptr<TextEmbedding>>> done);
+  // All queries through the detector in batches of kMaxQueriesPerDetectorCall. Keeps
+  // instances with score > threshold (compared in float32).
+  void detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
+              double threshold, Done<std::vector<ConceptInstances>> done);
+
+  StageTimes lastStageTimes() const;
+
+  // Refuses new work, runs what is queued, frees the modules, then calls `drained` (on the
+  // executor thread, or at once if that thread already ended).
+  void close(std::function<void()> drained);
+  // Process teardown: queued calls fail with ENGINE_CLOSED; waits for the running one.
+  void cancelAndJoin();
+
+  struct Impl;
+
+ private:
+  explicit Engine(const std::string& device);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Bytes held by all image and text embeddings of the process that are not yet freed.
+int64_t liveEmbeddingBytes();
+
+// Normalizes a device string to "cpu" or "cuda:N" and checks the device exists.
+std::string normalizeDevice(const std::string& device);
+
+}  // namespace sam3

@@ -1,0 +1,300 @@
+#include "manifest.h"
+
+#include <cmath>
+#include <set>
+#include <string>
+
+#include "errors.h"
+#include "json.h"
+
+namespace sam3 {
+
+const std::array<const char*, 6> kVisionEncoderOutputs = {
+    "fpn_0", "fpn_1", "fpn_2", "tracker_fpn_0", "tracker_fpn_1", "tracker_fpn_2"};
+const std::array<const char*, 7> kDetectorInputs = {
+    "fpn_0", "fpn_1", "fpn_2", "text_features", "text_mask", "boxes", "box_labels"};
+const std::array<const char*, 4> kDetectorOutputs = {"pred_logits", "pred_boxes", "presence_logits",
+                                                     "pred_masks"};
+
+int ModuleSpec::inputIndex(const std::string& name) const {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+int ModuleSpec::outputIndex(const std::string& name) const {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (outputs[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+namespace {
+
+[[noreturn]] void invalid(const std::string& path, const std::string& problem) {
+  throw CoreError(ErrorCode::kModelLoad, "manifest.json: " + path + ": " + problem);
+}
+
+const json::Value& member(const json::Value& object, const std::string& path,
+                          const std::string& key) {
+  const json::Value* value = object.find(key);
+  if (value == nullptr) invalid(path.empty() ? key : path + "." + key, "missing");
+  return *value;
+}
+
+std::string childPath(const std::string& path, const std::string& key) {
+  return path.empty() ? key : path + "." + key;
+}
+
+const json::Value& objectField(const json::Value& parent, const std::string& path,
+                               const std::string& key) {
+  const json::Value& value = member(parent, path, key);
+  if (!value.isObject()) invalid(childPath(path, key), "expected an object");
+  return value;
+}
+
+std::string stringField(const json::Value& parent, const std::string& path,
+                        const std::string& key) {
+  const json::Value& value = member(parent, path, key);
+  if (!value.isString()) invalid(childPath(path, key), "expected a string");
+  return value.asString();
+}
+
+bool boolField(const json::Value& parent, const std::string& path, const std::string& key) {
+  const json::Value& value = member(parent, path, key);
+  if (!value.isBool()) invalid(childPath(path, key), "expected a boolean");
+  return value.asBool();
+}
+
+int64_t integerValue(const json::Value& value, const std::string& path) {
+  // 2^53: every integer below is exact in a double.
+  constexpr double kLimit = 9007199254740992.0;
+  if (!value.isNumber() || std::floor(value.asNumber()) != value.asNumber() ||
+      std::fabs(value.asNumber()) > kLimit) {
+    invalid(path, "expected an integer");
+  }
+  return static_cast<int64_t>(value.asNumber());
+}
+
+int64_t intField(const json::Value& parent, const std::string& path, const std::string& key) {
+  return integerValue(member(parent, path, key), childPath(path, key));
+}
+
+int64_t positiveField(const json::Value& parent, const std::string& path, const std::string& key) {
+  int64_t value = intField(parent, path, key);
+  if (value <= 0) invalid(childPath(path, key), "expected a positive integer");
+  return value;
+}
+
+std::array<float, 3> tripleField(const json::Value& parent, const std::string& key,
+                                 bool positiveOnly) {
+  const json::Value& value = member(parent, "", key);
+  if (!value.isArray() || value.items().size() != 3) invalid(key, "expected 3 numbers");
+  std::array<float, 3> out{};
+  for (size_t i = 0; i < 3; ++i) {
+    const json::Value& item = value.items()[i];
+    if (!item.isNumber() || (positiveOnly && item.asNumber() <= 0)) {
+      invalid(key, positiveOnly ? "expected 3 positive numbers" : "expected 3 numbers");
+    }
+    out[i] = static_cast<float>(item.asNumber());
+  }
+  return out;
+}
+
+bool isKnownDtype(const std::string& dtype) {
+  return dtype == "float32" || dtype == "float16" || dtype == "bfloat16" || dtype == "int64";
+}
+
+std::vector<TensorSpec> tensorSpecs(const json::Value& parent, const std::string& path,
+                                    const std::string& key) {
+  const json::Value& list = member(parent, path, key);
+  std::string listPath = childPath(path, key);
+  if (!list.isArray() || list.items().empty()) invalid(listPath, "expected a non-empty array");
+  std::vector<TensorSpec> specs;
+  std::set<std::string> names;
+  for (size_t i = 0; i < list.items().size(); ++i) {
+    std::string itemPath = listPath + "[" + std::to_string(i) + "]";
+    const json::Value& item = list.items()[i];
+    if (!item.isObject()) invalid(itemPath, "expected an object");
+    TensorSpec spec;
+    spec.name = stringField(item, itemPath, "name");
+    if (!names.insert(spec.name).second) invalid(itemPath, "duplicate name " + spec.name);
+    spec.dtype = stringField(item, itemPath, "dtype");
+    if (!isKnownDtype(spec.dtype)) invalid(itemPath + ".dtype", "unknown dtype " + spec.dtype);
+    const json::Value& shape = member(item, itemPath, "shape");
+    if (!shape.isArray()) invalid(itemPath + ".shape", "expected an array");
+    for (size_t d = 0; d < shape.items().size(); ++d) {
+      const json::Value& dim = shape.items()[d];
+      std::string dimPath = itemPath + ".shape[" + std::to_string(d) + "]";
+      Dimension dimension;
+      if (dim.isString()) {
+        if (dim.asString().empty()) invalid(dimPath, "empty symbol");
+        dimension.symbol = dim.asString();
+      } else {
+        dimension.size = integerValue(dim, dimPath);
+        if (dimension.size < 0) invalid(dimPath, "negative size");
+      }
+      spec.shape.push_back(dimension);
+    }
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+ModuleSpec moduleSpec(const json::Value& modules, const std::string& name) {
+  const json::Value& module = objectField(modules, "modules", name);
+  std::string path = "modules." + name;
+  ModuleSpec spec;
+  spec.file = stringField(module, path, "file");
+  if (spec.file.empty() || spec.file == "." || spec.file == ".." ||
+      spec.file.find('/') != std::string::npos || spec.file.find('\\') != std::string::npos) {
+    invalid(path + ".file", "expected a plain file name inside the bundle");
+  }
+  spec.inputs = tensorSpecs(module, path, "inputs");
+  spec.outputs = tensorSpecs(module, path, "outputs");
+  return spec;
+}
+
+template <size_t N>
+void requireNames(const std::vector<TensorSpec>& specs, const std::array<const char*, N>& names,
+                  const std::string& path, bool exact) {
+  for (const char* name : names) {
+    bool found = false;
+    for (const TensorSpec& spec : specs) found = found || spec.name == name;
+    if (!found) invalid(path, std::string("missing ") + name);
+  }
+  if (exact && specs.size() != N) invalid(path, "expected exactly " + std::to_string(N));
+}
+
+// A fixed dimension of a spec must equal what the rest of the manifest says.
+void requireDim(const TensorSpec& spec, size_t index, int64_t expected, const std::string& path) {
+  if (spec.shape.size() <= index) invalid(path, spec.name + " has too few dimensions");
+  const Dimension& dim = spec.shape[index];
+  if (!dim.isSymbolic() && dim.size != expected) {
+    invalid(path, spec.name + " dimension " + std::to_string(index) + " is " +
+                      std::to_string(dim.size) + ", expected " + std::to_string(expected));
+  }
+}
+
+const TensorSpec& specNamed(const std::vector<TensorSpec>& specs, const std::string& name) {
+  for (const TensorSpec& spec : specs) {
+    if (spec.name == name) return spec;
+  }
+  throw CoreError(ErrorCode::kInternal, "manifest spec lookup: " + name);
+}
+
+}  // namespace
+
+Manifest parseManifest(const std::string& text) {
+  json::Value root;
+  try {
+    root = json::parse(text);
+  } catch (const json::ParseError& e) {
+    throw CoreError(ErrorCode::kModelLoad, std::string("manifest.json: ") + e.what());
+  }
+  if (!root.isObject()) invalid("(root)", "expected an object");
+
+  Manifest m;
+  if (stringField(root, "", "format") != "sam3-bundle")
+    invalid("format", "expected \"sam3-bundle\"");
+  m.formatVersion = intField(root, "", "format_version");
+  if (m.formatVersion != 1) {
+    invalid("format_version",
+            "unsupported version " + std::to_string(m.formatVersion) + " (this build reads 1)");
+  }
+
+  const json::Value& model = objectField(root, "", "model");
+  m.modelId = stringField(model, "model", "id");
+  m.randomWeights = boolField(model, "model", "random_weights");
+  const json::Value& seed = member(model, "model", "seed");
+  if (!seed.isNull()) m.seed = integerValue(seed, "model.seed");
+  m.checksum = stringField(model, "model", "checksum");
+
+  const json::Value& versions = objectField(root, "", "versions");
+  m.torchVersion = stringField(versions, "versions", "torch");
+  m.transformersVersion = stringField(versions, "versions", "transformers");
+  m.exporterVersion = intField(versions, "versions", "exporter");
+
+  m.dtype = stringField(root, "", "dtype");
+  if (m.dtype != "float32" && m.dtype != "float16" && m.dtype != "bfloat16") {
+    invalid("dtype", "expected float32, float16 or bfloat16");
+  }
+  m.resolution = positiveField(root, "", "resolution");
+  m.patchSize = positiveField(root, "", "patch_size");
+  m.imageMean = tripleField(root, "image_mean", false);
+  m.imageStd = tripleField(root, "image_std", true);
+  m.featureSize = positiveField(root, "", "feature_size");
+  m.maskSize = positiveField(root, "", "mask_size");
+  m.hiddenSize = positiveField(root, "", "hidden_size");
+  m.numQueries = positiveField(root, "", "num_queries");
+
+  const json::Value& textSection = objectField(root, "", "text");
+  m.text.contextLength = positiveField(textSection, "text", "context_length");
+  m.text.vocabFile = stringField(textSection, "text", "vocab_file");
+  m.text.vocabSize = positiveField(textSection, "text", "vocab_size");
+  m.text.bosId = intField(textSection, "text", "bos_id");
+  m.text.eosId = intField(textSection, "text", "eos_id");
+  m.text.padId = intField(textSection, "text", "pad_id");
+  for (int64_t id : {m.text.bosId, m.text.eosId, m.text.padId}) {
+    if (id < 0 || id >= m.text.vocabSize) invalid("text", "token id outside the vocabulary");
+  }
+
+  const json::Value& modules = objectField(root, "", "modules");
+  m.visionEncoder = moduleSpec(modules, "vision_encoder");
+  m.textEncoder = moduleSpec(modules, "text_encoder");
+  m.detector = moduleSpec(modules, "detector");
+
+  // Signatures (docs/bundle-format.md): names must be present; fixed sizes must agree with
+  // the top-level fields the core relies on.
+  const int64_t R = m.resolution, L = m.text.contextLength, D = m.hiddenSize;
+  const int64_t Q = m.numQueries, M = m.maskSize;
+  if (m.visionEncoder.inputs.size() != 1 || m.visionEncoder.inputs[0].name != "pixel_values") {
+    invalid("modules.vision_encoder.inputs", "expected exactly [pixel_values]");
+  }
+  const TensorSpec& pixels = m.visionEncoder.inputs[0];
+  if (pixels.shape.size() != 4) invalid("modules.vision_encoder.inputs", "pixel_values is 4-D");
+  requireDim(pixels, 1, 3, "modules.vision_encoder.inputs");
+  requireDim(pixels, 2, R, "modules.vision_encoder.inputs");
+  requireDim(pixels, 3, R, "modules.vision_encoder.inputs");
+  requireNames(m.visionEncoder.outputs, kVisionEncoderOutputs, "modules.vision_encoder.outputs",
+               false);
+  for (const char* name : kVisionEncoderOutputs) {
+    const TensorSpec& spec = specNamed(m.visionEncoder.outputs, name);
+    if (spec.shape.size() != 4) invalid("modules.vision_encoder.outputs", spec.name + " is 4-D");
+  }
+
+  requireNames(m.textEncoder.inputs, std::array<const char*, 2>{"input_ids", "attention_mask"},
+               "modules.text_encoder.inputs", true);
+  for (const TensorSpec& spec : m.textEncoder.inputs) {
+    if (spec.shape.size() != 2) invalid("modules.text_encoder.inputs", spec.name + " is 2-D");
+    requireDim(spec, 1, L, "modules.text_encoder.inputs");
+  }
+  requireNames(m.textEncoder.outputs, std::array<const char*, 1>{"text_features"},
+               "modules.text_encoder.outputs", false);
+  const TensorSpec& features = specNamed(m.textEncoder.outputs, "text_features");
+  if (features.shape.size() != 3) invalid("modules.text_encoder.outputs", "text_features is 3-D");
+  requireDim(features, 1, L, "modules.text_encoder.outputs");
+  requireDim(features, 2, D, "modules.text_encoder.outputs");
+
+  requireNames(m.detector.inputs, kDetectorInputs, "modules.detector.inputs", true);
+  requireNames(m.detector.outputs, kDetectorOutputs, "modules.detector.outputs", false);
+  const TensorSpec& logits = specNamed(m.detector.outputs, "pred_logits");
+  const TensorSpec& boxes = specNamed(m.detector.outputs, "pred_boxes");
+  const TensorSpec& presence = specNamed(m.detector.outputs, "presence_logits");
+  const TensorSpec& masks = specNamed(m.detector.outputs, "pred_masks");
+  if (logits.shape.size() != 2 || boxes.shape.size() != 3 || presence.shape.size() != 2 ||
+      masks.shape.size() != 4) {
+    invalid("modules.detector.outputs", "unexpected ranks");
+  }
+  requireDim(logits, 1, Q, "modules.detector.outputs");
+  requireDim(boxes, 1, Q, "modules.detector.outputs");
+  requireDim(boxes, 2, 4, "modules.detector.outputs");
+  requireDim(presence, 1, 1, "modules.detector.outputs");
+  requireDim(masks, 1, Q, "modules.detector.outputs");
+  requireDim(masks, 2, M, "modules.detector.outputs");
+  requireDim(masks, 3, M, "modules.detector.outputs");
+  return m;
+}
+
+}  // namespace sam3

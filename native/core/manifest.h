@@ -1,0 +1,78 @@
+// manifest.json of a model bundle (docs/bundle-format.md), parsed and validated. Pure C++.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sam3 {
+
+// One dimension of a tensor shape: a fixed size, or a symbol such as "B" (batch) or "NB"
+// (boxes per prompt) bound at call time.
+struct Dimension {
+  int64_t size = -1;   // >= 0 when fixed
+  std::string symbol;  // non-empty when symbolic
+  bool isSymbolic() const { return !symbol.empty(); }
+};
+
+struct TensorSpec {
+  std::string name;
+  std::vector<Dimension> shape;
+  std::string dtype;  // float32 | float16 | bfloat16 | int64
+};
+
+struct ModuleSpec {
+  std::string file;  // a plain file name inside the bundle directory
+  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> outputs;
+
+  // Position of the named input/output, or -1.
+  int inputIndex(const std::string& name) const;
+  int outputIndex(const std::string& name) const;
+};
+
+struct TextSpec {
+  int64_t contextLength = 0;
+  std::string vocabFile;
+  int64_t vocabSize = 0;
+  int64_t bosId = 0;
+  int64_t eosId = 0;
+  int64_t padId = 0;
+};
+
+struct Manifest {
+  int64_t formatVersion = 0;
+  std::string modelId;
+  bool randomWeights = false;
+  std::optional<int64_t> seed;
+  std::string checksum;
+  std::string torchVersion;
+  std::string transformersVersion;
+  int64_t exporterVersion = 0;
+  std::string dtype;
+  int64_t resolution = 0;  // square model input side R, pixels
+  int64_t patchSize = 0;
+  std::array<float, 3> imageMean{};
+  std::array<float, 3> imageStd{};
+  int64_t featureSize = 0;  // side G of the coarsest FPN map
+  int64_t maskSize = 0;     // side M of the detector's mask logits
+  int64_t hiddenSize = 0;   // detector width D
+  int64_t numQueries = 0;   // Q
+  TextSpec text;
+  ModuleSpec visionEncoder;
+  ModuleSpec textEncoder;
+  ModuleSpec detector;
+};
+
+// Names the modules must expose (docs/bundle-format.md, "Module signatures").
+extern const std::array<const char*, 6> kVisionEncoderOutputs;
+extern const std::array<const char*, 7> kDetectorInputs;
+extern const std::array<const char*, 4> kDetectorOutputs;
+
+// Parses and validates manifest.json text. Throws CoreError(MODEL_LOAD) naming the offending
+// field (e.g. "manifest.json: modules.detector.inputs[3].shape: expected an array").
+Manifest parseManifest(const std::string& text);
+
+}  // namespace sam3

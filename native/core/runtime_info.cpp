@@ -1,0 +1,19 @@
+#include "runtime_info.h"
+
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "engine.h"
+
+namespace sam3 {
+
+RuntimeInfo runtimeInfo() {
+  RuntimeInfo info;
+  info.torchVersion = TORCH_VERSION;
+  info.cudaAvailable = torch::cuda::is_available();
+  info.cudaDeviceCount = info.cudaAvailable ? static_cast<int>(torch::cuda::device_count()) : 0;
+  info.liveEmbeddingBytes = liveEmbeddingBytes();
+  return info;
+}
+
+}  // namespace sam3

@@ -1,0 +1,375 @@
+// sam3_core_cli: the native core without Node, for debugging and benchmarks.
+//
+//   sam3_core_cli info <bundle> [--device D]
+//   sam3_core_cli segment <bundle> <rgb-file> <width> <height> <ids> <threshold> [--device D]
+//       <rgb-file>: width * height * 3 bytes of raw RGB; <ids>: comma-separated token ids
+//       (bos ... eos, padded here with the pad id) or a file holding them. Prints JSON.
+//   sam3_core_cli bench <bundle> [--device D] [--size WxH] [--prompts N] [--iters K]
+//       Random image and prompts; prints the mean milliseconds per stage.
+//   sam3_core_cli resize <rgb-file> <width> <height> <size> <out-file>
+//       Writes the uint8 CHW antialiased resize the vision encoder's input starts from.
+//   sam3_core_cli preprocess <rgb-file> <width> <height> <size> <out-file> [--mean a,b,c]
+//                            [--std a,b,c]
+//       Writes pixel_values as float32 CHW (mean and std default to 0.5 each).
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine.h"
+#include "errors.h"
+#include "image_pipeline.h"
+#include "runtime_info.h"
+
+namespace {
+
+using sam3::CoreError;
+using sam3::ErrorCode;
+
+// Blocks until a core completion callback delivers, returning its value or throwing its error.
+template <typename T, typename Start>
+T waitFor(Start start) {
+  std::promise<sam3::Outcome<T>> promise;
+  std::future<sam3::Outcome<T>> future = promise.get_future();
+  start([&promise](sam3::Outcome<T> outcome) { promise.set_value(std::move(outcome)); });
+  sam3::Outcome<T> outcome = future.get();
+  if (!outcome.ok()) throw *outcome.error;
+  return std::move(outcome.value);
+}
+
+std::shared_ptr<sam3::Engine> loadEngine(const std::string& bundle, const std::string& device) {
+  return waitFor<std::shared_ptr<sam3::Engine>>(
+      [&](sam3::Done<std::shared_ptr<sam3::Engine>> done) {
+        sam3::Engine::load(bundle, device, done);
+      });
+}
+
+void closeEngine(const std::shared_ptr<sam3::Engine>& engine) {
+  std::promise<void> drained;
+  engine->close([&drained] { drained.set_value(); });
+  drained.get_future().wait();
+}
+
+std::vector<uint8_t> readBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CoreError(ErrorCode::kBadInput, "cannot read " + path);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+int64_t parseInt(const std::string& text, const char* what) {
+  try {
+    size_t used = 0;
+    long long value = std::stoll(text, &used);
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {
+  }
+  throw CoreError(ErrorCode::kBadInput, std::string(what) + " must be an integer: " + text);
+}
+
+// Token ids from "1,2,3" or from a file holding ids separated by commas or whitespace.
+std::vector<int32_t> parseIds(const std::string& argument) {
+  std::string text = argument;
+  std::ifstream file(argument);
+  if (file) text.assign(std::istreambuf_iterator<char>(file), {});
+  for (char& c : text) {
+    if (c == ',' || c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  std::istringstream in(text);
+  std::vector<int32_t> ids;
+  std::string token;
+  while (in >> token) ids.push_back(static_cast<int32_t>(parseInt(token, "token id")));
+  if (ids.empty()) throw CoreError(ErrorCode::kBadInput, "no token ids given");
+  return ids;
+}
+
+std::string jsonString(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string stagesJson(const sam3::StageTimes& times) {
+  std::ostringstream out;
+  out << "{";
+  bool first = true;
+  for (const auto& [stage, ms] : times) {
+    out << (first ? "" : ", ") << jsonString(stage) << ": " << ms;
+    first = false;
+  }
+  out << "}";
+  return out.str();
+}
+
+struct Options {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> flags;
+};
+
+Options parseOptions(int argc, char** argv, int from) {
+  Options options;
+  for (int i = from; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) == 0) {
+      if (i + 1 >= argc) throw CoreError(ErrorCode::kBadInput, arg + " needs a value");
+      options.flags[arg.substr(2)] = argv[++i];
+    } else {
+      options.positional.push_back(arg);
+    }
+  }
+  return options;
+}
+
+std::string flag(const Options& options, const std::string& name, const std::string& fallback) {
+  auto found = options.flags.find(name);
+  return found == options.flags.end() ? fallback : found->second;
+}
+
+// Pads ids to the context length (truncating keeps the last id, the end token).
+void appendPrompt(const sam3::BundleInfo& info, std::vector<int32_t> ids,
+                  std::vector<int32_t>& allIds, std::vector<int32_t>& allMask) {
+  size_t L = static_cast<size_t>(info.contextLength);
+  if (ids.size() > L) {
+    int32_t last = ids.back();
+    ids.resize(L);
+    ids.back() = last;
+  }
+  for (size_t i = 0; i < L; ++i) {
+    allIds.push_back(i < ids.size() ? ids[i] : static_cast<int32_t>(info.padId));
+    allMask.push_back(i < ids.size() ? 1 : 0);
+  }
+}
+
+int info(const Options& options) {
+  if (options.positional.size() != 1) throw CoreError(ErrorCode::kBadInput, "usage: info <bundle>");
+  auto engine = loadEngine(options.positional[0], flag(options, "device", "cpu"));
+  const sam3::BundleInfo& info = engine->info();
+  sam3::RuntimeInfo runtime = sam3::runtimeInfo();
+  std::cout << "{\n"
+            << "  \"modelId\": " << jsonString(info.modelId) << ",\n"
+            << "  \"randomWeights\": " << (info.randomWeights ? "true" : "false") << ",\n"
+            << "  \"checksum\": " << jsonString(info.checksum) << ",\n"
+            << "  \"dtype\": " << jsonString(info.dtype) << ",\n"
+            << "  \"resolution\": " << info.resolution << ",\n"
+            << "  \"maskSize\": " << info.maskSize << ",\n"
+            << "  \"numQueries\": " << info.numQueries << ",\n"
+            << "  \"contextLength\": " << info.contextLength << ",\n"
+            << "  \"device\": " << jsonString(engine->device()) << ",\n"
+            << "  \"linkedTorch\": " << jsonString(runtime.torchVersion) << ",\n"
+            << "  \"cudaDeviceCount\": " << runtime.cudaDeviceCount << "\n"
+            << "}\n";
+  closeEngine(engine);
+  return 0;
+}
+
+int segment(const Options& options) {
+  if (options.positional.size() != 6) {
+    throw CoreError(ErrorCode::kBadInput,
+                    "usage: segment <bundle> <rgb-file> <width> <height> <ids> <threshold>");
+  }
+  auto engine = loadEngine(options.positional[0], flag(options, "device", "cpu"));
+  std::vector<uint8_t> rgb = readBytes(options.positional[1]);
+  sam3::ImageRequest image;
+  image.rgb = rgb.data();
+  image.byteLength = rgb.size();
+  image.width = parseInt(options.positional[2], "width");
+  image.height = parseInt(options.positional[3], "height");
+  std::vector<int32_t> ids, mask;
+  appendPrompt(engine->info(), parseIds(options.positional[4]), ids, mask);
+  double threshold = std::stod(options.positional[5]);
+
+  auto embedding = waitFor<std::shared_ptr<sam3::ImageEmbedding>>(
+      [&](auto done) { engine->encodeImage(image, done); });
+  sam3::TextRequest text{ids.data(), ids.size(), mask.data(), mask.size(), 1};
+  auto prompts = waitFor<std::vector<std::shared_ptr<sam3::TextEmbedding>>>(
+      [&](auto done) { engine->encodeText(text, done); });
+  std::vector<sam3::ConceptQuery> queries(1);
+  queries[0].text = prompts[0];
+  auto results = waitFor<std::vector<sam3::ConceptInstances>>(
+      [&](auto done) { engine->detect(embedding, queries, threshold, done); });
+
+  const sam3::ConceptInstances& found = results[0];
+  std::cout << "{\"width\": " << image.width << ", \"height\": " << image.height
+            << ", \"instances\": [";
+  for (size_t i = 0; i < found.scores.size(); ++i) {
+    std::cout << (i ? ",\n  " : "\n  ") << "{\"score\": " << found.scores[i] << ", \"box\": ["
+              << found.boxes[4 * i] << ", " << found.boxes[4 * i + 1] << ", "
+              << found.boxes[4 * i + 2] << ", " << found.boxes[4 * i + 3]
+              << "], \"rle\": " << jsonString(found.masks[i]) << "}";
+  }
+  std::cout << "],\n \"stages\": " << stagesJson(engine->lastStageTimes()) << "}\n";
+  closeEngine(engine);
+  return 0;
+}
+
+int bench(const Options& options) {
+  if (options.positional.size() != 1)
+    throw CoreError(ErrorCode::kBadInput, "usage: bench <bundle>");
+  std::string size = flag(options, "size", "640x480");
+  size_t x = size.find('x');
+  if (x == std::string::npos) throw CoreError(ErrorCode::kBadInput, "--size is WxH");
+  int64_t width = parseInt(size.substr(0, x), "width");
+  int64_t height = parseInt(size.substr(x + 1), "height");
+  int64_t prompts = parseInt(flag(options, "prompts", "4"), "--prompts");
+  int64_t iterations = parseInt(flag(options, "iters", "3"), "--iters");
+  double threshold = std::stod(flag(options, "threshold", "0.0"));
+
+  auto loadStart = std::chrono::steady_clock::now();
+  auto engine = loadEngine(options.positional[0], flag(options, "device", "cpu"));
+  double loadMs =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - loadStart)
+          .count();
+  const sam3::BundleInfo& info = engine->info();
+  std::mt19937 random(0);
+  std::vector<uint8_t> rgb(static_cast<size_t>(width * height * 3));
+  for (uint8_t& byte : rgb) byte = static_cast<uint8_t>(random() & 0xff);
+  std::vector<int32_t> ids, mask;
+  for (int64_t p = 0; p < prompts; ++p) {
+    std::vector<int32_t> prompt = {static_cast<int32_t>(info.bosId),
+                                   static_cast<int32_t>(320 + p % 1000),
+                                   static_cast<int32_t>(info.eosId)};
+    appendPrompt(info, prompt, ids, mask);
+  }
+
+  std::map<std::string, double> totals;
+  double firstMs = 0;
+  size_t instances = 0;
+  for (int64_t iteration = 0; iteration <= iterations; ++iteration) {
+    auto start = std::chrono::steady_clock::now();
+    sam3::ImageRequest image{rgb.data(), rgb.size(), width, height};
+    auto embedding = waitFor<std::shared_ptr<sam3::ImageEmbedding>>(
+        [&](auto done) { engine->encodeImage(image, done); });
+    sam3::TextRequest text{ids.data(), ids.size(), mask.data(), mask.size(), prompts};
+    auto texts = waitFor<std::vector<std::shared_ptr<sam3::TextEmbedding>>>(
+        [&](auto done) { engine->encodeText(text, done); });
+    std::vector<sam3::ConceptQuery> queries(texts.size());
+    for (size_t q = 0; q < texts.size(); ++q) queries[q].text = texts[q];
+    auto results = waitFor<std::vector<sam3::ConceptInstances>>(
+        [&](auto done) { engine->detect(embedding, queries, threshold, done); });
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    instances = 0;
+    for (const auto& result : results) instances += result.scores.size();
+    if (iteration == 0) {
+      firstMs = ms;  // warm-up: first calls of a TorchScript module include graph setup
+      continue;
+    }
+    for (const auto& [stage, stageMs] : engine->lastStageTimes()) totals[stage] += stageMs;
+    totals["total"] += ms;
+  }
+  std::cout << "bundle " << info.modelId << " (R=" << info.resolution << "), device "
+            << engine->device() << ", image " << width << "x" << height << ", " << prompts
+            << " prompts, " << instances << " instances kept\n";
+  std::printf("  %-16s %10.2f ms\n", "load", loadMs);
+  std::printf("  %-16s %10.2f ms\n", "first call", firstMs);
+  for (const auto& [stage, total] : totals) {
+    std::printf("  %-16s %10.2f ms (mean of %lld)\n", stage.c_str(),
+                total / static_cast<double>(iterations), static_cast<long long>(iterations));
+  }
+  closeEngine(engine);
+  return 0;
+}
+
+int resize(const Options& options) {
+  if (options.positional.size() != 5) {
+    throw CoreError(ErrorCode::kBadInput,
+                    "usage: resize <rgb-file> <width> <height> <size> <out-file>");
+  }
+  std::vector<uint8_t> rgb = readBytes(options.positional[0]);
+  int64_t width = parseInt(options.positional[1], "width");
+  int64_t height = parseInt(options.positional[2], "height");
+  int64_t size = parseInt(options.positional[3], "size");
+  if (width <= 0 || height <= 0 || size <= 0 ||
+      rgb.size() != static_cast<size_t>(width * height * 3)) {
+    throw CoreError(ErrorCode::kBadInput, "rgb file must hold width * height * 3 bytes");
+  }
+  std::vector<uint8_t> resized = sam3::resizeRgbToSquareU8(rgb.data(), width, height, size);
+  std::ofstream out(options.positional[4], std::ios::binary);
+  out.write(reinterpret_cast<const char*>(resized.data()),
+            static_cast<std::streamsize>(resized.size()));
+  if (!out) throw CoreError(ErrorCode::kBadInput, "cannot write " + options.positional[4]);
+  return 0;
+}
+
+std::array<float, 3> parseTriple(const std::string& text, const char* what) {
+  std::array<float, 3> values{};
+  std::string normalized = text;
+  for (char& c : normalized) {
+    if (c == ',') c = ' ';
+  }
+  std::istringstream in(normalized);
+  for (float& value : values) {
+    if (!(in >> value)) throw CoreError(ErrorCode::kBadInput, std::string(what) + " is a,b,c");
+  }
+  return values;
+}
+
+int preprocess(const Options& options) {
+  if (options.positional.size() != 5) {
+    throw CoreError(ErrorCode::kBadInput,
+                    "usage: preprocess <rgb-file> <width> <height> <size> <out-file>");
+  }
+  std::vector<uint8_t> rgb = readBytes(options.positional[0]);
+  int64_t width = parseInt(options.positional[1], "width");
+  int64_t height = parseInt(options.positional[2], "height");
+  int64_t size = parseInt(options.positional[3], "size");
+  if (width <= 0 || height <= 0 || size <= 0 ||
+      rgb.size() != static_cast<size_t>(width * height * 3)) {
+    throw CoreError(ErrorCode::kBadInput, "rgb file must hold width * height * 3 bytes");
+  }
+  sam3::ImageNormalization normalization{
+      parseTriple(flag(options, "mean", "0.5,0.5,0.5"), "--mean"),
+      parseTriple(flag(options, "std", "0.5,0.5,0.5"), "--std")};
+  std::vector<float> pixels =
+      sam3::preprocessImageOnCpu(rgb.data(), width, height, size, normalization);
+  std::ofstream out(options.positional[4], std::ios::binary);
+  out.write(reinterpret_cast<const char*>(pixels.data()),
+            static_cast<std::streamsize>(pixels.size() * sizeof(float)));
+  if (!out) throw CoreError(ErrorCode::kBadInput, "cannot write " + options.positional[4]);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr
+        << "usage: sam3_core_cli info|segment|bench|resize ... (see native/tools/core_cli.cpp)\n";
+    return 2;
+  }
+  std::string command = argv[1];
+  try {
+    Options options = parseOptions(argc, argv, 2);
+    if (command == "info") return info(options);
+    if (command == "segment") return segment(options);
+    if (command == "bench") return bench(options);
+    if (command == "resize") return resize(options);
+    if (command == "preprocess") return preprocess(options);
+    std::cerr << "unknown command " << command << "\n";
+    return 2;
+  } catch (const CoreError& e) {
+    std::cerr << "error: " << sam3::errorCodeName(e.code()) << ": " << e.what() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+  }
+  return 1;
+}

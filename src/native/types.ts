@@ -1,0 +1,157 @@
+/**
+ * The whole native surface of the addon (native/binding), typed in one place.
+ * Everything here is implemented in C++; src/native/addon.ts is the one loader.
+ *
+ * Conventions: coordinates are normalized to [0, 1] of the original image; boxes are
+ * [cx, cy, w, h]; masks are COCO RLE compressed count strings (column-major, pycocotools).
+ */
+
+/** Error codes a NativeError can carry (set by native/binding from core exceptions). */
+export type NativeErrorCode =
+  | 'MODEL_LOAD' // bundle missing, manifest invalid, module signature mismatch
+  | 'BAD_INPUT' // arguments the core refuses (wrong sizes, out-of-range values)
+  | 'DEVICE_OOM' // the device ran out of memory; the engine stays usable
+  | 'DEVICE_UNAVAILABLE' // e.g. cuda:3 on a machine with one GPU
+  | 'ENGINE_CLOSED' // the engine was closed before or while the call ran
+  | 'INTERNAL'; // anything else (a bug): logged, mapped to 500
+
+export interface EngineOptions {
+  /** Directory holding manifest.json and the TorchScript modules. */
+  bundleDir: string;
+  /** "cpu" or "cuda:N". */
+  device: string;
+}
+
+/**
+ * Read by C++ from manifest.json after validating it and the module signatures
+ * (docs/bundle-format.md). A frozen object.
+ */
+export interface BundleInfo {
+  modelId: string;
+  randomWeights: boolean;
+  /** The seed of a random bundle, else null. */
+  seed: number | null;
+  checksum: string;
+  formatVersion: number;
+  dtype: string;
+  /** Square model input side R, pixels. */
+  resolution: number;
+  patchSize: number;
+  /** Side G of the coarsest feature map. */
+  featureSize: number;
+  /** Side M of the detector's mask logits. */
+  maskSize: number;
+  /** Detector width D. */
+  hiddenSize: number;
+  numQueries: number;
+  contextLength: number;
+  vocabSize: number;
+  bosId: number;
+  eosId: number;
+  padId: number;
+  /** CLIP BPE vocabulary, a file name inside the bundle directory. */
+  vocabFile: string;
+  torchVersion: string;
+  transformersVersion: string;
+}
+
+/** Image features computed once by encodeImage; owned by C++ (device memory). */
+export interface NativeImageEmbedding {
+  /** Original image size, the size masks are returned at. */
+  readonly width: number;
+  readonly height: number;
+  /** Exact bytes held by the cached tensors. */
+  readonly byteSize: number;
+}
+
+/** Text features of one prompt (one row of the text encoder's output). */
+export interface NativeTextEmbedding {
+  readonly byteSize: number;
+}
+
+/** One concept query: a text embedding plus optional exemplar boxes. */
+export interface ConceptQuery {
+  text: NativeTextEmbedding;
+  /** 4 floats per box: cx, cy, w, h normalized. Empty for text-only. */
+  boxes: Float32Array;
+  /** One per box: 1 positive, 0 negative. */
+  boxLabels: Int32Array;
+}
+
+export interface DetectOptions {
+  /** Keep instances whose score (sigmoid(logit) * sigmoid(presence)) is above this. */
+  threshold: number;
+}
+
+/** The instances of one concept query, sorted by score, highest first. */
+export interface ConceptInstances {
+  scores: Float32Array;
+  /** 4 floats per instance: cx, cy, w, h normalized. */
+  boxes: Float32Array;
+  /** COCO RLE counts strings at the original image size. */
+  masks: string[];
+}
+
+/**
+ * Per-stage wall times of the last calls, milliseconds (for benchmarks and logs): preprocess,
+ * vision_encoder, text_encoder, detector, postprocess (scores, sorting, boxes; on CUDA also the
+ * mask resize), rle (mask encoding; on CPU fused with each mask's resize). Each call overwrites
+ * the stages it runs.
+ */
+export interface StageTimes {
+  [stage: string]: number;
+}
+
+export interface NativeEngine {
+  readonly info: BundleInfo;
+  readonly device: string;
+  /**
+   * rgb: width * height * 3 bytes, row-major RGB (uint8). The buffer is read on the device
+   * executor thread without a copy; do not modify it until the promise settles.
+   */
+  encodeImage(rgb: Buffer, width: number, height: number): Promise<NativeImageEmbedding>;
+  /**
+   * ids and mask: batch * contextLength values each (row-major). Returns one embedding per row.
+   */
+  encodeText(ids: Int32Array, mask: Int32Array, batch: number): Promise<NativeTextEmbedding[]>;
+  /**
+   * Runs the queries through the detector in batches of up to 16 (one call for typical
+   * requests). Text-only queries get one padding box (label -10); queries with fewer boxes
+   * than the batch's largest are padded the same way.
+   */
+  detect(
+    image: NativeImageEmbedding,
+    queries: ConceptQuery[],
+    options: DetectOptions,
+  ): Promise<ConceptInstances[]>;
+  /** Stage times of the most recent encodeImage/encodeText/detect on this engine. */
+  lastStageTimes(): StageTimes;
+  /** Stops the executor after the queued work; later calls reject with ENGINE_CLOSED. */
+  close(): Promise<void>;
+}
+
+export interface NativeAddon {
+  Engine: {
+    /** Loads the bundle on the device (on the executor thread). */
+    load(options: EngineOptions): Promise<NativeEngine>;
+  };
+  /**
+   * COCO RLE counts (as pycocotools' mask.encode) of a row-major height x width mask; nonzero
+   * bytes are foreground. Synchronous; for tests and tools. Throws BAD_INPUT on a size mismatch.
+   */
+  encodeRle(mask: Uint8Array, height: number, width: number): string;
+  /**
+   * Stops every engine of this thread's environment: queued calls reject with ENGINE_CLOSED,
+   * the running model call finishes first (this blocks until it does). The loader calls it on
+   * process 'exit', since exiting under a running model call crashes in LibTorch's teardown.
+   */
+  shutdown(): void;
+  /** Version strings of the linked LibTorch and whether CUDA is usable. */
+  runtimeInfo(): {
+    torchVersion: string;
+    cudaAvailable: boolean;
+    cudaDeviceCount: number;
+    /** Bytes held by all image and text embeddings of the process not yet freed (leak checks). */
+    liveEmbeddingBytes: number;
+  };
+}
