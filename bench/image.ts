@@ -7,63 +7,22 @@
  * server is faster). Default: the tiny random bundle; --full: a full-size random-weight bundle
  * at 1008 px (weights/bench-full, exported on first use: minutes on a CPU, 7 GB of disk).
  */
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import {
-  decodedPixelsPng,
-  exportRandomBundle,
-  runReference,
-  tempDir,
-  writePhotos,
-} from '../test/helpers/reference';
-import { repoPath } from '../test/helpers/repo';
+import { decodedPixelsPng, runReference, tempDir, writePhotos } from '../test/helpers/reference';
 import { postJson, startTestServer } from '../test/helpers/server';
+import { addInto as add, benchBundle, flag, numberOption, row, serverTiming } from './common';
 
 const PROMPTS = ['person', 'a cup of coffee', 'cat'];
 
-function parseArgs(argv: string[]): { full: boolean; iterations: number } {
-  const full = argv.includes('--full');
-  const at = argv.indexOf('--iterations');
-  const iterations = at >= 0 ? Number(argv[at + 1]) : full ? 1 : 5;
-  if (!Number.isInteger(iterations) || iterations < 1) throw new Error('--iterations N, N >= 1');
-  return { full, iterations };
-}
-
-/** Parses `Server-Timing: a;dur=1.5, b;dur=2` into {a: 1.5, b: 2}. */
-function serverTiming(header: string | null): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const part of (header ?? '').split(',')) {
-    const [name, ...params] = part.trim().split(';');
-    const dur = params.find((p) => p.trim().startsWith('dur='));
-    if (name && dur) out[name] = Number(dur.trim().slice(4));
-  }
-  return out;
-}
-
-function add(into: Record<string, number>, from: Record<string, number>, scale = 1): void {
-  for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v * scale;
-}
-
-function row(label: string, ms: number | undefined): string {
-  return `  ${label.padEnd(28)} ${ms === undefined ? '-'.padStart(10) : ms.toFixed(1).padStart(10)} ms`;
-}
-
 async function main(): Promise<void> {
-  const { full, iterations } = parseArgs(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  const full = flag(argv, '--full');
+  const iterations = numberOption(argv, '--iterations', full ? 1 : 5);
   const work = await tempDir('sam3-bench-');
   try {
-    let bundle = path.join(work.dir, 'bundle');
-    if (full) {
-      bundle = repoPath('weights', 'bench-full');
-      if (!existsSync(path.join(bundle, 'manifest.json'))) {
-        console.log(`exporting the full-size random bundle to ${bundle} (minutes) ...`);
-        await exportRandomBundle(bundle, 'full', 0);
-      }
-    } else {
-      await exportRandomBundle(bundle, 'tiny', 0);
-    }
+    const bundle = await benchBundle(full, work.dir);
     const photos = (await writePhotos(work.dir)).slice(0, full ? 1 : 3);
     const cases = await Promise.all(
       photos.map(async (photo) => ({
@@ -80,10 +39,13 @@ async function main(): Promise<void> {
     add(refStages, reference.stage_ms, 1 / refCases.length);
     const refPerImage = Object.values(refStages).reduce((a, b) => a + b, 0);
 
+    // Cache off: every request pays every stage, as the reference does.
     const server = await startTestServer({
       bundleDir: bundle,
-      env: { RATE_LIMIT_ENABLED: 'false' },
+      env: { RATE_LIMIT_ENABLED: 'false', ENABLE_FEATURE_CACHE: 'false' },
     });
+    const segmenter = server.engineState.segmenter;
+    if (segmenter === null) throw new Error('the model did not load');
     const stages: Record<string, number> = {};
     let wall = 0;
     let requests = 0;
@@ -105,7 +67,9 @@ async function main(): Promise<void> {
           await response.arrayBuffer();
           wall += performance.now() - started;
           if (response.status !== 200) throw new Error(`segment answered ${response.status}`);
-          add(stages, serverTiming(response.headers.get('server-timing')));
+          // Requests run one at a time: the engine's last stage times are this request's.
+          const { decode, hash } = serverTiming(response.headers.get('server-timing'));
+          add(stages, { decode, hash, ...segmenter.engineStageTimes() });
           requests += 1;
         }
       }
@@ -114,9 +78,7 @@ async function main(): Promise<void> {
     }
     for (const k of Object.keys(stages)) stages[k] /= requests;
     const serverPerImage = wall / requests;
-    const accounted = Object.entries(stages)
-      .filter(([k]) => k !== 'total')
-      .reduce((a, [, v]) => a + v, 0);
+    const accounted = Object.values(stages).reduce((a, b) => a + b, 0);
 
     console.log(
       `\nbench:image  bundle=${full ? 'full (1008 px, random)' : 'tiny (random)'}  ` +
@@ -124,7 +86,7 @@ async function main(): Promise<void> {
         `iterations=${iterations}`,
     );
     console.log('server (per request, mean):');
-    for (const [k, v] of Object.entries(stages)) if (k !== 'total') console.log(row(k, v));
+    for (const [k, v] of Object.entries(stages)) console.log(row(k, v));
     console.log(row('http + json + other', serverPerImage - accounted));
     console.log(row('end to end (client)', serverPerImage));
     console.log('reference, transformers eager (per image, mean):');

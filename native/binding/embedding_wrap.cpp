@@ -1,6 +1,7 @@
 #include "embedding_wrap.h"
 
 #include "addon_data.h"
+#include "errors.h"
 
 namespace sam3::binding {
 
@@ -25,10 +26,28 @@ void defineReadOnly(Napi::Object object, const char* name, Napi::Value value) {
   object.DefineProperty(Napi::PropertyDescriptor::Value(name, value, napi_enumerable));
 }
 
+// The embedding a wrap holds, refusing a released one (the wrap stays a valid JS object).
+template <typename T>
+std::shared_ptr<const T> heldEmbedding(const std::shared_ptr<const T>& held,
+                                       const std::string& what) {
+  if (!held) throw CoreError(ErrorCode::kBadInput, what + " embedding was released");
+  return held;
+}
+
+// Drops a wrap's reference and the external memory it reported to V8. Tensors are freed now
+// unless a queued call still holds them (then when that call ends).
+template <typename T>
+void releaseEmbedding(Napi::Env env, std::shared_ptr<const T>& held) {
+  if (!held) return;
+  Napi::MemoryManagement::AdjustExternalMemory(env, -held->byteSize());
+  held.reset();
+}
+
 }  // namespace
 
 Napi::Function ImageEmbeddingWrap::define(Napi::Env env) {
-  return DefineClass(env, "ImageEmbedding", {});
+  return DefineClass(env, "ImageEmbedding",
+                     {InstanceMethod<&ImageEmbeddingWrap::release>("release")});
 }
 
 Napi::Object ImageEmbeddingWrap::wrap(Napi::Env env,
@@ -39,12 +58,18 @@ Napi::Object ImageEmbeddingWrap::wrap(Napi::Env env,
 }
 
 std::shared_ptr<const ImageEmbedding> ImageEmbeddingWrap::unwrap(Napi::Env env,
-                                                                 const Napi::Value& value) {
+                                                                 const Napi::Value& value,
+                                                                 const std::string& what) {
   if (!value.IsObject() ||
       !value.As<Napi::Object>().InstanceOf(AddonData::of(env).imageEmbeddingConstructor.Value())) {
     return nullptr;
   }
-  return Unwrap(value.As<Napi::Object>())->embedding_;
+  return heldEmbedding(Unwrap(value.As<Napi::Object>())->embedding_, what);
+}
+
+Napi::Value ImageEmbeddingWrap::release(const Napi::CallbackInfo& info) {
+  releaseEmbedding(env_, embedding_);
+  return info.Env().Undefined();
 }
 
 ImageEmbeddingWrap::ImageEmbeddingWrap(const Napi::CallbackInfo& info)
@@ -65,7 +90,8 @@ ImageEmbeddingWrap::~ImageEmbeddingWrap() {
 }
 
 Napi::Function TextEmbeddingWrap::define(Napi::Env env) {
-  return DefineClass(env, "TextEmbedding", {});
+  return DefineClass(env, "TextEmbedding",
+                     {InstanceMethod<&TextEmbeddingWrap::release>("release")});
 }
 
 Napi::Object TextEmbeddingWrap::wrap(Napi::Env env,
@@ -76,12 +102,18 @@ Napi::Object TextEmbeddingWrap::wrap(Napi::Env env,
 }
 
 std::shared_ptr<const TextEmbedding> TextEmbeddingWrap::unwrap(Napi::Env env,
-                                                               const Napi::Value& value) {
+                                                               const Napi::Value& value,
+                                                               const std::string& what) {
   if (!value.IsObject() ||
       !value.As<Napi::Object>().InstanceOf(AddonData::of(env).textEmbeddingConstructor.Value())) {
     return nullptr;
   }
-  return Unwrap(value.As<Napi::Object>())->embedding_;
+  return heldEmbedding(Unwrap(value.As<Napi::Object>())->embedding_, what);
+}
+
+Napi::Value TextEmbeddingWrap::release(const Napi::CallbackInfo& info) {
+  releaseEmbedding(env_, embedding_);
+  return info.Env().Undefined();
 }
 
 TextEmbeddingWrap::TextEmbeddingWrap(const Napi::CallbackInfo& info)

@@ -108,6 +108,7 @@ Napi::Function EngineWrap::define(Napi::Env env) {
                          InstanceMethod<&EngineWrap::encodeImage>("encodeImage"),
                          InstanceMethod<&EngineWrap::encodeText>("encodeText"),
                          InstanceMethod<&EngineWrap::detect>("detect"),
+                         InstanceMethod<&EngineWrap::segmentPoints>("segmentPoints"),
                          InstanceMethod<&EngineWrap::lastStageTimes>("lastStageTimes"),
                          InstanceMethod<&EngineWrap::close>("close"),
                      });
@@ -198,7 +199,7 @@ Napi::Value EngineWrap::encodeText(const Napi::CallbackInfo& info) {
 Napi::Value EngineWrap::detect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return promiseOrRejection(env, [&]() -> Napi::Value {
-    std::shared_ptr<const ImageEmbedding> image = ImageEmbeddingWrap::unwrap(env, info[0]);
+    std::shared_ptr<const ImageEmbedding> image = ImageEmbeddingWrap::unwrap(env, info[0], "image");
     if (!image) badArgument("image must be an ImageEmbedding from encodeImage");
     if (!info[1].IsArray()) badArgument("queries must be an array");
     Napi::Array list = info[1].As<Napi::Array>();
@@ -208,7 +209,7 @@ Napi::Value EngineWrap::detect(const Napi::CallbackInfo& info) {
       Napi::Value item = list.Get(i);
       if (!item.IsObject()) badArgument(where + " must be an object");
       Napi::Object query = item.As<Napi::Object>();
-      queries[i].text = TextEmbeddingWrap::unwrap(env, query.Get("text"));
+      queries[i].text = TextEmbeddingWrap::unwrap(env, query.Get("text"), where + ".text");
       if (!queries[i].text) badArgument(where + ".text must be a TextEmbedding from encodeText");
       // Boxes and labels are small: copied now, so the JS arrays need not stay alive.
       auto boxes = typedArrayArgument<Napi::Float32Array>(query.Get("boxes"), napi_float32_array,
@@ -238,6 +239,53 @@ Napi::Value EngineWrap::detect(const Napi::CallbackInfo& info) {
               masks.Set(static_cast<uint32_t>(m), Napi::String::New(env, instances.masks[m]));
             }
             object.Set("masks", masks);
+            array.Set(static_cast<uint32_t>(i), object);
+          }
+          return array;
+        }));
+    return call->promise();
+  });
+}
+
+Napi::Value EngineWrap::segmentPoints(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    std::shared_ptr<const ImageEmbedding> image = ImageEmbeddingWrap::unwrap(env, info[0], "image");
+    if (!image) badArgument("image must be an ImageEmbedding from encodeImage");
+    if (!info[1].IsArray()) badArgument("queries must be an array");
+    Napi::Array list = info[1].As<Napi::Array>();
+    std::vector<PointQuery> queries(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      std::string where = "queries[" + std::to_string(i) + "]";
+      Napi::Value item = list.Get(i);
+      if (!item.IsObject()) badArgument(where + " must be an object");
+      Napi::Object query = item.As<Napi::Object>();
+      // Copied now (a few floats), so the JS arrays need not stay alive; values are checked
+      // by the core.
+      auto points = typedArrayArgument<Napi::Float32Array>(query.Get("points"), napi_float32_array,
+                                                           where + ".points", "Float32Array");
+      auto labels = typedArrayArgument<Napi::Int32Array>(query.Get("pointLabels"), napi_int32_array,
+                                                         where + ".pointLabels", "Int32Array");
+      auto box = typedArrayArgument<Napi::Float32Array>(query.Get("box"), napi_float32_array,
+                                                        where + ".box", "Float32Array");
+      queries[i].points.assign(points.Data(), points.Data() + points.ElementLength());
+      queries[i].pointLabels.assign(labels.Data(), labels.Data() + labels.ElementLength());
+      queries[i].box.assign(box.Data(), box.Data() + box.ElementLength());
+    }
+
+    auto call = AsyncCall::start(env, {info.This()});
+    using Results = std::vector<PointInstance>;
+    engine_->segmentPoints(
+        std::move(image), std::move(queries),
+        AsyncCall::completion<Results>(call, [](Napi::Env env, const Results& results) {
+          Napi::Array array = Napi::Array::New(env, results.size());
+          for (size_t i = 0; i < results.size(); ++i) {
+            const PointInstance& instance = results[i];
+            Napi::Object object = Napi::Object::New(env);
+            object.Set("score", Napi::Number::New(env, instance.score));
+            object.Set("box", floatArray(env, std::vector<float>(instance.box.begin(),
+                                                                 instance.box.end())));
+            object.Set("mask", Napi::String::New(env, instance.mask));
             array.Set(static_cast<uint32_t>(i), object);
           }
           return array;

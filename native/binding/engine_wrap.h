@@ -25,6 +25,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value encodeImage(const Napi::CallbackInfo& info);
   Napi::Value encodeText(const Napi::CallbackInfo& info);
   Napi::Value detect(const Napi::CallbackInfo& info);
+  Napi::Value segmentPoints(const Napi::CallbackInfo& info);
   Napi::Value lastStageTimes(const Napi::CallbackInfo& info);
   Napi::Value close(const Napi::CallbackInfo& info);
 

@@ -45,6 +45,10 @@ const char* moduleName(ModuleKind kind) {
       return "text_encoder";
     case ModuleKind::kDetector:
       return "detector";
+    case ModuleKind::kPointDecoder:
+      return "point_decoder";
+    case ModuleKind::kPointDecoderMultimask:
+      return "point_decoder_multimask";
   }
   return "module";
 }
@@ -162,6 +166,9 @@ std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& 
   bundle->visionEncoder_ = loadModule(path, name, m.visionEncoder, "vision_encoder", device);
   bundle->textEncoder_ = loadModule(path, name, m.textEncoder, "text_encoder", device);
   bundle->detector_ = loadModule(path, name, m.detector, "detector", device);
+  bundle->pointDecoder_ = loadModule(path, name, m.pointDecoder, "point_decoder", device);
+  bundle->pointDecoderMultimask_ =
+      loadModule(path, name, m.pointDecoderMultimask, "point_decoder_multimask", device);
   return bundle;
 }
 
@@ -180,6 +187,14 @@ NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSiz
     case ModuleKind::kDetector:
       spec = &manifest_.detector;
       module = &detector_;
+      break;
+    case ModuleKind::kPointDecoder:
+      spec = &manifest_.pointDecoder;
+      module = &pointDecoder_;
+      break;
+    case ModuleKind::kPointDecoderMultimask:
+      spec = &manifest_.pointDecoderMultimask;
+      module = &pointDecoderMultimask_;
       break;
   }
   const char* name = moduleName(kind);

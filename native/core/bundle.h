@@ -15,10 +15,16 @@
 
 namespace sam3 {
 
-enum class ModuleKind { kVisionEncoder, kTextEncoder, kDetector };
+enum class ModuleKind {
+  kVisionEncoder,
+  kTextEncoder,
+  kDetector,
+  kPointDecoder,           // one mask per prompt
+  kPointDecoderMultimask,  // three masks per prompt (ambiguous single clicks)
+};
 
 using NamedTensors = std::unordered_map<std::string, at::Tensor>;
-// Sizes of symbolic dimensions ("B", "NB") for one call.
+// Sizes of symbolic dimensions ("B", "NB", "N") for one call.
 using SymbolSizes = std::map<std::string, int64_t>;
 
 class Bundle {
@@ -48,6 +54,8 @@ class Bundle {
   torch::jit::Module visionEncoder_;
   torch::jit::Module textEncoder_;
   torch::jit::Module detector_;
+  torch::jit::Module pointDecoder_;
+  torch::jit::Module pointDecoderMultimask_;
 };
 
 c10::ScalarType scalarTypeOf(const std::string& dtype);

@@ -68,11 +68,16 @@ class StageClock {
 
 // COCO RLE of each mask: logits [K, M, M] are resized bilinearly (align_corners=False, no
 // antialias) to the original height x width and binarized at > 0, exactly as
-// interpolate(logits[None], (H, W), mode="bilinear") > 0. Laps "postprocess" and "rle".
+// interpolate(logits[None], (H, W), mode="bilinear") > 0. With `bounds`, also each binarized
+// mask's pixel extent. Laps "postprocess" and "rle".
 std::vector<std::string> encodeMasks(const at::Tensor& maskLogits, int64_t H, int64_t W,
-                                     StageClock& clock) {
+                                     StageClock& clock, std::vector<MaskBounds>* bounds = nullptr) {
   const int64_t K = maskLogits.size(0), M = maskLogits.size(1);
   std::vector<std::string> masks(static_cast<size_t>(K));
+  if (bounds != nullptr) bounds->assign(static_cast<size_t>(K), MaskBounds{});
+  auto boundsOf = [&](int64_t k) {
+    return bounds == nullptr ? nullptr : &(*bounds)[static_cast<size_t>(k)];
+  };
   if (K == 0) return masks;
   const size_t h = static_cast<size_t>(H), w = static_cast<size_t>(W);
   if (maskLogits.device().is_cpu()) {
@@ -86,7 +91,8 @@ std::vector<std::string> encodeMasks(const at::Tensor& maskLogits, int64_t H, in
       for (int64_t k = begin; k < end; ++k) {
         at::upsample_bilinear2d_out(plane, logits[k].view({1, 1, M, M}), {H, W},
                                     /*align_corners=*/false);
-        masks[static_cast<size_t>(k)] = encodeRlePositiveRowMajor(plane.data_ptr<float>(), h, w);
+        masks[static_cast<size_t>(k)] =
+            encodeRlePositiveRowMajor(plane.data_ptr<float>(), h, w, boundsOf(k));
       }
     });
     clock.lap("rle");
@@ -105,12 +111,63 @@ std::vector<std::string> encodeMasks(const at::Tensor& maskLogits, int64_t H, in
     at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         masks[static_cast<size_t>(start + k)] =
-            encodeRleColumnMajor(bytes + static_cast<size_t>(k) * h * w, h, w);
+            encodeRleColumnMajor(bytes + static_cast<size_t>(k) * h * w, h, w, boundsOf(start + k));
       }
     });
     clock.lap("rle");
   }
   return masks;
+}
+
+// Normalized cx, cy, w, h of a mask's pixel extent, using pixel edges (a pixel at column x
+// spans x / W .. (x + 1) / W); zeros for an empty mask. In double, as numpy computes the
+// reference's mask_box, then rounded once to float.
+std::array<float, 4> normalizedBox(const MaskBounds& bounds, int64_t H, int64_t W) {
+  if (bounds.empty) return {0, 0, 0, 0};
+  const double x0 = static_cast<double>(bounds.minX) / static_cast<double>(W);
+  const double x1 = static_cast<double>(bounds.maxX + 1) / static_cast<double>(W);
+  const double y0 = static_cast<double>(bounds.minY) / static_cast<double>(H);
+  const double y1 = static_cast<double>(bounds.maxY + 1) / static_cast<double>(H);
+  return {static_cast<float>((x0 + x1) / 2), static_cast<float>((y0 + y1) / 2),
+          static_cast<float>(x1 - x0), static_cast<float>(y1 - y0)};
+}
+
+// Index of the largest value, the first on ties; NaN counts as the largest (torch.argmax).
+int64_t firstArgmax(const float* values, int64_t count) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < count && !std::isnan(values[best]); ++i) {
+    if (std::isnan(values[i]) || values[i] > values[best]) best = i;
+  }
+  return best;
+}
+
+void checkPointQuery(const PointQuery& query, size_t index) {
+  const std::string where = "query " + std::to_string(index) + ": ";
+  const size_t clicks = query.pointLabels.size();
+  if (clicks > kMaxClicksPerQuery) {
+    badInput(where + "at most " + std::to_string(kMaxClicksPerQuery) + " clicks are allowed (got " +
+             std::to_string(clicks) + ")");
+  }
+  if (query.points.size() != 2 * clicks) {
+    badInput(where + "points must hold 2 numbers (x, y) per point label (got " +
+             std::to_string(query.points.size()) + " numbers for " + std::to_string(clicks) +
+             " labels)");
+  }
+  for (float v : query.points) {
+    if (!std::isfinite(v)) badInput(where + "point coordinates must be finite");
+  }
+  for (int32_t label : query.pointLabels) {
+    if (label != 0 && label != 1) {
+      badInput(where + "point labels must be 1 (positive) or 0 (negative)");
+    }
+  }
+  if (!query.box.empty() && query.box.size() != 4) {
+    badInput(where + "box must be empty or 4 numbers (cx, cy, w, h)");
+  }
+  for (float v : query.box) {
+    if (!std::isfinite(v)) badInput(where + "box coordinates must be finite");
+  }
+  if (clicks == 0 && query.box.empty()) badInput(where + "give at least one click or a box");
 }
 
 }  // namespace
@@ -162,6 +219,8 @@ struct Engine::Impl {
   std::vector<std::shared_ptr<TextEmbedding>> encodeText(const TextRequest& request);
   std::vector<ConceptInstances> detect(const ImageEmbedding& image,
                                        const std::vector<ConceptQuery>& queries, double threshold);
+  std::vector<PointInstance> segmentPoints(const ImageEmbedding& image,
+                                           const std::vector<PointQuery>& queries);
 };
 
 std::string normalizeDevice(const std::string& device) {
@@ -233,11 +292,18 @@ template <typename T, typename Work>
 void runOnExecutor(Executor& executor, Done<T> done, Work work) {
   auto task = [&executor, done, work = std::move(work)]() mutable {
     Outcome<T> outcome;
-    try {
-      if (executor.cancelled()) throw CoreError(ErrorCode::kEngineClosed, "the engine is closed");
-      outcome.value = work();
-    } catch (...) {
-      outcome.error = toCoreError(std::current_exception());
+    {
+      // Destroyed before `done`: what the work captured (embeddings) is let go of before the
+      // caller learns the outcome, so a released embedding's memory is free by then.
+      Work running = std::move(work);
+      try {
+        if (executor.cancelled()) {
+          throw CoreError(ErrorCode::kEngineClosed, "the engine is closed");
+        }
+        outcome.value = running();
+      } catch (...) {
+        outcome.error = toCoreError(std::current_exception());
+      }
     }
     done(std::move(outcome));
   };
@@ -300,6 +366,17 @@ void Engine::detect(std::shared_ptr<const ImageEmbedding> image, std::vector<Con
       [self, image = std::move(image), queries = std::move(queries), threshold] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->detect(*image, queries, threshold);
+      });
+}
+
+void Engine::segmentPoints(std::shared_ptr<const ImageEmbedding> image,
+                           std::vector<PointQuery> queries, Done<std::vector<PointInstance>> done) {
+  auto self = shared_from_this();
+  runOnExecutor<std::vector<PointInstance>>(
+      *impl_->executor, std::move(done),
+      [self, image = std::move(image), queries = std::move(queries)] {
+        if (!image) badInput("image embedding is missing");
+        return self->impl_->segmentPoints(*image, queries);
       });
 }
 
@@ -500,6 +577,78 @@ std::vector<ConceptInstances> Engine::Impl::detect(const ImageEmbedding& image,
   }
   StageTimes times = clock.times();
   for (const char* stage : {"detector", "postprocess", "rle"}) times.emplace(stage, 0.0);
+  recordTimes(times);
+  return results;
+}
+
+std::vector<PointInstance> Engine::Impl::segmentPoints(const ImageEmbedding& image,
+                                                       const std::vector<PointQuery>& queries) {
+  Bundle& bundle = loadedBundle();
+  if (image.bundleId() != bundle.id()) {
+    badInput("the image embedding was computed by another engine");
+  }
+  for (size_t q = 0; q < queries.size(); ++q) checkPointQuery(queries[q], q);
+
+  const int64_t H = image.height(), W = image.width();
+  // Prompts are in pixels of the R x R model input (float32, as the reference scales them).
+  const float R = static_cast<float>(bundle.manifest().resolution);
+  const ImageEmbedding::Tensors& features = image.tensors();
+  std::vector<PointInstance> results;
+  results.reserve(queries.size());
+  StageClock clock(*executor);
+
+  for (const PointQuery& query : queries) {
+    const size_t clicks = query.pointLabels.size();
+    const bool hasBox = !query.box.empty();
+    const int64_t N = static_cast<int64_t>(clicks) + (hasBox ? 2 : 0);
+    at::Tensor points = at::empty({1, 1, N, 2}, at::kFloat);
+    at::Tensor labels = at::empty({1, 1, N}, at::kLong);
+    float* xy = points.data_ptr<float>();
+    int64_t* label = labels.data_ptr<int64_t>();
+    for (size_t i = 0; i < clicks; ++i) {
+      xy[2 * i] = query.points[2 * i] * R;
+      xy[2 * i + 1] = query.points[2 * i + 1] * R;
+      label[i] = query.pointLabels[i];
+    }
+    if (hasBox) {
+      // The box as its two corner points after the clicks (labels 2: top-left, 3:
+      // bottom-right). As the reference: normalized xyxy in double (Python floats), rounded
+      // to float32, then scaled in float32.
+      const double cx = query.box[0], cy = query.box[1], w = query.box[2], h = query.box[3];
+      const float corners[4] = {static_cast<float>(cx - w / 2), static_cast<float>(cy - h / 2),
+                                static_cast<float>(cx + w / 2), static_cast<float>(cy + h / 2)};
+      for (size_t c = 0; c < 4; ++c) xy[2 * clicks + c] = corners[c] * R;
+      label[clicks] = 2;
+      label[clicks + 1] = 3;
+    }
+    // SAM's rule: a single click without a box is ambiguous (part, object or whole).
+    const bool multimask = clicks == 1 && !hasBox;
+    NamedTensors outputs =
+        bundle.call(multimask ? ModuleKind::kPointDecoderMultimask : ModuleKind::kPointDecoder,
+                    {{"tracker_fpn_0", features.trackerFpn[0]},
+                     {"tracker_fpn_1", features.trackerFpn[1]},
+                     {"tracker_fpn_2", features.trackerFpn[2]},
+                     {"points", points},
+                     {"point_labels", labels}},
+                    {{"B", 1}, {"N", N}});
+    clock.lap("point_decoder");
+
+    // iou_scores [1, 1, K], mask_logits [1, 1, K, M, M].
+    at::Tensor iou = outputs.at("iou_scores").to(at::kCPU, at::kFloat).contiguous();
+    const int64_t K = iou.numel();
+    if (K == 0) throw CoreError(ErrorCode::kInternal, "the point decoder predicted no mask");
+    const int64_t best = firstArgmax(iou.data_ptr<float>(), K);
+    PointInstance instance;
+    instance.score = iou.data_ptr<float>()[best];
+    at::Tensor logits = outputs.at("mask_logits")[0][0].narrow(0, best, 1);
+    clock.lap("postprocess");
+    std::vector<MaskBounds> bounds;
+    instance.mask = std::move(encodeMasks(logits, H, W, clock, &bounds).front());
+    instance.box = normalizedBox(bounds.front(), H, W);
+    results.push_back(std::move(instance));
+  }
+  StageTimes times = clock.times();
+  for (const char* stage : {"point_decoder", "postprocess", "rle"}) times.emplace(stage, 0.0);
   recordTimes(times);
   return results;
 }

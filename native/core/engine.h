@@ -3,6 +3,7 @@
 // include it without LibTorch.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -126,13 +127,31 @@ struct ConceptInstances {
   std::vector<std::string> masks;  // COCO RLE counts at the original image size
 };
 
+// One interactive (SAM-style) single-object query: clicks plus an optional box as a region
+// hint. One click and no box is ambiguous: the multimask decoder predicts three masks and the
+// one with the highest predicted IoU wins; anything else uses the single-mask decoder.
+struct PointQuery {
+  std::vector<float> points;         // 2 per click: x, y normalized to [0, 1]
+  std::vector<int32_t> pointLabels;  // one per click: 1 positive, 0 negative
+  std::vector<float> box;            // empty, or cx, cy, w, h normalized
+};
+
+// The object one PointQuery selects.
+struct PointInstance {
+  float score = 0;             // the decoder's predicted IoU of the chosen mask
+  std::array<float, 4> box{};  // bounds of the binarized mask: cx, cy, w, h normalized
+  std::string mask;            // COCO RLE counts at the original image size
+};
+
 // Milliseconds per stage of the most recent calls: preprocess, vision_encoder, text_encoder,
-// detector, postprocess (scores, sorting, boxes; on accelerators also the mask resize), rle
-// (mask encoding; on CPU fused with each mask's resize).
+// detector, point_decoder, postprocess (scores, sorting, boxes; on accelerators also the mask
+// resize), rle (mask encoding and mask boxes; on CPU fused with each mask's resize).
 using StageTimes = std::map<std::string, double>;
 
 // The most queries one detector call takes; more are split into several calls.
 constexpr size_t kMaxQueriesPerDetectorCall = 16;
+// The most clicks one PointQuery takes (SAM refines with a handful; this bounds the prompt).
+constexpr size_t kMaxClicksPerQuery = 64;
 
 class Engine : public std::enable_shared_from_this<Engine> {
  public:
@@ -160,6 +179,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // instances with score > threshold (compared in float32).
   void detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
               double threshold, Done<std::vector<ConceptInstances>> done);
+  // Each query through a point decoder on the image's tracker features (one call per query,
+  // in order): exactly one instance per query. BAD_INPUT (naming the query) for points not 2
+  // per label, labels other than 0/1, non-finite numbers, a box not empty or 4 numbers, no
+  // click and no box, more than kMaxClicksPerQuery clicks, or another engine's embedding.
+  void segmentPoints(std::shared_ptr<const ImageEmbedding> image, std::vector<PointQuery> queries,
+                     Done<std::vector<PointInstance>> done);
 
   StageTimes lastStageTimes() const;
 

@@ -15,6 +15,10 @@ const std::array<const char*, 7> kDetectorInputs = {
     "fpn_0", "fpn_1", "fpn_2", "text_features", "text_mask", "boxes", "box_labels"};
 const std::array<const char*, 4> kDetectorOutputs = {"pred_logits", "pred_boxes", "presence_logits",
                                                      "pred_masks"};
+const std::array<const char*, 5> kPointDecoderInputs = {"tracker_fpn_0", "tracker_fpn_1",
+                                                        "tracker_fpn_2", "points", "point_labels"};
+const std::array<const char*, 3> kPointDecoderOutputs = {"mask_logits", "iou_scores",
+                                                         "object_score_logits"};
 
 int ModuleSpec::inputIndex(const std::string& name) const {
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -184,6 +188,48 @@ const TensorSpec& specNamed(const std::vector<TensorSpec>& specs, const std::str
   throw CoreError(ErrorCode::kInternal, "manifest spec lookup: " + name);
 }
 
+// point_decoder / point_decoder_multimask (docs/bundle-format.md): the tracker features as the
+// vision encoder makes them, clicks [B, 1, N, 2] with labels [B, 1, N] int64, and K masks of
+// M x M logits with K predicted IoUs.
+void validatePointDecoder(const ModuleSpec& decoder, const std::string& name, int64_t K,
+                          const Manifest& m) {
+  const std::string inputsPath = "modules." + name + ".inputs";
+  const std::string outputsPath = "modules." + name + ".outputs";
+  requireNames(decoder.inputs, kPointDecoderInputs, inputsPath, true);
+  requireNames(decoder.outputs, kPointDecoderOutputs, outputsPath, false);
+  for (int level = 0; level < 3; ++level) {
+    const std::string feature = "tracker_fpn_" + std::to_string(level);
+    const TensorSpec& input = specNamed(decoder.inputs, feature);
+    const TensorSpec& made = specNamed(m.visionEncoder.outputs, feature);
+    if (input.shape.size() != 4) invalid(inputsPath, feature + " is 4-D");
+    for (size_t d = 0; d < 4; ++d) {
+      if (!made.shape[d].isSymbolic()) requireDim(input, d, made.shape[d].size, inputsPath);
+    }
+  }
+  const TensorSpec& points = specNamed(decoder.inputs, "points");
+  const TensorSpec& labels = specNamed(decoder.inputs, "point_labels");
+  if (points.shape.size() != 4) invalid(inputsPath, "points is 4-D");
+  if (points.dtype == "int64") invalid(inputsPath, "points must be floating point");
+  requireDim(points, 1, 1, inputsPath);
+  requireDim(points, 3, 2, inputsPath);
+  if (labels.shape.size() != 3) invalid(inputsPath, "point_labels is 3-D");
+  if (labels.dtype != "int64") invalid(inputsPath, "point_labels must be int64");
+  requireDim(labels, 1, 1, inputsPath);
+
+  const TensorSpec& masks = specNamed(decoder.outputs, "mask_logits");
+  const TensorSpec& iou = specNamed(decoder.outputs, "iou_scores");
+  const TensorSpec& objectScore = specNamed(decoder.outputs, "object_score_logits");
+  if (masks.shape.size() != 5 || iou.shape.size() != 3 || objectScore.shape.size() != 3) {
+    invalid(outputsPath, "unexpected ranks");
+  }
+  requireDim(masks, 1, 1, outputsPath);
+  requireDim(masks, 2, K, outputsPath);
+  requireDim(masks, 3, m.maskSize, outputsPath);
+  requireDim(masks, 4, m.maskSize, outputsPath);
+  requireDim(iou, 1, 1, outputsPath);
+  requireDim(iou, 2, K, outputsPath);
+}
+
 }  // namespace
 
 Manifest parseManifest(const std::string& text) {
@@ -244,6 +290,8 @@ Manifest parseManifest(const std::string& text) {
   m.visionEncoder = moduleSpec(modules, "vision_encoder");
   m.textEncoder = moduleSpec(modules, "text_encoder");
   m.detector = moduleSpec(modules, "detector");
+  m.pointDecoder = moduleSpec(modules, "point_decoder");
+  m.pointDecoderMultimask = moduleSpec(modules, "point_decoder_multimask");
 
   // Signatures (docs/bundle-format.md): names must be present; fixed sizes must agree with
   // the top-level fields the core relies on.
@@ -294,6 +342,9 @@ Manifest parseManifest(const std::string& text) {
   requireDim(masks, 1, Q, "modules.detector.outputs");
   requireDim(masks, 2, M, "modules.detector.outputs");
   requireDim(masks, 3, M, "modules.detector.outputs");
+
+  validatePointDecoder(m.pointDecoder, "point_decoder", 1, m);
+  validatePointDecoder(m.pointDecoderMultimask, "point_decoder_multimask", 3, m);
   return m;
 }
 

@@ -64,12 +64,17 @@ struct Manifest {
   ModuleSpec visionEncoder;
   ModuleSpec textEncoder;
   ModuleSpec detector;
+  // Interactive decoding on the tracker features: K = 1 and K = 3 masks.
+  ModuleSpec pointDecoder;
+  ModuleSpec pointDecoderMultimask;
 };
 
 // Names the modules must expose (docs/bundle-format.md, "Module signatures").
 extern const std::array<const char*, 6> kVisionEncoderOutputs;
 extern const std::array<const char*, 7> kDetectorInputs;
 extern const std::array<const char*, 4> kDetectorOutputs;
+extern const std::array<const char*, 5> kPointDecoderInputs;
+extern const std::array<const char*, 3> kPointDecoderOutputs;
 
 // Parses and validates manifest.json text. Throws CoreError(MODEL_LOAD) naming the offending
 // field (e.g. "manifest.json: modules.detector.inputs[3].shape: expected an array").

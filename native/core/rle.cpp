@@ -1,5 +1,6 @@
 #include "rle.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace sam3 {
@@ -30,6 +31,31 @@ std::vector<uint32_t> rleCounts(const uint8_t* columnMajor, size_t pixelCount) {
   return counts;
 }
 
+MaskBounds rleBounds(const std::vector<uint32_t>& counts, size_t height) {
+  MaskBounds bounds;
+  if (height == 0) return bounds;
+  size_t start = 0;
+  // Counts alternate background, foreground, ... starting with background.
+  for (size_t i = 0; i < counts.size(); start += counts[i], ++i) {
+    if (i % 2 == 0 || counts[i] == 0) continue;
+    const size_t last = start + counts[i] - 1;
+    const size_t firstColumn = start / height, lastColumn = last / height;
+    // A run that wraps into a later column reaches its first column's bottom row and a later
+    // column's top row, so its rows extend from 0 to height - 1.
+    const size_t top = firstColumn == lastColumn ? start % height : 0;
+    const size_t bottom = firstColumn == lastColumn ? last % height : height - 1;
+    if (bounds.empty) {
+      bounds = MaskBounds{false, firstColumn, lastColumn, top, bottom};
+    } else {
+      bounds.minX = std::min(bounds.minX, firstColumn);
+      bounds.maxX = std::max(bounds.maxX, lastColumn);
+      bounds.minY = std::min(bounds.minY, top);
+      bounds.maxY = std::max(bounds.maxY, bottom);
+    }
+  }
+  return bounds;
+}
+
 std::string rleCountsToString(const std::vector<uint32_t>& counts) {
   std::string out;
   out.reserve(counts.size() * 2);
@@ -48,8 +74,11 @@ std::string rleCountsToString(const std::vector<uint32_t>& counts) {
   return out;
 }
 
-std::string encodeRleColumnMajor(const uint8_t* columnMajor, size_t height, size_t width) {
-  return rleCountsToString(rleCounts(columnMajor, height * width));
+std::string encodeRleColumnMajor(const uint8_t* columnMajor, size_t height, size_t width,
+                                 MaskBounds* bounds) {
+  std::vector<uint32_t> counts = rleCounts(columnMajor, height * width);
+  if (bounds != nullptr) *bounds = rleBounds(counts, height);
+  return rleCountsToString(counts);
 }
 
 std::string encodeRleRowMajor(const uint8_t* rowMajor, size_t height, size_t width) {
@@ -61,7 +90,8 @@ std::string encodeRleRowMajor(const uint8_t* rowMajor, size_t height, size_t wid
   return encodeRleColumnMajor(columnMajor.data(), height, width);
 }
 
-std::string encodeRlePositiveRowMajor(const float* logits, size_t height, size_t width) {
+std::string encodeRlePositiveRowMajor(const float* logits, size_t height, size_t width,
+                                      MaskBounds* bounds) {
   // Binarize while transposing in tiles (cache-friendly both ways), then run-length encode
   // the column-major bytes with the word-skipping scanner.
   constexpr size_t kTile = 64;
@@ -76,7 +106,7 @@ std::string encodeRlePositiveRowMajor(const float* logits, size_t height, size_t
       }
     }
   }
-  return encodeRleColumnMajor(columnMajor.data(), height, width);
+  return encodeRleColumnMajor(columnMajor.data(), height, width, bounds);
 }
 
 }  // namespace sam3

@@ -1,16 +1,27 @@
 /**
- * Segmenter: the image-segmentation facade the server talks to. It keeps the native engine
- * behind one method, so a feature cache can slot in between without touching the routes.
+ * Segmenter: the image-segmentation facade the server talks to. It plans the queries of a
+ * request (prompt-plan.ts), takes image and text features from the FeatureCache (computing
+ * what is missing, once, however many requests ask at the same time), and runs every concept
+ * query of the request through the detector as one batch and the interactive query through
+ * the SAM heads.
  *
- * Contract of `segment`: every text prompt is one concept query; all texts go through the
- * text encoder as one batch and all queries through the detector as one batch; results are
- * concatenated in the order of the prompts, and the instances of one prompt keep the engine's
- * order (score, highest first).
+ * Cache keys: image features by the SHA-256 of the decoded RGB pixels plus their size, the
+ * bundle checksum, its resolution and the device; text features by the text plus the same
+ * model identity. One byte budget (MAX_CACHE_SIZE_MB) covers both.
  */
+import { webcrypto } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { NativeAddon, NativeEngine } from '../native/types';
+import type {
+  ConceptInstances,
+  NativeAddon,
+  NativeEngine,
+  NativeImageEmbedding,
+  NativeTextEmbedding,
+} from '../native/types';
 import { bundleVocabPath, type BundleManifest } from './bundle-manifest';
+import { FeatureCache, type CacheStats, type Lease } from './feature-cache';
 import type { DecodedImage } from './image-decoder';
+import { planQueries, type ConceptPlan, type PointPlan, type PromptInput } from './prompt-plan';
 import { ClipTokenizer } from './tokenizer';
 
 /** What the segmenter needs from a tokenizer (ClipTokenizer satisfies it). */
@@ -20,37 +31,55 @@ export interface PromptTokenizer {
   encodeBatch(texts: readonly string[]): { ids: Int32Array; mask: Int32Array };
 }
 
-export interface TextPrompt {
-  type: 'text';
-  text: string;
-}
-
-export interface SegmentRequest {
-  image: DecodedImage;
-  /** Validated upstream: at least one prompt. */
-  prompts: readonly TextPrompt[];
-  /** Keep instances whose score (a probability) is above this. */
-  confidenceThreshold: number;
-}
-
 /** COCO RLE as pycocotools writes it: size is [height, width], counts column-major. */
 export interface RleMask {
   size: [number, number];
   counts: string;
 }
 
-export interface SegmentResult {
+/** Instances of one or more queries, in query order. */
+export interface Instances {
   masks: RleMask[];
   /** Normalized [cx, cy, w, h] per instance. */
   boxes: number[][];
   /** Probabilities, one per instance. */
   scores: number[];
-  /** The prompt text each instance answers. */
+  /** The prompt each instance answers: its text, "box" or "point". */
   labels: string[];
+}
+
+/** Wall times of one request's stages, milliseconds (for Server-Timing and benchmarks). */
+export type Timings = Record<string, number>;
+
+export interface SegmentRequest {
+  image: DecodedImage;
+  /** Validated upstream: at least one prompt. */
+  prompts: readonly PromptInput[];
+  /** Keep concept instances whose score (a probability) is above this. */
+  confidenceThreshold: number;
+}
+
+export interface SegmentResult extends Instances {
   num_masks: number;
   image_size: { width: number; height: number };
-  /** Wall time of the engine calls (image encode, text encode, detect), milliseconds. */
+  /** Wall time of the model work (features, detector, decoders), milliseconds. */
   inference_time_ms: number;
+  /** Whether the image features came from the cache. */
+  cacheHit: boolean;
+  timings: Timings;
+}
+
+export interface TextsRequest {
+  image: DecodedImage;
+  texts: readonly string[];
+  confidenceThreshold: number;
+}
+
+export interface TextsResult {
+  results: (Omit<Instances, 'labels'> & { prompt: string; num_masks: number })[];
+  cacheHit: boolean;
+  inference_time_ms: number;
+  timings: Timings;
 }
 
 /** What a loaded image model reports about itself (for /, /health and logs). */
@@ -64,6 +93,12 @@ export interface ImageModelInfo {
   device: string;
 }
 
+export interface FeatureCacheConfig {
+  enabled: boolean;
+  maxBytes: number;
+  ttlMs: number;
+}
+
 export interface LoadSegmenterOptions {
   bundleDir: string;
   device: string;
@@ -71,6 +106,15 @@ export interface LoadSegmenterOptions {
   bpePath: string | null;
   /** IMAGE_MODEL_RESOLUTION: must equal the bundle's resolution. */
   expectedResolution: number;
+  cache: FeatureCacheConfig;
+}
+
+export interface SegmenterStats {
+  /** Vision encoder runs (each cache miss on an image). */
+  imageEncodes: number;
+  /** Text encoder rows computed (each cache miss on a text). */
+  textEncodes: number;
+  cache: CacheStats;
 }
 
 /** Model loading failed for a reason a person can act on (message names the cause). */
@@ -78,10 +122,22 @@ export class ModelLoadError extends Error {
   override readonly name = 'ModelLoadError';
 }
 
+type Feature = NativeImageEmbedding | NativeTextEmbedding;
+
+function round1(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
+
 export class Segmenter {
+  private readonly cache: FeatureCache<Feature>;
+  private readonly modelKey: string;
+  private imageEncodes = 0;
+  private textEncodes = 0;
+
   constructor(
     private readonly engine: NativeEngine,
     private readonly tokenizer: PromptTokenizer,
+    cache: FeatureCacheConfig,
   ) {
     if (tokenizer.contextLength !== engine.info.contextLength) {
       throw new ModelLoadError(
@@ -89,6 +145,12 @@ export class Segmenter {
           `${engine.info.contextLength}`,
       );
     }
+    this.cache = new FeatureCache<Feature>({
+      maxBytes: cache.enabled ? cache.maxBytes : 0,
+      ttlMs: cache.ttlMs,
+    });
+    const info = engine.info;
+    this.modelKey = `${info.checksum}|${info.resolution}|${engine.device}`;
   }
 
   /**
@@ -114,7 +176,7 @@ export class Segmenter {
       device: options.device,
     });
     try {
-      return new Segmenter(engine, tokenizer);
+      return new Segmenter(engine, tokenizer, options.cache);
     } catch (error) {
       await engine.close();
       throw error;
@@ -134,55 +196,206 @@ export class Segmenter {
     };
   }
 
-  async segment(request: SegmentRequest): Promise<SegmentResult> {
-    const { image, prompts, confidenceThreshold } = request;
-    const started = performance.now();
-
-    // Identical texts are encoded once; each prompt still gets its own query and results.
-    const uniqueTexts = [...new Set(prompts.map((prompt) => prompt.text))];
-    const tokens = this.tokenizer.encodeBatch(uniqueTexts);
-    const [embedding, textEmbeddings] = await Promise.all([
-      this.engine.encodeImage(image.data, image.width, image.height),
-      this.engine.encodeText(tokens.ids, tokens.mask, uniqueTexts.length),
-    ]);
-    const textIndex = new Map(uniqueTexts.map((text, index) => [text, index]));
-    const queries = prompts.map((prompt) => ({
-      text: textEmbeddings[textIndex.get(prompt.text) ?? 0],
-      boxes: new Float32Array(0),
-      boxLabels: new Int32Array(0),
-    }));
-    const instancesPerQuery = await this.engine.detect(embedding, queries, {
-      threshold: confidenceThreshold,
-    });
-    if (instancesPerQuery.length !== queries.length) {
-      throw new Error(`detect returned ${instancesPerQuery.length} results for ${queries.length}`);
-    }
-    const inferenceTimeMs = performance.now() - started;
-
-    const result: SegmentResult = {
-      masks: [],
-      boxes: [],
-      scores: [],
-      labels: [],
-      num_masks: 0,
-      image_size: { width: image.width, height: image.height },
-      inference_time_ms: Math.round(inferenceTimeMs * 10) / 10,
+  stats(): SegmenterStats {
+    return {
+      imageEncodes: this.imageEncodes,
+      textEncodes: this.textEncodes,
+      cache: this.cache.stats(),
     };
-    instancesPerQuery.forEach((instances, queryIndex) => {
-      const label = prompts[queryIndex].text;
-      instances.scores.forEach((score, index) => {
-        result.scores.push(score);
-        result.boxes.push(Array.from(instances.boxes.subarray(4 * index, 4 * index + 4)));
-        result.masks.push({ size: [image.height, image.width], counts: instances.masks[index] });
-        result.labels.push(label);
-      });
-    });
-    result.num_masks = result.scores.length;
-    return result;
+  }
+
+  /** Per-stage times of the engine's most recent calls (sequential benchmarks only). */
+  engineStageTimes(): Record<string, number> {
+    return this.engine.lastStageTimes();
+  }
+
+  async segment(request: SegmentRequest): Promise<SegmentResult> {
+    const { image, confidenceThreshold } = request;
+    const queries = planQueries(request.prompts);
+    const concepts = queries.filter((q): q is ConceptPlan => q.kind === 'concept');
+    const timings: Timings = {};
+    const started = performance.now();
+    const imageLease = await this.imageFeatures(image, timings);
+    const textLeases: Lease<Feature>[] = [];
+    try {
+      textLeases.push(
+        ...(await this.textFeatures(
+          concepts.map((c) => c.text),
+          timings,
+        )),
+      );
+      const conceptResults = await this.detect(
+        imageLease.value as NativeImageEmbedding,
+        concepts.map((concept, i) => ({ concept, text: textLeases[i].value })),
+        confidenceThreshold,
+        timings,
+      );
+      const pointQuery = queries.find((q): q is PointPlan => q.kind === 'point');
+      const pointResult =
+        pointQuery === undefined
+          ? null
+          : await this.segmentPoints(imageLease.value as NativeImageEmbedding, pointQuery, timings);
+
+      const result: SegmentResult = {
+        masks: [],
+        boxes: [],
+        scores: [],
+        labels: [],
+        num_masks: 0,
+        image_size: { width: image.width, height: image.height },
+        inference_time_ms: round1(performance.now() - started),
+        cacheHit: imageLease.hit,
+        timings,
+      };
+      let conceptIndex = 0;
+      for (const query of queries) {
+        const instances =
+          query.kind === 'point' ? (pointResult as Instances) : conceptResults[conceptIndex++];
+        result.masks.push(...instances.masks);
+        result.boxes.push(...instances.boxes);
+        result.scores.push(...instances.scores);
+        result.labels.push(...instances.labels);
+      }
+      result.num_masks = result.scores.length;
+      return result;
+    } finally {
+      imageLease.release();
+      for (const lease of textLeases) lease.release();
+    }
+  }
+
+  /** One image, many text prompts: the /cached-features endpoint. */
+  async segmentTexts(request: TextsRequest): Promise<TextsResult> {
+    const { image, texts, confidenceThreshold } = request;
+    const timings: Timings = {};
+    const started = performance.now();
+    const imageLease = await this.imageFeatures(image, timings);
+    const textLeases: Lease<Feature>[] = [];
+    try {
+      textLeases.push(...(await this.textFeatures(texts, timings)));
+      const concepts = texts.map((text, i) => ({
+        concept: { kind: 'concept', text, label: text, boxes: [], boxLabels: [] } as ConceptPlan,
+        text: textLeases[i].value,
+      }));
+      const perText = await this.detect(
+        imageLease.value as NativeImageEmbedding,
+        concepts,
+        confidenceThreshold,
+        timings,
+      );
+      return {
+        results: perText.map((instances, i) => ({
+          prompt: texts[i],
+          masks: instances.masks,
+          boxes: instances.boxes,
+          scores: instances.scores,
+          num_masks: instances.scores.length,
+        })),
+        cacheHit: imageLease.hit,
+        inference_time_ms: round1(performance.now() - started),
+        timings,
+      };
+    } finally {
+      imageLease.release();
+      for (const lease of textLeases) lease.release();
+    }
   }
 
   /** Stops the engine after its queued work; later calls reject with ENGINE_CLOSED. */
   async close(): Promise<void> {
+    this.cache.clear();
     await this.engine.close();
+  }
+
+  private async imageFeatures(image: DecodedImage, timings: Timings): Promise<Lease<Feature>> {
+    let started = performance.now();
+    // WebCrypto digests run off the event loop (a 12 MP image is 36 MB of pixels).
+    const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', image.data)).toString(
+      'hex',
+    );
+    timings.hash = round1(performance.now() - started);
+    started = performance.now();
+    const key = `image|${this.modelKey}|${image.width}x${image.height}|${digest}`;
+    const lease = await this.cache.acquire(key, () => {
+      this.imageEncodes += 1;
+      return this.engine.encodeImage(image.data, image.width, image.height);
+    });
+    timings.image_features = round1(performance.now() - started);
+    return lease;
+  }
+
+  private async textFeatures(
+    texts: readonly string[],
+    timings: Timings,
+  ): Promise<Lease<Feature>[]> {
+    if (texts.length === 0) return [];
+    const started = performance.now();
+    const keys = texts.map((text) => `text|${this.modelKey}|${text}`);
+    const byKey = new Map(keys.map((key, i) => [key, texts[i]]));
+    const leases = await this.cache.acquireMany(keys, async (missing) => {
+      this.textEncodes += missing.length;
+      const batch = missing.map((key) => byKey.get(key) as string);
+      const tokens = this.tokenizer.encodeBatch(batch);
+      return this.engine.encodeText(tokens.ids, tokens.mask, batch.length);
+    });
+    timings.text_features = round1(performance.now() - started);
+    return leases;
+  }
+
+  private async detect(
+    image: NativeImageEmbedding,
+    queries: { concept: ConceptPlan; text: Feature }[],
+    threshold: number,
+    timings: Timings,
+  ): Promise<Instances[]> {
+    if (queries.length === 0) return [];
+    const started = performance.now();
+    const found: ConceptInstances[] = await this.engine.detect(
+      image,
+      queries.map(({ concept, text }) => ({
+        text: text as NativeTextEmbedding,
+        boxes: Float32Array.from(concept.boxes.flat()),
+        boxLabels: Int32Array.from(concept.boxLabels),
+      })),
+      { threshold },
+    );
+    timings.detect = round1(performance.now() - started);
+    if (found.length !== queries.length) {
+      throw new Error(`detect returned ${found.length} results for ${queries.length} queries`);
+    }
+    return found.map((instances, q) => {
+      const size: [number, number] = [image.height, image.width];
+      const count = instances.scores.length;
+      return {
+        masks: instances.masks.map((counts) => ({ size, counts })),
+        boxes: Array.from({ length: count }, (_, i) =>
+          Array.from(instances.boxes.subarray(4 * i, 4 * i + 4)),
+        ),
+        scores: Array.from(instances.scores),
+        labels: new Array<string>(count).fill(queries[q].concept.label),
+      };
+    });
+  }
+
+  private async segmentPoints(
+    image: NativeImageEmbedding,
+    query: PointPlan,
+    timings: Timings,
+  ): Promise<Instances> {
+    const started = performance.now();
+    const [instance] = await this.engine.segmentPoints(image, [
+      {
+        points: Float32Array.from(query.points.flat()),
+        pointLabels: Int32Array.from(query.pointLabels),
+        box: Float32Array.from(query.box ?? []),
+      },
+    ]);
+    timings.points = round1(performance.now() - started);
+    return {
+      masks: [{ size: [image.height, image.width], counts: instance.mask }],
+      boxes: [Array.from(instance.box)],
+      scores: [instance.score],
+      labels: [query.label],
+    };
   }
 }

@@ -4,7 +4,7 @@
  *
  * The returned surface is the addon's own, wrapped so that every failure is a NativeError
  * (./errors) with the caller's stack. Embeddings pass through untouched: they are native
- * objects that own device memory until garbage-collected.
+ * objects that own device memory until released (release()) or garbage-collected.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -19,6 +19,8 @@ import type {
   NativeEngine,
   NativeImageEmbedding,
   NativeTextEmbedding,
+  PointInstance,
+  PointQuery,
   StageTimes,
 } from './types';
 
@@ -73,6 +75,10 @@ class Engine implements NativeEngine {
     options: DetectOptions,
   ): Promise<ConceptInstances[]> {
     return callNative(() => this.native.detect(image, queries, options));
+  }
+
+  segmentPoints(image: NativeImageEmbedding, queries: PointQuery[]): Promise<PointInstance[]> {
+    return callNative(() => this.native.segmentPoints(image, queries));
   }
 
   lastStageTimes(): StageTimes {

@@ -62,11 +62,44 @@ export interface NativeImageEmbedding {
   readonly height: number;
   /** Exact bytes held by the cached tensors. */
   readonly byteSize: number;
+  /**
+   * Drops this handle's reference to the tensors now (calls already queued keep theirs), so
+   * device memory returns without waiting for garbage collection. Idempotent; passing a
+   * released embedding to a later call rejects with BAD_INPUT.
+   */
+  release(): void;
 }
 
 /** Text features of one prompt (one row of the text encoder's output). */
 export interface NativeTextEmbedding {
   readonly byteSize: number;
+  /** As NativeImageEmbedding.release. */
+  release(): void;
+}
+
+/**
+ * One interactive (SAM-style) single-object query on an image: clicks plus an optional box as
+ * a region hint. SAM's rule picks the decoder: one click and no box is ambiguous, so three
+ * masks are predicted and the one with the highest predicted IoU wins; anything else predicts
+ * one mask (with SAM's stability fallback).
+ */
+export interface PointQuery {
+  /** 2 floats per click: x, y normalized to [0, 1]. May be empty when a box is given. */
+  points: Float32Array;
+  /** One per click: 1 positive (foreground), 0 negative (background). */
+  pointLabels: Int32Array;
+  /** Empty, or 4 floats: the region hint's cx, cy, w, h normalized. */
+  box: Float32Array;
+}
+
+/** The object an interactive query selects. */
+export interface PointInstance {
+  /** The decoder's predicted IoU of the chosen mask (a probability-like score). */
+  score: number;
+  /** Bounding box of the binarized mask: cx, cy, w, h normalized (zeros when empty). */
+  box: Float32Array;
+  /** COCO RLE counts string at the original image size. */
+  mask: string;
 }
 
 /** One concept query: a text embedding plus optional exemplar boxes. */
@@ -94,9 +127,9 @@ export interface ConceptInstances {
 
 /**
  * Per-stage wall times of the last calls, milliseconds (for benchmarks and logs): preprocess,
- * vision_encoder, text_encoder, detector, postprocess (scores, sorting, boxes; on CUDA also the
- * mask resize), rle (mask encoding; on CPU fused with each mask's resize). Each call overwrites
- * the stages it runs.
+ * vision_encoder, text_encoder, detector, point_decoder, postprocess (scores, sorting, boxes; on
+ * CUDA also the mask resize), rle (mask encoding and mask boxes; on CPU fused with each mask's
+ * resize). Each call overwrites the stages it runs.
  */
 export interface StageTimes {
   [stage: string]: number;
@@ -124,7 +157,17 @@ export interface NativeEngine {
     queries: ConceptQuery[],
     options: DetectOptions,
   ): Promise<ConceptInstances[]>;
-  /** Stage times of the most recent encodeImage/encodeText/detect on this engine. */
+  /**
+   * Interactive queries on the image's tracker features (point_decoder modules): each query
+   * gives exactly one instance, in query order (one decoder call per query). The decoder sees
+   * the clicks in pixels of the R x R model input, then a box as its two corners (labels 2 and
+   * 3). The mask is the chosen mask's logits resized bilinearly to the image size and
+   * binarized at > 0, as detect's masks. Rejects with BAD_INPUT, naming the query: points not
+   * 2 per label, a label other than 0/1, non-finite coordinates, a box that is not empty or 4
+   * numbers, neither a click nor a box, more than 64 clicks, a released embedding.
+   */
+  segmentPoints(image: NativeImageEmbedding, queries: PointQuery[]): Promise<PointInstance[]>;
+  /** Stage times of the most recent encodeImage/encodeText/detect/segmentPoints on this engine. */
   lastStageTimes(): StageTimes;
   /** Stops the executor after the queued work; later calls reject with ENGINE_CLOSED. */
   close(): Promise<void>;

@@ -25,7 +25,12 @@ import { accessLog, requestContext } from './request-context';
 import { imageRoutes } from './routes/image';
 import { infoRoutes } from './routes/info';
 import { visualizationRoutes } from './routes/visualizations';
-import { segmentRequestSchema, type SegmentRequestBody } from './schemas';
+import {
+  cachedFeaturesRequestSchema,
+  segmentRequestSchema,
+  type CachedFeaturesRequestBody,
+  type SegmentRequestBody,
+} from './schemas';
 import { compileValidator, createAjv } from './validation';
 
 export interface AppDependencies {
@@ -53,9 +58,18 @@ export function createApp(deps: AppDependencies): Express {
     config.imageModelConfidenceThreshold,
   );
   const validateSegmentRequest = compileValidator<SegmentRequestBody>(ajv, requestSchema);
+  const cachedSchema = cachedFeaturesRequestSchema(
+    maxJsonBodyBytes,
+    config.imageModelConfidenceThreshold,
+  );
+  const validateCachedFeaturesRequest = compileValidator<CachedFeaturesRequestBody>(
+    ajv,
+    cachedSchema,
+  );
   const openApi = buildOpenApiDocument({
     version: packageInfo.version,
     segmentRequestSchema: requestSchema,
+    cachedFeaturesRequestSchema: cachedSchema,
   });
 
   const app = express();
@@ -107,6 +121,7 @@ export function createApp(deps: AppDependencies): Express {
       config,
       engineState,
       validateSegmentRequest,
+      validateCachedFeaturesRequest,
       visualizations: deps.visualizations,
     }),
   );

@@ -140,6 +140,11 @@ export async function loadImageModel(
       device: state.device,
       bpePath: config.sam3BpePath,
       expectedResolution: config.imageModelResolution,
+      cache: {
+        enabled: config.enableFeatureCache,
+        maxBytes: config.maxCacheSizeMb * 1024 * 1024,
+        ttlMs: config.featureCacheTtlSeconds * 1000,
+      },
     });
     if (state.status === 'stopping') {
       await segmenter.close();

@@ -7,13 +7,13 @@
  * else answers a generic 500 and is logged in full on the server side.
  */
 import { ImageDecodeError } from '../engine/image-decoder';
+import { PromptPlanError } from '../engine/prompt-plan';
 
 export const ERROR_STATUS = {
   invalid_request: 400,
   invalid_json: 400,
   invalid_base64: 400,
-  unsupported_prompt: 400,
-  unsupported_option: 400,
+  invalid_prompt: 400,
   unauthorized: 401,
   not_found: 404,
   payload_too_large: 413,
@@ -113,6 +113,9 @@ function stringField(value: unknown, key: string): string | undefined {
 export function mapError(error: unknown): MappedError {
   if (error instanceof ApiError) return make(error.code, error.message, error.headers);
   if (error instanceof ImageDecodeError) return make(error.code, error.message);
+  if (error instanceof PromptPlanError) return make(error.code, error.message);
+  // A malformed percent-escape in a URL path (Express throws it while matching :params).
+  if (error instanceof URIError) return make('invalid_request', 'malformed URL path');
 
   const bodyParserType = stringField(error, 'type');
   const bodyParserError =

@@ -4,10 +4,13 @@
  */
 import { ERROR_STATUS, RETRY_AFTER_SECONDS, type ErrorCode } from './errors';
 import {
+  MAX_BOX_PROMPTS,
+  MAX_CACHED_TEXT_PROMPTS,
   MAX_POINTS,
   MAX_PROMPTS,
   MAX_TEXT_LENGTH,
   boxPromptSchema,
+  cachedFeaturesResponseSchema,
   errorResponseSchema,
   healthResponseSchema,
   pointPromptSchema,
@@ -21,6 +24,7 @@ export interface OpenApiOptions {
   version: string;
   /** The request schema as the server validates it (its limits come from the config). */
   segmentRequestSchema: JsonSchema;
+  cachedFeaturesRequestSchema: JsonSchema;
 }
 
 export type OpenApiDocument = Readonly<Record<string, unknown>>;
@@ -48,9 +52,59 @@ const segmentExample = {
   image: 'data:image/png;base64,iVBORw0KGgo...',
   prompts: [
     { type: 'text', text: 'person' },
+    { type: 'box', box: [0.25, 0.25, 0.2, 0.4], label: true },
     { type: 'text', text: 'car' },
   ],
   confidence_threshold: 0.5,
+};
+
+const cachedFeaturesExample = {
+  image: 'data:image/png;base64,iVBORw0KGgo...',
+  text_prompts: ['person', 'car', 'tree'],
+  confidence_threshold: 0.5,
+};
+
+function retryable(description: string, codes: readonly ErrorCode[]): Record<string, unknown> {
+  return {
+    ...errorResponse(description, codes),
+    headers: {
+      'X-Request-Id': requestIdHeader,
+      'Retry-After': { schema: { type: 'integer' } },
+    },
+  };
+}
+
+/** The error responses every model route can give. */
+function modelErrorResponses(): Record<string, unknown> {
+  return {
+    '400': errorResponse('Malformed or ambiguous request.', [
+      'invalid_request',
+      'invalid_json',
+      'invalid_base64',
+      'invalid_prompt',
+    ]),
+    '401': errorResponse('Missing or wrong X-API-Key (when REQUIRE_API_KEY is on).', [
+      'unauthorized',
+    ]),
+    '413': errorResponse('Body or image too large.', ['payload_too_large', 'image_too_large']),
+    '415': errorResponse('Not JSON, or an image format other than JPEG/PNG/WebP.', [
+      'unsupported_media',
+    ]),
+    '422': errorResponse('The image cannot be decoded.', ['invalid_image']),
+    '429': retryable('Too many requests from this client.', ['rate_limited']),
+    '500': errorResponse('A server fault.', ['internal_error']),
+    '503': retryable(
+      `Model not ready or device out of memory (Retry-After: ${RETRY_AFTER_SECONDS}).`,
+      ['not_ready', 'device_out_of_memory'],
+    ),
+  };
+}
+
+const serverTimingHeader = {
+  description:
+    'Wall time of each stage of this request, milliseconds (decode, hash, image_features, ' +
+    'text_features, detect, points, visualization).',
+  schema: { type: 'string' },
 };
 
 export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
@@ -124,14 +178,18 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
       '/api/v1/image/segment': {
         post: {
           operationId: 'segmentImage',
-          summary: 'Segment every instance of the prompted concepts in one image',
+          summary: 'Segment an image from text, box and point prompts',
           description:
-            `Each text prompt is one concept: every instance of it above the threshold is ` +
-            `returned, with the prompt text as its label. Results of all prompts are ` +
-            `concatenated in request order; the instances of one prompt are sorted by score. ` +
-            `Limits: ${MAX_PROMPTS} prompts, ${MAX_TEXT_LENGTH} characters per text, ` +
-            `${MAX_POINTS} points per point prompt. Box and point prompts and ` +
-            `return_visualization are part of the schema but not served yet (400).`,
+            `Text prompts are concepts: every instance above the threshold is returned, ` +
+            `labelled with the text. Box prompts are visual exemplars (positive or negative) ` +
+            `of the text prompt before them; boxes without text are one "visual" concept ` +
+            `(label "box"). Point prompts select one object together (label "point", score = ` +
+            `predicted IoU), with at most one box as its region hint when there is no text. ` +
+            `Results are concatenated in request order; the instances of a concept are sorted ` +
+            `by score. Image features are cached by content and shared with ` +
+            `/api/v1/image/cached-features. Limits: ${MAX_PROMPTS} prompts, ` +
+            `${MAX_BOX_PROMPTS} boxes, ${MAX_TEXT_LENGTH} characters per text, ${MAX_POINTS} ` +
+            `points per point prompt.`,
           requestBody: {
             required: true,
             content: {
@@ -142,33 +200,60 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
             },
           },
           responses: {
-            '200': jsonResponse('The instances found.', 'SegmentResponse'),
-            '400': errorResponse('Malformed or unsupported request.', [
-              'invalid_request',
-              'invalid_json',
-              'invalid_base64',
-              'unsupported_prompt',
-              'unsupported_option',
-            ]),
-            '413': errorResponse('Body or image too large.', [
-              'payload_too_large',
-              'image_too_large',
-            ]),
-            '415': errorResponse('Not JSON, or an image format other than JPEG/PNG/WebP.', [
-              'unsupported_media',
-            ]),
-            '422': errorResponse('The image cannot be decoded.', ['invalid_image']),
-            '500': errorResponse('A server fault.', ['internal_error']),
-            '503': {
-              ...errorResponse(
-                `Model not ready or device out of memory (Retry-After: ${RETRY_AFTER_SECONDS}).`,
-                ['not_ready', 'device_out_of_memory'],
-              ),
-              headers: {
-                'X-Request-Id': requestIdHeader,
-                'Retry-After': { schema: { type: 'integer' } },
+            '200': {
+              ...jsonResponse('The instances found.', 'SegmentResponse'),
+              headers: { 'X-Request-Id': requestIdHeader, 'Server-Timing': serverTimingHeader },
+            },
+            ...modelErrorResponses(),
+          },
+        },
+      },
+      '/api/v1/image/cached-features': {
+        post: {
+          operationId: 'segmentImageCached',
+          summary: 'Many text prompts on one image, its features computed once',
+          description:
+            `The image features come from the cache when this image (by the content of its ` +
+            `decoded pixels) was seen before by this model, else they are computed and cached; ` +
+            `all prompts then go through the detector together. Up to ` +
+            `${MAX_CACHED_TEXT_PROMPTS} prompts.`,
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': {
+                schema: { $ref: '#/components/schemas/CachedFeaturesRequest' },
+                example: cachedFeaturesExample,
               },
             },
+          },
+          responses: {
+            '200': {
+              ...jsonResponse('The instances of each prompt.', 'CachedFeaturesResponse'),
+              headers: { 'X-Request-Id': requestIdHeader, 'Server-Timing': serverTimingHeader },
+            },
+            ...modelErrorResponses(),
+          },
+        },
+      },
+      '/api/v1/visualizations/{name}': {
+        get: {
+          operationId: 'getVisualization',
+          summary: 'A PNG written for return_visualization',
+          parameters: [
+            {
+              name: 'name',
+              in: 'path',
+              required: true,
+              schema: { type: 'string', pattern: '^[0-9a-f]{32}\\.png$' },
+            },
+          ],
+          responses: {
+            '200': {
+              description: 'The image with masks, boxes and labels drawn on it.',
+              content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
+            },
+            '401': errorResponse('Missing or wrong X-API-Key.', ['unauthorized']),
+            '404': errorResponse('No such file (or it expired).', ['not_found']),
           },
         },
       },
@@ -176,6 +261,8 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
     components: {
       schemas: {
         SegmentRequest: options.segmentRequestSchema,
+        CachedFeaturesRequest: options.cachedFeaturesRequestSchema,
+        CachedFeaturesResponse: cachedFeaturesResponseSchema,
         TextPrompt: textPromptSchema,
         BoxPrompt: boxPromptSchema,
         PointPrompt: pointPromptSchema,
@@ -183,6 +270,14 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
         Health: healthResponseSchema,
         ServerInfo: serverInfoSchema,
         Error: errorResponseSchema,
+      },
+      securitySchemes: {
+        ApiKey: {
+          type: 'apiKey',
+          in: 'header',
+          name: 'X-API-Key',
+          description: 'Required on the /api routes when the server runs with REQUIRE_API_KEY.',
+        },
       },
       headers: {
         'X-Request-Id': {

@@ -17,6 +17,10 @@ export const MAX_PROMPTS = 64;
 export const MAX_TEXT_LENGTH = 1000;
 /** Most clicks in one point prompt. */
 export const MAX_POINTS = 64;
+/** Most box prompts in one request (exemplars are padded to the longest list per batch). */
+export const MAX_BOX_PROMPTS = 32;
+/** Most text prompts in one cached-features request (run in detector batches of 16). */
+export const MAX_CACHED_TEXT_PROMPTS = 128;
 
 export interface TextPromptBody {
   type: 'text';
@@ -26,7 +30,7 @@ export interface TextPromptBody {
 export interface BoxPromptBody {
   type: 'box';
   /** Normalized [cx, cy, w, h]. */
-  box: number[];
+  box: [number, number, number, number];
   /** true: positive exemplar; false: negative. Defaults to true. */
   label?: boolean;
 }
@@ -34,7 +38,7 @@ export interface BoxPromptBody {
 export interface PointPromptBody {
   type: 'point';
   /** Normalized [x, y] per click. */
-  points: number[][];
+  points: [number, number][];
   /** One per point: 1 positive (foreground), 0 negative (background). */
   point_labels: number[];
 }
@@ -70,7 +74,9 @@ export const textPromptSchema = {
 export const boxPromptSchema = {
   type: 'object',
   description:
-    'A visual exemplar box (concept prompt). Not supported yet: answered with 400 unsupported_prompt.',
+    'A box. With text prompts: a visual exemplar of the concept of the text prompt before it ' +
+    '(or of the first text prompt). Without text: boxes are exemplars of one "visual" concept ' +
+    '(label "box"), or, beside point prompts, the one region hint of the clicked object.',
   required: ['type', 'box'],
   additionalProperties: false,
   properties: {
@@ -84,7 +90,8 @@ export const boxPromptSchema = {
     },
     label: {
       type: 'boolean',
-      description: 'true: positive exemplar (default); false: negative exemplar.',
+      description:
+        'true: positive exemplar (default); false: negative exemplar. Ignored for a region hint.',
     },
   },
 } as const;
@@ -92,7 +99,9 @@ export const boxPromptSchema = {
 export const pointPromptSchema = {
   type: 'object',
   description:
-    'Clicks on one object (interactive prompt). Not supported yet: answered with 400 unsupported_prompt.',
+    'Clicks on one object (interactive prompt). All point prompts of a request select one ' +
+    'object together (label "point"); its score is the predicted IoU of its mask. One click ' +
+    'without a box is ambiguous: three masks are predicted and the best is returned.',
   required: ['type', 'points', 'point_labels'],
   additionalProperties: false,
   properties: {
@@ -134,9 +143,14 @@ export function segmentRequestSchema(maxImageChars: number, defaultThreshold: nu
       prompts: {
         type: 'array',
         description:
-          'Each text prompt is one concept query; results are concatenated in request order.',
+          'Text prompts (with their exemplar boxes) are concept queries, point prompts (with ' +
+          'at most one box as a region hint) one interactive query; results are concatenated ' +
+          'in request order.',
         minItems: 1,
         maxItems: MAX_PROMPTS,
+        contains: { type: 'object', properties: { type: { const: 'box' } }, required: ['type'] },
+        minContains: 0,
+        maxContains: MAX_BOX_PROMPTS,
         items: {
           type: 'object',
           required: ['type'],
@@ -153,7 +167,50 @@ export function segmentRequestSchema(maxImageChars: number, defaultThreshold: nu
       return_visualization: {
         type: 'boolean',
         default: false,
-        description: 'Not supported yet: true is answered with 400 unsupported_option.',
+        description:
+          'Also write a PNG of the image with the masks, boxes and labels drawn on it; ' +
+          'visualization_url is its path on this server.',
+      },
+    },
+  };
+}
+
+export interface CachedFeaturesRequestBody {
+  image: string;
+  text_prompts: string[];
+  confidence_threshold?: number;
+}
+
+/** The request schema of POST /api/v1/image/cached-features. */
+export function cachedFeaturesRequestSchema(
+  maxImageChars: number,
+  defaultThreshold: number,
+): JsonSchema {
+  return {
+    type: 'object',
+    required: ['image', 'text_prompts'],
+    additionalProperties: false,
+    properties: {
+      image: {
+        type: 'string',
+        minLength: 1,
+        maxLength: maxImageChars,
+        description:
+          'Base64 JPEG, PNG or WebP (standard alphabet, padded); a data:image/...;base64, prefix is accepted.',
+      },
+      text_prompts: {
+        type: 'array',
+        description:
+          'Concepts to find; the image is encoded once (or taken from the cache) and all ' +
+          'prompts go through the detector together.',
+        minItems: 1,
+        maxItems: MAX_CACHED_TEXT_PROMPTS,
+        items: { type: 'string', minLength: 1, maxLength: MAX_TEXT_LENGTH, pattern: '\\S' },
+      },
+      confidence_threshold: {
+        ...unitInterval,
+        default: defaultThreshold,
+        description: 'Keep instances whose score (a probability) is above this.',
       },
     },
   };
@@ -198,12 +255,14 @@ export const segmentResponseSchema = {
     },
     scores: {
       type: 'array',
-      description: 'sigmoid(query logit) x sigmoid(presence logit) per instance.',
+      description:
+        'Per instance: sigmoid(query logit) x sigmoid(presence logit) for concepts, the ' +
+        'predicted IoU for the clicked object.',
       items: unitInterval,
     },
     labels: {
       type: 'array',
-      description: 'The prompt each instance answers (its text).',
+      description: 'The prompt each instance answers: its text, "box" or "point".',
       items: { type: 'string' },
     },
     num_masks: { type: 'integer', minimum: 0 },
@@ -217,6 +276,35 @@ export const segmentResponseSchema = {
       },
     },
     visualization_url: { type: ['string', 'null'] },
+    inference_time_ms: { type: 'number', minimum: 0 },
+  },
+} as const;
+
+export const cachedFeaturesResponseSchema = {
+  type: 'object',
+  required: ['results', 'cache_hit', 'inference_time_ms'],
+  additionalProperties: false,
+  properties: {
+    results: {
+      type: 'array',
+      description: 'One entry per text prompt, in request order.',
+      items: {
+        type: 'object',
+        required: ['prompt', 'masks', 'boxes', 'scores', 'num_masks'],
+        additionalProperties: false,
+        properties: {
+          prompt: { type: 'string' },
+          masks: segmentResponseSchema.properties.masks,
+          boxes: segmentResponseSchema.properties.boxes,
+          scores: segmentResponseSchema.properties.scores,
+          num_masks: { type: 'integer', minimum: 0 },
+        },
+      },
+    },
+    cache_hit: {
+      type: 'boolean',
+      description: 'Whether the image features came from the feature cache.',
+    },
     inference_time_ms: { type: 'number', minimum: 0 },
   },
 } as const;

@@ -87,12 +87,17 @@ describe('info routes while the model loads', () => {
       assert.deepEqual(Object.keys(operation.responses as Json).sort(), [
         '200',
         '400',
+        '401',
         '413',
         '415',
         '422',
+        '429',
         '500',
         '503',
       ]);
+      const cached = ((doc.paths as Json)['/api/v1/image/cached-features'] as Json).post as Json;
+      const cachedBody = ((cached.requestBody as Json).content as Json)['application/json'] as Json;
+      assert.deepEqual(cachedBody.schema, { $ref: '#/components/schemas/CachedFeaturesRequest' });
       for (const path of ['/', '/health', '/openapi.json', '/docs']) {
         assert.ok((doc.paths as Json)[path], path);
       }
@@ -139,7 +144,8 @@ describe('info routes while the model loads', () => {
     assert.match(html, /^<!doctype html>/);
     assert.match(html, /POST<\/span> <code>\/api\/v1\/image\/segment<\/code>/);
     assert.match(html, /confidence_threshold/);
-    assert.match(html, /unsupported_prompt/);
+    assert.match(html, /invalid_prompt/);
+    assert.match(html, /\/api\/v1\/image\/cached-features/);
     assert.doesNotMatch(html, /<script/i);
     assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//i);
   });

@@ -175,39 +175,61 @@ describe('POST /api/v1/image/segment validation (model loading)', () => {
     assert.ok(message.length < 300, `message of ${message.length} characters`);
   });
 
-  it('answers box and point prompts with 400 unsupported_prompt', async () => {
+  it('states the box, point and coordinate limits in 400s naming the field', async () => {
+    const box = { type: 'box', box: [0.5, 0.5, 0.2, 0.2] };
     await expectApiError(
-      await post(
-        body({
-          prompts: [
-            { type: 'text', text: 'a' },
-            { type: 'box', box: [0.5, 0.5, 0.2, 0.2], label: false },
-          ],
-        }),
-      ),
+      await post(body({ prompts: [{ type: 'text', text: 'a' }, ...new Array(33).fill(box)] })),
       400,
-      'unsupported_prompt',
-      /\/prompts\/1: box prompts are not supported yet/,
+      'invalid_request',
+      /\/prompts: must contain at least 0 and no more than 32 valid item/,
+    );
+    await expectApiError(
+      await post(body({ prompts: [{ type: 'point', points: [[1.5, 0.2]], point_labels: [1] }] })),
+      400,
+      'invalid_request',
+      /\/prompts\/0\/points\/0\/0: must be <= 1/,
     );
     await expectApiError(
       await post(
-        body({
-          prompts: [
-            {
-              type: 'point',
-              points: [
-                [0.3, 0.3],
-                [0.7, 0.7],
-              ],
-              point_labels: [1, 0],
-            },
-          ],
-        }),
+        '{"image": "aGVsbG8=", "prompts": [{"type": "box", "box": [0.5, 1e999, 0.1, 0.1]}]}',
       ),
       400,
-      'unsupported_prompt',
-      /\/prompts\/0: point prompts are not supported yet/,
+      'invalid_request',
+      /\/prompts\/0\/box\/1: must be number/,
     );
+    await expectApiError(
+      await post(body({ prompts: [{ type: 'point', points: [[0.2, 0.2]], point_labels: [2] }] })),
+      400,
+      'invalid_request',
+      /\/prompts\/0\/point_labels\/0: must be one of \[0,1\]/,
+    );
+  });
+
+  it('validates cached-features requests the same way', async () => {
+    const url = `${server.url}/api/v1/image/cached-features`;
+    const request = (extra: Record<string, unknown>) =>
+      postJson(url, { image: 'aGVsbG8=', text_prompts: ['cat'], ...extra });
+    await expectApiError(
+      await request({ text_prompts: [] }),
+      400,
+      'invalid_request',
+      /\/text_prompts: must NOT have fewer than 1 items/,
+    );
+    await expectApiError(
+      await request({ text_prompts: new Array(129).fill('cat') }),
+      400,
+      'invalid_request',
+      /\/text_prompts: must NOT have more than 128 items/,
+    );
+    await expectApiError(await request({ prompts: [] }), 400, 'invalid_request', /prompts/);
+    await expectApiError(
+      await request({ text_prompts: ['   '] }),
+      400,
+      'invalid_request',
+      /\/text_prompts\/0/,
+    );
+    const ready = await request({});
+    await expectApiError(ready, 503, 'not_ready', /loading/);
   });
 
   it('answers a valid request with 503 not_ready and Retry-After while the model loads', async () => {

@@ -2,6 +2,7 @@
  * Test fixtures built during the run: random-weight bundles, real photos from scikit-image,
  * and the transformers reference (tools/reference.py) on exactly the pixels the server decoded.
  */
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -9,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { decodeImageBytes } from '../../src/engine/image-decoder';
-import type { CocoRle } from './rle';
+import { decodeRle, maskIou, type CocoRle } from './rle';
 import { repoPath, venvPython } from './repo';
 
 const execFileAsync = promisify(execFile);
@@ -84,10 +85,15 @@ export async function decodedPixelsPng(file: string, out: string): Promise<strin
   return out;
 }
 
+/** A concept (text and/or exemplar boxes) or, with `points`, an interactive query. */
 export interface ReferencePrompt {
   text?: string;
   boxes?: number[][];
   box_labels?: boolean[];
+  points?: number[][];
+  point_labels?: number[];
+  /** Region hint of an interactive query: normalized cx, cy, w, h. */
+  box?: number[];
 }
 
 export interface ReferenceCase {
@@ -154,4 +160,49 @@ export function thresholdInWidestGap(perPrompt: number[][]): { threshold: number
     if (all[i - 1] >= floor && all[i] <= ceiling && gap > best.gap) best = { threshold: mid, gap };
   }
   return best;
+}
+
+/** Parity criteria of ARCHITECTURE.md: scores (and boxes) within 1e-4, mask IoU >= 0.99. */
+export const SCORE_TOLERANCE = 1e-4;
+export const MIN_MASK_IOU = 0.99;
+
+export interface InstancesLike {
+  masks: CocoRle[];
+  boxes: number[][];
+  scores: number[];
+}
+
+/**
+ * Asserts that `actual` holds the same instances as `expected`, in the same order: equal count
+ * (and at least one, so the comparison proves something), each score and box coordinate within
+ * SCORE_TOLERANCE, each mask of the same size with IoU >= MIN_MASK_IOU.
+ */
+export function assertSameInstances(
+  where: string,
+  actual: InstancesLike,
+  expected: InstancesLike,
+): void {
+  assert.ok(expected.scores.length > 0, `${where}: the reference keeps nothing`);
+  assert.equal(actual.scores.length, expected.scores.length, `${where}: instance count`);
+  for (let i = 0; i < expected.scores.length; i += 1) {
+    const at = `${where} / instance ${i}`;
+    const diff = Math.abs(actual.scores[i] - expected.scores[i]);
+    assert.ok(diff <= SCORE_TOLERANCE, `${at}: score ${actual.scores[i]} vs ${expected.scores[i]}`);
+    actual.boxes[i].forEach((v, k) =>
+      assert.ok(Math.abs(v - expected.boxes[i][k]) <= SCORE_TOLERANCE, `${at}: box ${k}`),
+    );
+    assert.deepEqual(actual.masks[i].size, expected.masks[i].size, `${at}: mask size`);
+    const iou = maskIou(decodeRle(actual.masks[i]), decodeRle(expected.masks[i]));
+    assert.ok(iou >= MIN_MASK_IOU, `${at}: mask IoU ${iou}`);
+  }
+}
+
+/** The reference instances of one prompt whose score is above `threshold` (sorted already). */
+export function aboveThreshold(instances: ReferenceInstances, threshold: number): InstancesLike {
+  const keep = instances.scores.filter((score) => score > threshold).length;
+  return {
+    masks: instances.masks.slice(0, keep),
+    boxes: instances.boxes.slice(0, keep),
+    scores: instances.scores.slice(0, keep),
+  };
 }

@@ -1,52 +1,79 @@
 /**
- * POST /api/v1/image/segment: text-prompted segmentation of one image (SPEC.md).
+ * POST /api/v1/image/segment (text, box and point prompts; SPEC.md) and
+ * POST /api/v1/image/cached-features (one image, many text prompts).
+ *
+ * Both answer with a Server-Timing header: the wall time of each stage of this request
+ * (decode, hash, image_features, text_features, detect, points, visualization), milliseconds.
  */
-import { Router } from 'express';
+import { Router, type Request, type Response } from 'express';
+import { performance } from 'node:perf_hooks';
 import type { Config } from '../../config';
-import { decodeImage } from '../../engine/image-decoder';
+import { decodeImage, type DecodedImage } from '../../engine/image-decoder';
+import type { Timings } from '../../engine/segmenter';
 import type { VisualizationStore } from '../../engine/visualization';
 import type { EngineState } from '../engine-state';
 import { ApiError } from '../errors';
-import type { PromptBody, SegmentRequestBody, TextPromptBody } from '../schemas';
+import type { CachedFeaturesRequestBody, SegmentRequestBody } from '../schemas';
 
 export interface ImageRouteOptions {
   config: Readonly<Config>;
   engineState: EngineState;
   validateSegmentRequest: (body: unknown) => SegmentRequestBody;
+  validateCachedFeaturesRequest: (body: unknown) => CachedFeaturesRequestBody;
   visualizations: Pick<VisualizationStore, 'render'>;
 }
 
-function isTextPrompt(prompt: PromptBody): prompt is TextPromptBody {
-  return prompt.type === 'text';
+function serverTiming(timings: Timings): string {
+  return Object.entries(timings)
+    .map(([stage, ms]) => `${stage};dur=${ms}`)
+    .join(', ');
+}
+
+function requireJson(req: Request): void {
+  if (!req.is('application/json')) {
+    throw new ApiError('unsupported_media', 'Content-Type must be application/json');
+  }
+}
+
+async function decodeTimed(
+  input: string,
+  config: Readonly<Config>,
+  timings: Timings,
+): Promise<DecodedImage> {
+  const started = performance.now();
+  const image = await decodeImage(input, { maxPixels: config.maxImagePixels });
+  timings.decode = Math.round((performance.now() - started) * 10) / 10;
+  return image;
+}
+
+function sendTimed(res: Response, timings: Timings, body: unknown): void {
+  res.set('Server-Timing', serverTiming(timings));
+  res.json(body);
 }
 
 export function imageRoutes(options: ImageRouteOptions): Router {
-  const { config, engineState, validateSegmentRequest, visualizations } = options;
+  const { config, engineState, visualizations } = options;
   const router = Router();
 
   router.post('/api/v1/image/segment', async (req, res) => {
-    if (!req.is('application/json')) {
-      throw new ApiError('unsupported_media', 'Content-Type must be application/json');
-    }
-    const body = validateSegmentRequest(req.body);
-    const unsupported = body.prompts.findIndex((prompt) => !isTextPrompt(prompt));
-    if (unsupported >= 0) {
-      throw new ApiError(
-        'unsupported_prompt',
-        `/prompts/${unsupported}: ${body.prompts[unsupported].type} prompts are not supported ` +
-          'yet; use text prompts',
-      );
-    }
+    requireJson(req);
+    const body = options.validateSegmentRequest(req.body);
     const segmenter = engineState.requireSegmenter();
-    const image = await decodeImage(body.image, { maxPixels: config.maxImagePixels });
+    const timings: Timings = {};
+    const image = await decodeTimed(body.image, config, timings);
     const result = await segmenter.segment({
       image,
-      prompts: body.prompts.filter(isTextPrompt),
+      prompts: body.prompts,
       confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
     });
-    const visualization =
-      body.return_visualization === true ? await visualizations.render(image, result) : null;
-    res.json({
+    Object.assign(timings, result.timings);
+    let visualization = null;
+    if (body.return_visualization === true) {
+      const started = performance.now();
+      visualization = await visualizations.render(image, result);
+      timings.visualization = Math.round((performance.now() - started) * 10) / 10;
+    }
+    sendTimed(res, timings, {
       masks: result.masks,
       boxes: result.boxes,
       scores: result.scores,
@@ -54,6 +81,25 @@ export function imageRoutes(options: ImageRouteOptions): Router {
       num_masks: result.num_masks,
       image_size: result.image_size,
       visualization_url: visualization?.urlPath ?? null,
+      inference_time_ms: result.inference_time_ms,
+    });
+  });
+
+  router.post('/api/v1/image/cached-features', async (req, res) => {
+    requireJson(req);
+    const body = options.validateCachedFeaturesRequest(req.body);
+    const segmenter = engineState.requireSegmenter();
+    const timings: Timings = {};
+    const image = await decodeTimed(body.image, config, timings);
+    const result = await segmenter.segmentTexts({
+      image,
+      texts: body.text_prompts,
+      confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
+    });
+    Object.assign(timings, result.timings);
+    sendTimed(res, timings, {
+      results: result.results,
+      cache_hit: result.cacheHit,
       inference_time_ms: result.inference_time_ms,
     });
   });
