@@ -27,26 +27,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
+
 FORMAT_VERSION = 1
 EXPORTER_VERSION = 1
-VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
 
 def log(message: str) -> None:
     print(f"[export] {message}", flush=True)
-
-
-def default_bpe_path() -> Path | None:
-    """The CLIP vocabulary shipped in the open_clip_torch wheel, found without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    candidate = Path(list(spec.submodule_search_locations)[0]) / VOCAB_FILE
-    return candidate if candidate.is_file() else None
 
 
 def write_vocabulary(source: Path | None, bpe: Path | None, out: Path) -> None:
@@ -74,7 +64,7 @@ def write_vocabulary(source: Path | None, bpe: Path | None, out: Path) -> None:
             handle.write(text)
         log("vocabulary converted from the checkpoint's merges.txt")
         return
-    fallback = default_bpe_path()
+    fallback = open_clip_vocab()
     if fallback is None:
         raise SystemExit(
             "no CLIP vocabulary found: pass --bpe <bpe_simple_vocab_16e6.txt.gz> "

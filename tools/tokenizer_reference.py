@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import json
 import os
 import sys
 import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sam3_tools.vocab import open_clip_vocab  # noqa: E402
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -26,11 +30,10 @@ MERGE_COUNT = 49152 - 256 - 2
 
 
 def default_bpe_path() -> str:
-    # find_spec locates the package without importing it (importing open_clip needs torchvision).
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
+    path = open_clip_vocab()
+    if path is None:
         raise SystemExit("open_clip is not installed; pass --bpe PATH")
-    return os.path.join(list(spec.submodule_search_locations)[0], "bpe_simple_vocab_16e6.txt.gz")
+    return str(path)
 
 
 def bytes_to_unicode() -> dict[int, str]:

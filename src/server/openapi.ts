@@ -100,6 +100,9 @@ function modelErrorResponses(): Record<string, unknown> {
   };
 }
 
+/** The API key is required only when the server runs with REQUIRE_API_KEY. */
+const apiKeySecurity = [{ ApiKey: [] }, {}];
+
 const serverTimingHeader = {
   description:
     'Wall time of each stage of this request, milliseconds (decode, hash, image_features, ' +
@@ -178,6 +181,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
       '/api/v1/image/segment': {
         post: {
           operationId: 'segmentImage',
+          security: apiKeySecurity,
           summary: 'Segment an image from text, box and point prompts',
           description:
             `Text prompts are concepts: every instance above the threshold is returned, ` +
@@ -211,6 +215,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
       '/api/v1/image/cached-features': {
         post: {
           operationId: 'segmentImageCached',
+          security: apiKeySecurity,
           summary: 'Many text prompts on one image, its features computed once',
           description:
             `The image features come from the cache when this image (by the content of its ` +
@@ -238,6 +243,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
       '/api/v1/visualizations/{name}': {
         get: {
           operationId: 'getVisualization',
+          security: apiKeySecurity,
           summary: 'A PNG written for return_visualization',
           parameters: [
             {

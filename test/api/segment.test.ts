@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
-import { decodeRle } from '../../src/engine/coco-rle';
+import { decodeRle, parseRleCounts } from '../../src/engine/coco-rle';
 import { readBundleManifest, type BundleManifest } from '../../src/engine/bundle-manifest';
 import {
   expectApiError,
@@ -27,28 +27,6 @@ interface SegmentResponse {
   image_size: { width: number; height: number };
   visualization_url: null;
   inference_time_ms: number;
-}
-
-/** Run lengths of a COCO compressed RLE string (pycocotools rleFrString). */
-function rleRunLengths(counts: string): number[] {
-  const runs: number[] = [];
-  let position = 0;
-  while (position < counts.length) {
-    let value = 0;
-    let shift = 0;
-    let more = true;
-    while (more) {
-      const c = counts.charCodeAt(position) - 48;
-      value |= (c & 0x1f) << (5 * shift);
-      more = (c & 0x20) !== 0;
-      position++;
-      shift++;
-      if (!more && (c & 0x10) !== 0) value |= -1 << (5 * shift);
-    }
-    if (runs.length > 2) value += runs[runs.length - 2];
-    runs.push(value);
-  }
-  return runs;
 }
 
 /** A gradient image with some structure (random weights do not care, the decoder does). */
@@ -158,7 +136,7 @@ describe('POST /api/v1/image/segment with the tiny random bundle', () => {
     assert.ok(result.inference_time_ms >= 0);
     for (const mask of result.masks) {
       assert.deepEqual(mask.size, [imageHeight, imageWidth]);
-      const runs = rleRunLengths(mask.counts);
+      const runs = parseRleCounts(mask.counts);
       assert.equal(
         runs.reduce((sum, run) => sum + run, 0),
         imageWidth * imageHeight,

@@ -3,13 +3,11 @@
  * bundle and the real addon, and builds the tiny random-weight bundle tests use.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
-import { promisify } from 'node:util';
 import { loadConfig, type Config } from '../../src/config';
 import { readBundleManifest } from '../../src/engine/bundle-manifest';
 import { VisualizationStore } from '../../src/engine/visualization';
@@ -18,9 +16,7 @@ import { loadAddon } from '../../src/native/addon';
 import { createApp } from '../../src/server/app';
 import { EngineState, loadImageModel } from '../../src/server/engine-state';
 import { closeGracefully, createHttpServer, listen } from '../../src/server/http-server';
-import { repoPath, venvPython } from './repo';
-
-const execFileAsync = promisify(execFile);
+import { exportRandomBundle } from './reference';
 
 export interface StartServerOptions {
   /** Configuration variables over the test defaults (loopback host, port 0). */
@@ -105,11 +101,7 @@ export function exportTinyBundle(): Promise<string> {
   tinyBundle ??= (async () => {
     const out = mkdtempSync(path.join(os.tmpdir(), 'sam3-tiny-bundle-'));
     process.on('exit', () => rmSync(out, { recursive: true, force: true }));
-    await execFileAsync(
-      venvPython(),
-      [repoPath('tools', 'export_sam3.py'), '--tiny-random', '--seed', '0', '--out', out],
-      { cwd: repoPath(), maxBuffer: 64 * 1024 * 1024 },
-    );
+    await exportRandomBundle(out, 'tiny', 0);
     return out;
   })();
   return tinyBundle;
