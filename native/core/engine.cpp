@@ -13,6 +13,7 @@
 #include "bundle.h"
 #include "embedding_tensors.h"
 #include "executor.h"
+#include "host_memory.h"
 #include "image_pipeline.h"
 #include "rle.h"
 
@@ -318,6 +319,7 @@ void runOnExecutor(Executor& executor, Done<T> done, Work work) {
 
 std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::string& device,
                                      Done<std::shared_ptr<Engine>> done) {
+  useFixedMmapThreshold();
   std::shared_ptr<Engine> engine;
   try {
     engine.reset(new Engine(normalizeDevice(device)));

@@ -157,3 +157,35 @@ def test_point_decoders_equal_the_eager_tracker_model(bundle):
         torch.testing.assert_close(got[0], want.pred_masks, atol=ATOL, rtol=0)
         torch.testing.assert_close(got[1], want.iou_scores, atol=ATOL, rtol=0)
         torch.testing.assert_close(got[2], want.object_score_logits, atol=ATOL, rtol=0)
+
+
+def test_export_from_a_local_checkpoint_reads_its_config_and_vocabulary(bundle, tmp_path):
+    """--model <dir> (what save_pretrained writes, as facebook/sam3 ships it) gives the same
+    graphs as the random export it came from, and converts the checkpoint's HF merges.txt
+    into the bundle's open_clip vocabulary."""
+    import gzip
+    import shutil
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(bundle / "hf", checkpoint)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    vocab = gzip.open(bundle / manifest["text"]["vocab_file"]).read().decode("utf-8").split("\n")
+    # HF's CLIP merges.txt: a version header, then the merges (open_clip's header differs).
+    (checkpoint / "merges.txt").write_text("#version: 0.2\n" + "\n".join(vocab[1:48895]) + "\n")
+    out = tmp_path / "bundle"
+    subprocess.run(
+        [sys.executable, str(TOOLS / "export_sam3.py"), "--model", str(checkpoint), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    exported = json.loads((out / "manifest.json").read_text())
+    assert exported["model"]["random_weights"] is False
+    assert exported["model"]["checksum"] == manifest["model"]["checksum"]
+    assert exported["modules"] == manifest["modules"]
+    converted = gzip.open(out / exported["text"]["vocab_file"]).read().decode("utf-8").split("\n")
+    assert converted[1:48895] == vocab[1:48895]
+    assert not (out / "hf").exists()
+    torch.manual_seed(5)
+    pixels = torch.randn(1, 3, manifest["resolution"], manifest["resolution"])
+    for got, want in zip(load_module(out, "vision_encoder")(pixels), load_module(bundle, "vision_encoder")(pixels)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
