@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "addon_data.h"
@@ -50,6 +51,37 @@ Napi::Uint8Array bytesArgument(const Napi::Value& value, const char* name) {
     }
   }
   badArgument(std::string(name) + " must be a Buffer or Uint8Array");
+}
+
+// A typed array's values, copied (query arrays are small, so the JS arrays need not stay
+// alive while the call is queued).
+template <typename TypedArray>
+auto copyOf(const TypedArray& array) {
+  using Element = std::remove_cv_t<std::remove_pointer_t<decltype(array.Data())>>;
+  return std::vector<Element>(array.Data(), array.Data() + array.ElementLength());
+}
+
+std::shared_ptr<const ImageEmbedding> imageArgument(Napi::Env env, const Napi::Value& value) {
+  std::shared_ptr<const ImageEmbedding> image = ImageEmbeddingWrap::unwrap(env, value, "image");
+  if (!image) badArgument("image must be an ImageEmbedding from encodeImage");
+  return image;
+}
+
+// The queries argument: a JS array of objects, each turned into a Query by
+// `parse(object, where)`, where `where` names the element in messages ("queries[2]").
+template <typename Query, typename Parse>
+std::vector<Query> queryList(const Napi::Value& value, Parse parse) {
+  if (!value.IsArray()) badArgument("queries must be an array");
+  Napi::Array list = value.As<Napi::Array>();
+  std::vector<Query> queries;
+  queries.reserve(list.Length());
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    std::string where = "queries[" + std::to_string(i) + "]";
+    Napi::Value item = list.Get(i);
+    if (!item.IsObject()) badArgument(where + " must be an object");
+    queries.push_back(parse(item.As<Napi::Object>(), where));
+  }
+  return queries;
 }
 
 Napi::Object infoObject(Napi::Env env, const BundleInfo& info) {
@@ -199,26 +231,18 @@ Napi::Value EngineWrap::encodeText(const Napi::CallbackInfo& info) {
 Napi::Value EngineWrap::detect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return promiseOrRejection(env, [&]() -> Napi::Value {
-    std::shared_ptr<const ImageEmbedding> image = ImageEmbeddingWrap::unwrap(env, info[0], "image");
-    if (!image) badArgument("image must be an ImageEmbedding from encodeImage");
-    if (!info[1].IsArray()) badArgument("queries must be an array");
-    Napi::Array list = info[1].As<Napi::Array>();
-    std::vector<ConceptQuery> queries(list.Length());
-    for (uint32_t i = 0; i < list.Length(); ++i) {
-      std::string where = "queries[" + std::to_string(i) + "]";
-      Napi::Value item = list.Get(i);
-      if (!item.IsObject()) badArgument(where + " must be an object");
-      Napi::Object query = item.As<Napi::Object>();
-      queries[i].text = TextEmbeddingWrap::unwrap(env, query.Get("text"), where + ".text");
-      if (!queries[i].text) badArgument(where + ".text must be a TextEmbedding from encodeText");
-      // Boxes and labels are small: copied now, so the JS arrays need not stay alive.
-      auto boxes = typedArrayArgument<Napi::Float32Array>(query.Get("boxes"), napi_float32_array,
-                                                          where + ".boxes", "Float32Array");
-      auto labels = typedArrayArgument<Napi::Int32Array>(query.Get("boxLabels"), napi_int32_array,
-                                                         where + ".boxLabels", "Int32Array");
-      queries[i].boxes.assign(boxes.Data(), boxes.Data() + boxes.ElementLength());
-      queries[i].boxLabels.assign(labels.Data(), labels.Data() + labels.ElementLength());
-    }
+    std::shared_ptr<const ImageEmbedding> image = imageArgument(env, info[0]);
+    auto queries =
+        queryList<ConceptQuery>(info[1], [&](const Napi::Object& query, const std::string& where) {
+          ConceptQuery parsed;
+          parsed.text = TextEmbeddingWrap::unwrap(env, query.Get("text"), where + ".text");
+          if (!parsed.text) badArgument(where + ".text must be a TextEmbedding from encodeText");
+          parsed.boxes = copyOf(typedArrayArgument<Napi::Float32Array>(
+              query.Get("boxes"), napi_float32_array, where + ".boxes", "Float32Array"));
+          parsed.boxLabels = copyOf(typedArrayArgument<Napi::Int32Array>(
+              query.Get("boxLabels"), napi_int32_array, where + ".boxLabels", "Int32Array"));
+          return parsed;
+        });
     if (!info[2].IsObject()) badArgument("options must be an object");
     Napi::Value threshold = info[2].As<Napi::Object>().Get("threshold");
     if (!threshold.IsNumber()) badArgument("options.threshold must be a number");
@@ -250,28 +274,19 @@ Napi::Value EngineWrap::detect(const Napi::CallbackInfo& info) {
 Napi::Value EngineWrap::segmentPoints(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return promiseOrRejection(env, [&]() -> Napi::Value {
-    std::shared_ptr<const ImageEmbedding> image = ImageEmbeddingWrap::unwrap(env, info[0], "image");
-    if (!image) badArgument("image must be an ImageEmbedding from encodeImage");
-    if (!info[1].IsArray()) badArgument("queries must be an array");
-    Napi::Array list = info[1].As<Napi::Array>();
-    std::vector<PointQuery> queries(list.Length());
-    for (uint32_t i = 0; i < list.Length(); ++i) {
-      std::string where = "queries[" + std::to_string(i) + "]";
-      Napi::Value item = list.Get(i);
-      if (!item.IsObject()) badArgument(where + " must be an object");
-      Napi::Object query = item.As<Napi::Object>();
-      // Copied now (a few floats), so the JS arrays need not stay alive; values are checked
-      // by the core.
-      auto points = typedArrayArgument<Napi::Float32Array>(query.Get("points"), napi_float32_array,
-                                                           where + ".points", "Float32Array");
-      auto labels = typedArrayArgument<Napi::Int32Array>(query.Get("pointLabels"), napi_int32_array,
-                                                         where + ".pointLabels", "Int32Array");
-      auto box = typedArrayArgument<Napi::Float32Array>(query.Get("box"), napi_float32_array,
-                                                        where + ".box", "Float32Array");
-      queries[i].points.assign(points.Data(), points.Data() + points.ElementLength());
-      queries[i].pointLabels.assign(labels.Data(), labels.Data() + labels.ElementLength());
-      queries[i].box.assign(box.Data(), box.Data() + box.ElementLength());
-    }
+    std::shared_ptr<const ImageEmbedding> image = imageArgument(env, info[0]);
+    // Values are checked by the core.
+    auto queries =
+        queryList<PointQuery>(info[1], [&](const Napi::Object& query, const std::string& where) {
+          PointQuery parsed;
+          parsed.points = copyOf(typedArrayArgument<Napi::Float32Array>(
+              query.Get("points"), napi_float32_array, where + ".points", "Float32Array"));
+          parsed.pointLabels = copyOf(typedArrayArgument<Napi::Int32Array>(
+              query.Get("pointLabels"), napi_int32_array, where + ".pointLabels", "Int32Array"));
+          parsed.box = copyOf(typedArrayArgument<Napi::Float32Array>(
+              query.Get("box"), napi_float32_array, where + ".box", "Float32Array"));
+          return parsed;
+        });
 
     auto call = AsyncCall::start(env, {info.This()});
     using Results = std::vector<PointInstance>;
