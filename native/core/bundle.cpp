@@ -160,6 +160,16 @@ std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& 
     throw CoreError(ErrorCode::kModelLoad, "bundle '" + name + "': " + e.what());
   }
   bundle->device_ = device;
+  // A trace bakes the devices of the tensors it creates: graphs traced on one device type fail
+  // on another midway through a request. Refuse at load, with the fix.
+  const std::string servingType = device.is_cuda() ? "cuda" : "cpu";
+  if (bundle->manifest_.deviceType != servingType) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + name + "' was exported for " + bundle->manifest_.deviceType +
+                        " and cannot run on " + device.str() +
+                        ": export it again with tools/export_sam3.py --device " +
+                        (servingType == "cuda" ? device.str() : std::string("cpu")));
+  }
   bundle->name_ = name;
   bundle->id_ = nextBundleId.fetch_add(1);
   const Manifest& m = bundle->manifest_;

@@ -262,6 +262,9 @@ Manifest parseManifest(const std::string& text) {
   m.transformersVersion = stringField(versions, "versions", "transformers");
   m.exporterVersion = intField(versions, "versions", "exporter");
 
+  m.deviceType = stringField(root, "", "device_type");
+  if (m.deviceType != "cpu" && m.deviceType != "cuda")
+    invalid("device_type", "expected cpu or cuda");
   m.dtype = stringField(root, "", "dtype");
   if (m.dtype != "float32" && m.dtype != "float16" && m.dtype != "bfloat16") {
     invalid("dtype", "expected float32, float16 or bfloat16");

@@ -51,6 +51,7 @@ struct Manifest {
   std::string torchVersion;
   std::string transformersVersion;
   int64_t exporterVersion = 0;
+  std::string deviceType;  // "cpu" | "cuda": the device type the graphs were traced on
   std::string dtype;
   int64_t resolution = 0;  // square model input side R, pixels
   int64_t patchSize = 0;

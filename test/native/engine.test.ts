@@ -456,6 +456,19 @@ describe('native engine on a tiny random bundle', () => {
       return true;
     });
 
+    // Traced on another device type: refused at load, with the command that fixes it.
+    write({ ...manifest, device_type: 'cuda' });
+    await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), (error) => {
+      expectCode('MODEL_LOAD')(error);
+      assert.match(
+        (error as Error).message,
+        /exported for cuda and cannot run on cpu: export it again with tools\/export_sam3\.py --device cpu/,
+      );
+      return true;
+    });
+    write({ ...manifest, device_type: 'tpu' });
+    await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), /device_type/);
+
     writeFileSync(path.join(broken, 'manifest.json'), '{"format": "sam3-bundle",}');
     await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), (error) => {
       expectCode('MODEL_LOAD')(error);
