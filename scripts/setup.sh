@@ -39,6 +39,6 @@ elif [ "${SKIP_DEMO_BUNDLE:-0}" = "1" ]; then
 else
   step "No model bundle at $bundle: creating the RANDOM-WEIGHT demo bundle"
   echo "    Its masks are meaningless. Export real weights with tools/export_sam3.py (see README)."
-  .venv/bin/python tools/export_sam3.py --tiny-random --seed 0 --out "$bundle"
+  .venv/bin/python tools/export_sam3.py --tiny-random --preset demo --seed 0 --out "$bundle"
 fi
 step "Setup complete"

@@ -321,7 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--tiny-random", action="store_true", help="build a small random-weight model")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
-        "--preset", default="tiny", help="size preset of --tiny-random: tiny, tiny-b, or full (real size)"
+        "--preset",
+        default="tiny",
+        help="size preset of --tiny-random: tiny, tiny-b, demo (tiny at 1008 px), full (real size)",
     )
     parser.add_argument("--out", required=True, help="bundle directory to write")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (trace on the serving device type)")

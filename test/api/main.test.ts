@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
+import { exportRandomBundle, tempDir } from '../helpers/reference';
 import { repoPath } from '../helpers/repo';
 import { exportTinyBundle } from '../helpers/server';
 
@@ -68,6 +69,63 @@ describe('main', () => {
     const child = start({ SERVER_PORT: 'eighty' }, cwd);
     assert.equal(await child.exited, 1);
     assert.match(child.stderr.join(''), /configuration error: SERVER_PORT: expected a number/);
+  });
+
+  it('serves the demo bundle that setup creates with the default configuration', async () => {
+    // scripts/setup.sh: export_sam3.py --tiny-random --preset demo; then `npm start` with no
+    // configuration at all must serve it (its resolution is the default 1008).
+    const work = await tempDir('sam3-demo-');
+    const child = await (async () => {
+      await exportRandomBundle(work.dir, 'demo', 0);
+      return start(
+        {
+          SERVER_HOST: '127.0.0.1',
+          SERVER_PORT: '0',
+          SAM3_CHECKPOINT: work.dir,
+          NODE_ENV: 'production',
+        },
+        cwd,
+      );
+    })();
+    try {
+      const url = await waitFor(() => {
+        for (const line of child.stdoutLines()) {
+          const match = /listening on (http:\/\/[^"\s]+)/.exec(line);
+          if (match !== null) return match[1];
+        }
+        return undefined;
+      }, 30_000);
+      await waitFor(
+        async () => ((await fetch(`${url}/health`)).status === 200 ? true : undefined),
+        60_000,
+      );
+      const image = await sharp(Buffer.alloc(48 * 40 * 3, 120), {
+        raw: { width: 48, height: 40, channels: 3 },
+      })
+        .png()
+        .toBuffer();
+      const response = await fetch(`${url}/api/v1/image/segment`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          image: image.toString('base64'),
+          prompts: [
+            { type: 'text', text: 'cat' },
+            { type: 'point', points: [[0.5, 0.5]], point_labels: [1] },
+          ],
+          confidence_threshold: 0,
+        }),
+      });
+      const body = (await response.json()) as { labels: string[]; image_size: unknown };
+      assert.equal(response.status, 200);
+      assert.deepEqual(body.image_size, { width: 48, height: 40 });
+      assert.equal(body.labels.at(-1), 'point');
+      assert.ok(body.labels.includes('cat'));
+    } finally {
+      child.process.kill('SIGTERM');
+      assert.equal(await child.exited, 0);
+      await work.cleanup();
+    }
   });
 
   it('serves /health while loading and when ready; SIGTERM drains in-flight requests, exits 0', async () => {

@@ -17,6 +17,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         global_layers=[1, 3], width=64, heads=4, ffn=128, text_width=64, text_layers=2,
         geo_layers=2, enc_layers=2, dec_layers=2, queries=20,
     ),
+    # The demo: the real input size (1008 px, 72 x 72 patch grid, 288 px masks) on a tiny model,
+    # so the default IMAGE_MODEL_RESOLUTION serves it.
+    "demo": dict(
+        resolution=1008, patch=14, window=24, vit_width=64, vit_layers=4, vit_heads=4,
+        global_layers=[1, 3], width=64, heads=4, ffn=128, text_width=64, text_layers=2,
+        geo_layers=2, enc_layers=2, dec_layers=2, queries=50,
+    ),
     # A second shape: 280 px (20 x 20 grid), width 128, more queries, different depths.
     "tiny-b": dict(
         resolution=280, patch=14, window=10, vit_width=96, vit_layers=3, vit_heads=3,
