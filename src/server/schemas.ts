@@ -123,6 +123,17 @@ export const pointPromptSchema = {
   },
 } as const;
 
+/** The base64 image of a request; `maxImageChars` states the body limit in the schema. */
+function imageSchema(maxImageChars: number): JsonSchema {
+  return {
+    type: 'string',
+    minLength: 1,
+    maxLength: maxImageChars,
+    description:
+      'Base64 JPEG, PNG or WebP (standard alphabet, padded); a data:image/...;base64, prefix is accepted.',
+  };
+}
+
 /**
  * The request schema of POST /api/v1/image/segment. `maxImageChars` bounds the base64 string
  * (the JSON body limit bounds it anyway; the schema states it).
@@ -133,13 +144,7 @@ export function segmentRequestSchema(maxImageChars: number, defaultThreshold: nu
     required: ['image', 'prompts'],
     additionalProperties: false,
     properties: {
-      image: {
-        type: 'string',
-        minLength: 1,
-        maxLength: maxImageChars,
-        description:
-          'Base64 JPEG, PNG or WebP (standard alphabet, padded); a data:image/...;base64, prefix is accepted.',
-      },
+      image: imageSchema(maxImageChars),
       prompts: {
         type: 'array',
         description:
@@ -191,13 +196,7 @@ export function cachedFeaturesRequestSchema(
     required: ['image', 'text_prompts'],
     additionalProperties: false,
     properties: {
-      image: {
-        type: 'string',
-        minLength: 1,
-        maxLength: maxImageChars,
-        description:
-          'Base64 JPEG, PNG or WebP (standard alphabet, padded); a data:image/...;base64, prefix is accepted.',
-      },
+      image: imageSchema(maxImageChars),
       text_prompts: {
         type: 'array',
         description:

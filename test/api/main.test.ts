@@ -56,6 +56,17 @@ async function waitFor<T>(
   }
 }
 
+/** The URL the child logs once it listens. */
+function listeningUrl(child: Child): Promise<string> {
+  return waitFor(() => {
+    for (const line of child.stdoutLines()) {
+      const match = /listening on (http:\/\/[^"\s]+)/.exec(line);
+      if (match !== null) return match[1];
+    }
+    return undefined;
+  }, 30_000);
+}
+
 describe('main', () => {
   let cwd: string;
   before(async () => {
@@ -88,13 +99,7 @@ describe('main', () => {
       );
     })();
     try {
-      const url = await waitFor(() => {
-        for (const line of child.stdoutLines()) {
-          const match = /listening on (http:\/\/[^"\s]+)/.exec(line);
-          if (match !== null) return match[1];
-        }
-        return undefined;
-      }, 30_000);
+      const url = await listeningUrl(child);
       await waitFor(
         async () => ((await fetch(`${url}/health`)).status === 200 ? true : undefined),
         60_000,
@@ -141,13 +146,7 @@ describe('main', () => {
       cwd,
     );
     try {
-      const url = await waitFor(() => {
-        for (const line of child.stdoutLines()) {
-          const match = /listening on (http:\/\/[^"\s]+)/.exec(line);
-          if (match !== null) return match[1];
-        }
-        return undefined;
-      }, 30_000);
+      const url = await listeningUrl(child);
       const first = await fetch(`${url}/health`);
       assert.ok([200, 503].includes(first.status));
       await first.arrayBuffer();

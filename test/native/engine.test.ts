@@ -5,15 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -29,16 +21,10 @@ import type {
   NativeErrorCode,
   NativeTextEmbedding,
 } from '../../src/native/types';
+import { repoRoot, venvPython } from '../helpers/repo';
 
-function repositoryRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json'))) return dir;
-    if (path.dirname(dir) === dir) throw new Error('package.json not found above ' + __dirname);
-  }
-}
-
-const root = repositoryRoot();
-const python = path.join(root, '.venv', 'bin', 'python');
+const root = repoRoot();
+const python = venvPython();
 
 interface TensorSpec {
   name: string;

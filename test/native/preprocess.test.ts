@@ -6,20 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { repoRoot, venvPython } from '../helpers/repo';
 
-function repositoryRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json'))) return dir;
-    if (path.dirname(dir) === dir) throw new Error('package.json not found above ' + __dirname);
-  }
-}
-
-const root = repositoryRoot();
-const python = path.join(root, '.venv', 'bin', 'python');
+const root = repoRoot();
+const python = venvPython();
 const cli = path.join(root, 'build', 'Release', 'sam3_core_cli');
 
 // Reads raw RGB (HWC uint8) and writes the reference resize as CHW uint8.

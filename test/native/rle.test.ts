@@ -4,23 +4,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { loadAddon } from '../../src/native/addon';
 import { NativeError } from '../../src/native/errors';
+import { repoRoot, venvPython } from '../helpers/repo';
 
-function repositoryRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json'))) return dir;
-    if (path.dirname(dir) === dir) throw new Error('package.json not found above ' + __dirname);
-  }
-}
-
-const root = repositoryRoot();
-const python = path.join(root, '.venv', 'bin', 'python');
+const root = repoRoot();
+const python = venvPython();
 const referenceScript = path.join(root, 'tools', 'rle_reference.py');
 
 interface Mask {
