@@ -167,7 +167,9 @@ export function segmentRequestSchema(maxImageChars: number, defaultThreshold: nu
       confidence_threshold: {
         ...unitInterval,
         default: defaultThreshold,
-        description: 'Keep instances whose score (a probability) is above this.',
+        description:
+          'Keep concept instances whose score (a probability) is above this; the object ' +
+          'selected by point prompts is always returned.',
       },
       return_visualization: {
         type: 'boolean',
