@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU check, for a session lent a CUDA machine (python3 with CUDA torch, transformers,
+# torchvision, cmake, ninja; no Node, no network). Run from the repository root, e.g.
+#   device run: bash bench/gpu/run.sh   (carry: the CLIP vocabulary, see VOCAB below)
+# It builds the native core and its CLI against the machine's torch, exports a full-size
+# random-weight bundle traced on CUDA, checks the pure-torch ROI align against torchvision,
+# and benchmarks the core against the transformers reference on the same device, printing
+# per-stage times and the ratio. Results go to $OUT (or /tmp/sam3-gpu) as well.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/sam3-gpu}"
+mkdir -p "$OUT"
+DEVICE="${DEVICE:-cuda:0}"
+VOCAB="${VOCAB:-.venv/lib/python3.11/site-packages/open_clip/bpe_simple_vocab_16e6.txt.gz}"
+PYTHON="${PYTHON:-python3}"
+PRESET="${PRESET:-full}"   # a dry run on a CPU: DEVICE=cpu PRESET=tiny ITERS=1
+ITERS="${ITERS:-5}"
+log() { printf '\n== %s\n' "$*" | tee -a "$OUT/summary.txt"; }
+
+log "machine"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | tee -a "$OUT/summary.txt" || true
+"$PYTHON" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)' | tee -a "$OUT/summary.txt"
+
+log "build the core and its CLI (no Node)"
+LIBTORCH_DIR="$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+  cmake -S . -B build-gpu -G Ninja -DSAM3_BUILD_ADDON=OFF -DSAM3_COMPILE_JOBS=8 > "$OUT/cmake.log" 2>&1
+cmake --build build-gpu > "$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; exit 1; }
+CLI=build-gpu/Release/sam3_core_cli
+
+log "ROI align against torchvision"
+"$PYTHON" -m pytest -q tools/tests/test_roi_align.py 2>&1 | tail -n 3 | tee -a "$OUT/summary.txt" || true
+
+log "export a random '$PRESET' bundle traced on $DEVICE"
+BUNDLE="$OUT/bundle-$PRESET"
+"$PYTHON" tools/export_sam3.py --tiny-random --preset "$PRESET" --seed 0 --device "$DEVICE" \
+  --bpe "$VOCAB" --out "$BUNDLE" 2>&1 | grep '\[export\]' | tee -a "$OUT/summary.txt"
+
+log "core: 1008x1008 image, 3 prompts (ms per stage)"
+"$CLI" bench "$BUNDLE" --device "$DEVICE" --size 1008x1008 --prompts 3 --iters "$ITERS" | tee -a "$OUT/summary.txt"
+
+log "reference: transformers eager on $DEVICE, same image size and prompts"
+"$PYTHON" - "$BUNDLE" "$DEVICE" "$ITERS" <<'PY' | tee -a "$OUT/summary.txt"
+import json, subprocess, sys, tempfile
+import numpy as np
+from PIL import Image
+bundle, device, iters = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with tempfile.TemporaryDirectory() as tmp:
+    image = f"{tmp}/image.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1008, 1008, 3), dtype=np.uint8)).save(image)
+    # threshold 0 as the core's bench: every query's mask is resized and encoded on both sides
+    case = {"image": image, "threshold": 0.0, "prompts": [{"text": t} for t in ("cat", "dog", "car")]}
+    out = subprocess.run(
+        [sys.executable, "tools/reference.py", "--bundle", bundle, "--device", device, "--warmup"],
+        input=json.dumps({"cases": [case] * iters}), capture_output=True, text=True, check=True,
+    )
+    stages = json.loads(out.stdout)["stage_ms"]
+    for stage, ms in stages.items():
+        print(f"  {stage:<16} {ms / iters:10.1f} ms")
+    print(f"  {'total':<16} {sum(stages.values()) / iters:10.1f} ms")
+PY
+log "done: compare the totals (both sides keep every query, threshold 0)"
