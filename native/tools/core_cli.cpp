@@ -289,24 +289,44 @@ int bench(const Options& options) {
   return 0;
 }
 
-int resize(const Options& options) {
+// The arguments of resize and preprocess: <rgb-file> <width> <height> <size> <out-file>.
+struct ImageJob {
+  std::vector<uint8_t> rgb;
+  int64_t width = 0;
+  int64_t height = 0;
+  int64_t size = 0;
+  std::string out;
+};
+
+ImageJob imageJob(const Options& options, const char* command) {
   if (options.positional.size() != 5) {
-    throw CoreError(ErrorCode::kBadInput,
-                    "usage: resize <rgb-file> <width> <height> <size> <out-file>");
+    throw CoreError(ErrorCode::kBadInput, std::string("usage: ") + command +
+                                              " <rgb-file> <width> <height> <size> <out-file>");
   }
-  std::vector<uint8_t> rgb = readBytes(options.positional[0]);
-  int64_t width = parseInt(options.positional[1], "width");
-  int64_t height = parseInt(options.positional[2], "height");
-  int64_t size = parseInt(options.positional[3], "size");
-  if (width <= 0 || height <= 0 || size <= 0 ||
-      rgb.size() != static_cast<size_t>(width * height * 3)) {
+  ImageJob job;
+  job.rgb = readBytes(options.positional[0]);
+  job.width = parseInt(options.positional[1], "width");
+  job.height = parseInt(options.positional[2], "height");
+  job.size = parseInt(options.positional[3], "size");
+  job.out = options.positional[4];
+  if (job.width <= 0 || job.height <= 0 || job.size <= 0 ||
+      job.rgb.size() != static_cast<size_t>(job.width * job.height * 3)) {
     throw CoreError(ErrorCode::kBadInput, "rgb file must hold width * height * 3 bytes");
   }
-  std::vector<uint8_t> resized = sam3::resizeRgbToSquareU8(rgb.data(), width, height, size);
-  std::ofstream out(options.positional[4], std::ios::binary);
-  out.write(reinterpret_cast<const char*>(resized.data()),
-            static_cast<std::streamsize>(resized.size()));
-  if (!out) throw CoreError(ErrorCode::kBadInput, "cannot write " + options.positional[4]);
+  return job;
+}
+
+template <typename T>
+void writeValues(const std::string& path, const std::vector<T>& values) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(values.data()),
+            static_cast<std::streamsize>(values.size() * sizeof(T)));
+  if (!out) throw CoreError(ErrorCode::kBadInput, "cannot write " + path);
+}
+
+int resize(const Options& options) {
+  ImageJob job = imageJob(options, "resize");
+  writeValues(job.out, sam3::resizeRgbToSquareU8(job.rgb.data(), job.width, job.height, job.size));
   return 0;
 }
 
@@ -324,27 +344,12 @@ std::array<float, 3> parseTriple(const std::string& text, const char* what) {
 }
 
 int preprocess(const Options& options) {
-  if (options.positional.size() != 5) {
-    throw CoreError(ErrorCode::kBadInput,
-                    "usage: preprocess <rgb-file> <width> <height> <size> <out-file>");
-  }
-  std::vector<uint8_t> rgb = readBytes(options.positional[0]);
-  int64_t width = parseInt(options.positional[1], "width");
-  int64_t height = parseInt(options.positional[2], "height");
-  int64_t size = parseInt(options.positional[3], "size");
-  if (width <= 0 || height <= 0 || size <= 0 ||
-      rgb.size() != static_cast<size_t>(width * height * 3)) {
-    throw CoreError(ErrorCode::kBadInput, "rgb file must hold width * height * 3 bytes");
-  }
+  ImageJob job = imageJob(options, "preprocess");
   sam3::ImageNormalization normalization{
       parseTriple(flag(options, "mean", "0.5,0.5,0.5"), "--mean"),
       parseTriple(flag(options, "std", "0.5,0.5,0.5"), "--std")};
-  std::vector<float> pixels =
-      sam3::preprocessImageOnCpu(rgb.data(), width, height, size, normalization);
-  std::ofstream out(options.positional[4], std::ios::binary);
-  out.write(reinterpret_cast<const char*>(pixels.data()),
-            static_cast<std::streamsize>(pixels.size() * sizeof(float)));
-  if (!out) throw CoreError(ErrorCode::kBadInput, "cannot write " + options.positional[4]);
+  writeValues(job.out, sam3::preprocessImageOnCpu(job.rgb.data(), job.width, job.height, job.size,
+                                                  normalization));
   return 0;
 }
 

@@ -82,17 +82,6 @@ export interface TextsResult {
   timings: Timings;
 }
 
-/** What a loaded image model reports about itself (for /, /health and logs). */
-export interface ImageModelInfo {
-  modelId: string;
-  randomWeights: boolean;
-  checksum: string;
-  formatVersion: number;
-  resolution: number;
-  dtype: string;
-  device: string;
-}
-
 export interface FeatureCacheConfig {
   enabled: boolean;
   maxBytes: number;
@@ -124,8 +113,9 @@ export class ModelLoadError extends Error {
 
 type Feature = NativeImageEmbedding | NativeTextEmbedding;
 
-function round1(ms: number): number {
-  return Math.round(ms * 10) / 10;
+/** Milliseconds since `started` (a performance.now() value), to 0.1 ms. */
+export function elapsedMs(started: number): number {
+  return Math.round((performance.now() - started) * 10) / 10;
 }
 
 export class Segmenter {
@@ -183,19 +173,6 @@ export class Segmenter {
     }
   }
 
-  get info(): ImageModelInfo {
-    const info = this.engine.info;
-    return {
-      modelId: info.modelId,
-      randomWeights: info.randomWeights,
-      checksum: info.checksum,
-      formatVersion: info.formatVersion,
-      resolution: info.resolution,
-      dtype: info.dtype,
-      device: this.engine.device,
-    };
-  }
-
   stats(): SegmenterStats {
     return {
       imageEncodes: this.imageEncodes,
@@ -243,7 +220,7 @@ export class Segmenter {
         labels: [],
         num_masks: 0,
         image_size: { width: image.width, height: image.height },
-        inference_time_ms: round1(performance.now() - started),
+        inference_time_ms: elapsedMs(started),
         cacheHit: imageLease.hit,
         timings,
       };
@@ -292,7 +269,7 @@ export class Segmenter {
           num_masks: instances.scores.length,
         })),
         cacheHit: imageLease.hit,
-        inference_time_ms: round1(performance.now() - started),
+        inference_time_ms: elapsedMs(started),
         timings,
       };
     } finally {
@@ -313,14 +290,14 @@ export class Segmenter {
     const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', image.data)).toString(
       'hex',
     );
-    timings.hash = round1(performance.now() - started);
+    timings.hash = elapsedMs(started);
     started = performance.now();
     const key = `image|${this.modelKey}|${image.width}x${image.height}|${digest}`;
     const lease = await this.cache.acquire(key, () => {
       this.imageEncodes += 1;
       return this.engine.encodeImage(image.data, image.width, image.height);
     });
-    timings.image_features = round1(performance.now() - started);
+    timings.image_features = elapsedMs(started);
     return lease;
   }
 
@@ -338,7 +315,7 @@ export class Segmenter {
       const tokens = this.tokenizer.encodeBatch(batch);
       return this.engine.encodeText(tokens.ids, tokens.mask, batch.length);
     });
-    timings.text_features = round1(performance.now() - started);
+    timings.text_features = elapsedMs(started);
     return leases;
   }
 
@@ -359,7 +336,7 @@ export class Segmenter {
       })),
       { threshold },
     );
-    timings.detect = round1(performance.now() - started);
+    timings.detect = elapsedMs(started);
     if (found.length !== queries.length) {
       throw new Error(`detect returned ${found.length} results for ${queries.length} queries`);
     }
@@ -390,7 +367,7 @@ export class Segmenter {
         box: Float32Array.from(query.box ?? []),
       },
     ]);
-    timings.points = round1(performance.now() - started);
+    timings.points = elapsedMs(started);
     return {
       masks: [{ size: [image.height, image.width], counts: instance.mask }],
       boxes: [Array.from(instance.box)],

@@ -13,21 +13,11 @@ import {
   exportTinyBundle,
   postJson,
   startTestServer,
+  type SegmentResponse,
   type TestServer,
 } from '../helpers/server';
 
 const SEGMENT = '/api/v1/image/segment';
-
-interface SegmentResponse {
-  masks: { size: [number, number]; counts: string }[];
-  boxes: number[][];
-  scores: number[];
-  labels: string[];
-  num_masks: number;
-  image_size: { width: number; height: number };
-  visualization_url: null;
-  inference_time_ms: number;
-}
 
 /** A gradient image with some structure (random weights do not care, the decoder does). */
 async function testImage(width: number, height: number): Promise<Buffer> {

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -77,7 +77,6 @@ print(json.dumps(out))
  * PNG, so the reference starts from exactly the RGB data the server segments.
  */
 export async function decodedPixelsPng(file: string, out: string): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
   const image = await decodeImageBytes(await readFile(file), { maxPixels: 100_000_000 });
   await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } })
     .png()

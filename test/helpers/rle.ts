@@ -2,11 +2,7 @@
  * COCO RLE helpers for tests: decoding is the production decoder (src/engine/coco-rle.ts), so
  * masks returned by the server can be compared pixel by pixel without a Python round trip.
  */
-export {
-  decodeRle,
-  parseRleCounts as countsFromString,
-  type CocoRle,
-} from '../../src/engine/coco-rle';
+export { decodeRle, type CocoRle } from '../../src/engine/coco-rle';
 
 /** Intersection over union of two binary masks; two empty masks count as identical (1). */
 export function maskIou(a: Uint8Array, b: Uint8Array): number {

@@ -107,6 +107,18 @@ export function exportTinyBundle(): Promise<string> {
   return tinyBundle;
 }
 
+/** The body of a 200 from POST /api/v1/image/segment (SPEC.md). */
+export interface SegmentResponse {
+  masks: { size: [number, number]; counts: string }[];
+  boxes: number[][];
+  scores: number[];
+  labels: string[];
+  num_masks: number;
+  image_size: { width: number; height: number };
+  visualization_url: string | null;
+  inference_time_ms: number;
+}
+
 /** POSTs JSON (or a raw string/buffer body) and returns the response. */
 export function postJson(
   url: string,

@@ -9,18 +9,17 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
+import type { BundleManifest } from '../../src/engine/bundle-manifest';
 import { loadAddon } from '../../src/native/addon';
 import { NativeError } from '../../src/native/errors';
 import type {
   ConceptInstances,
   ConceptQuery,
   NativeEngine,
-  NativeErrorCode,
   NativeTextEmbedding,
 } from '../../src/native/types';
+import { collectGarbage, expectCode } from '../helpers/native';
 import { repoRoot, venvPython } from '../helpers/repo';
 
 const root = repoRoot();
@@ -32,25 +31,13 @@ interface TensorSpec {
   dtype: string;
 }
 
-interface Manifest {
-  format_version: number;
-  model: { id: string; random_weights: boolean; seed: number | null; checksum: string };
-  versions: { torch: string; transformers: string };
-  dtype: string;
-  resolution: number;
+/** The manifest fields these tests read beyond those the server validates. */
+interface Manifest extends BundleManifest {
   patch_size: number;
   feature_size: number;
   mask_size: number;
   hidden_size: number;
-  num_queries: number;
-  text: {
-    context_length: number;
-    vocab_file: string;
-    vocab_size: number;
-    bos_id: number;
-    eos_id: number;
-    pad_id: number;
-  };
+  versions: { torch: string; transformers: string };
   modules: Record<string, { inputs: TensorSpec[]; outputs: TensorSpec[] }>;
 }
 
@@ -82,14 +69,6 @@ function image(width: number, height: number, seed = 1): Buffer {
   return rgb;
 }
 
-function expectCode(code: NativeErrorCode): (error: unknown) => boolean {
-  return (error: unknown) => {
-    assert.ok(error instanceof NativeError, `expected a NativeError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    return true;
-  };
-}
-
 /** Decodes COCO RLE counts with pycocotools; returns the foreground pixel count of each. */
 function decodedAreas(masks: string[], height: number, width: number, workDir: string): number[] {
   const file = path.join(workDir, `rles-${masks.length}-${height}x${width}.json`);
@@ -107,19 +86,6 @@ function decodedAreas(masks: string[], height: number, width: number, workDir: s
     assert.equal(bytes.length, height * width, 'decoded mask size');
     return bytes.reduce((sum, v) => sum + v, 0);
   });
-}
-
-/**
- * Full garbage collections (the test runner does not pass --expose-gc), each followed by a
- * turn of the event loop so that native finalizers run.
- */
-async function collectGarbage(rounds = 5): Promise<void> {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  for (let round = 0; round < rounds; round++) {
-    gc();
-    await new Promise((resolve) => setImmediate(resolve));
-  }
 }
 
 describe('native engine on a tiny random bundle', () => {

@@ -8,15 +8,11 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
 import { decodeImageBytes } from '../../src/engine/image-decoder';
 import { loadAddon } from '../../src/native/addon';
-import { NativeError } from '../../src/native/errors';
 import type {
   NativeEngine,
-  NativeErrorCode,
   NativeImageEmbedding,
   NativeTextEmbedding,
   PointInstance,
@@ -28,15 +24,13 @@ import {
   runReference,
   tempDir,
   writePhotos,
+  assertSameInstances,
   type ReferenceCase,
   type ReferenceInstances,
   type ReferencePrompt,
 } from '../helpers/reference';
-import { decodeRle, maskIou } from '../helpers/rle';
-
-/** Parity criteria (ARCHITECTURE.md): mask IoU >= 0.99, scores and boxes within 1e-4. */
-const MIN_MASK_IOU = 0.99;
-const TOLERANCE = 1e-4;
+import { collectGarbage, expectCode } from '../helpers/native';
+import { decodeRle } from '../helpers/rle';
 
 /** Deterministic RGB noise over a horizontal gradient, width * height * 3 bytes. */
 function noiseImage(width: number, height: number, seed = 1): Buffer {
@@ -104,25 +98,6 @@ function decodedMask(instance: PointInstance, height: number, width: number): Ui
   const mask = decodeRle({ size: [height, width], counts: instance.mask });
   assert.equal(mask.length, height * width);
   return mask;
-}
-
-function expectCode(code: NativeErrorCode, message?: RegExp): (error: unknown) => boolean {
-  return (error: unknown) => {
-    assert.ok(error instanceof NativeError, `expected a NativeError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    if (message !== undefined) assert.match(error.message, message);
-    return true;
-  };
-}
-
-/** Full garbage collections, each followed by a turn of the event loop for finalizers. */
-async function collectGarbage(rounds = 5): Promise<void> {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  for (let round = 0; round < rounds; round++) {
-    gc();
-    await new Promise((resolve) => setImmediate(resolve));
-  }
 }
 
 describe('segmentPoints on a tiny random bundle', () => {
@@ -317,18 +292,14 @@ describe('segmentPoints on a tiny random bundle', () => {
           assert.equal(reference.all_scores.length, candidates, where);
           assert.equal(reference.scores[0], Math.max(...reference.all_scores), where);
 
-          const scoreDiff = Math.abs(instance.score - reference.scores[0]);
-          assert.ok(scoreDiff <= TOLERANCE, `${where}: score ${instance.score} vs reference`);
-          instance.box.forEach((v, k) => {
-            const diff = Math.abs(v - reference.boxes[0][k]);
-            assert.ok(diff <= TOLERANCE, `${where}: box[${k}] ${v} vs ${reference.boxes[0][k]}`);
-          });
-          assert.deepEqual(reference.masks[0].size, [photo.height, photo.width], where);
-          const iou = maskIou(
-            decodedMask(instance, photo.height, photo.width),
-            decodeRle(reference.masks[0]),
-          );
-          assert.ok(iou >= MIN_MASK_IOU, `${where}: mask IoU ${iou}`);
+          const actual = {
+            masks: [
+              { size: [photo.height, photo.width] as [number, number], counts: instance.mask },
+            ],
+            boxes: [Array.from(instance.box)],
+            scores: [instance.score],
+          };
+          assertSameInstances(where, actual, reference);
         }
         // The single click went through the multimask decoder: adding a negative click (the
         // single-mask decoder) gives another prediction.

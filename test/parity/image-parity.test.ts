@@ -20,18 +20,14 @@ import {
   writePhotos,
   type Photo,
 } from '../helpers/reference';
-import { postJson, startTestServer, type TestServer } from '../helpers/server';
+import {
+  postJson,
+  startTestServer,
+  type SegmentResponse,
+  type TestServer,
+} from '../helpers/server';
 
 const PROMPTS = ['person', 'a cup of coffee', 'cat', 'rocket ship on the launch pad!', 'cat'];
-
-interface SegmentResponse {
-  masks: { size: [number, number]; counts: string }[];
-  boxes: number[][];
-  scores: number[];
-  labels: string[];
-  num_masks: number;
-  image_size: { width: number; height: number };
-}
 
 for (const { preset, seed } of [
   { preset: 'tiny', seed: 0 },

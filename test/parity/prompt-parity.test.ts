@@ -23,7 +23,12 @@ import {
   type ReferenceOutput,
   type ReferencePrompt,
 } from '../helpers/reference';
-import { postJson, startTestServer, type TestServer } from '../helpers/server';
+import {
+  postJson,
+  startTestServer,
+  type SegmentResponse,
+  type TestServer,
+} from '../helpers/server';
 
 type Box = [number, number, number, number];
 const POSITIVE: Box = [0.45, 0.4, 0.3, 0.35];
@@ -104,14 +109,6 @@ const CASES: Case[] = [
     concept: false,
   },
 ];
-
-interface SegmentResponse {
-  masks: { size: [number, number]; counts: string }[];
-  boxes: number[][];
-  scores: number[];
-  labels: string[];
-  num_masks: number;
-}
 
 for (const { preset, seed } of [
   { preset: 'tiny', seed: 2 },

@@ -9,7 +9,7 @@ import { Router, type Request, type Response } from 'express';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../../config';
 import { decodeImage, type DecodedImage } from '../../engine/image-decoder';
-import type { Timings } from '../../engine/segmenter';
+import { elapsedMs, type Timings } from '../../engine/segmenter';
 import type { VisualizationStore } from '../../engine/visualization';
 import type { EngineState } from '../engine-state';
 import { ApiError } from '../errors';
@@ -42,7 +42,7 @@ async function decodeTimed(
 ): Promise<DecodedImage> {
   const started = performance.now();
   const image = await decodeImage(input, { maxPixels: config.maxImagePixels });
-  timings.decode = Math.round((performance.now() - started) * 10) / 10;
+  timings.decode = elapsedMs(started);
   return image;
 }
 
@@ -71,7 +71,7 @@ export function imageRoutes(options: ImageRouteOptions): Router {
     if (body.return_visualization === true) {
       const started = performance.now();
       visualization = await visualizations.render(image, result);
-      timings.visualization = Math.round((performance.now() - started) * 10) / 10;
+      timings.visualization = elapsedMs(started);
     }
     sendTimed(res, timings, {
       masks: result.masks,
