@@ -58,8 +58,38 @@ export interface Config {
   /** CUDA device indices for video sessions (the default keeps those present). */
   videoGpuList: readonly number[];
   videoModelCompile: boolean;
+  /**
+   * Devices video sessions are placed on: "cuda:N" for each VIDEO_GPU_LIST index, or ["cpu"]
+   * on a machine without CUDA (an explicit list naming an absent GPU is a start-up error).
+   */
+  videoDevices: readonly string[];
   maxConcurrentSessions: number;
   sessionTimeoutSeconds: number;
+  /** Directories `video_path` may point into (checked after resolving symlinks). */
+  videoPathRoots: readonly string[];
+  /** Probe limits, checked before any frame is decoded: frames, pixels per frame, seconds. */
+  videoMaxFrames: number;
+  videoMaxPixels: number;
+  videoMaxDurationSeconds: number;
+  /** Decoded frames a session keeps in memory (its sliding window). */
+  videoFrameWindow: number;
+  /** Non-conditioning frames of memory the tracker keeps per object (least recent evicted). */
+  videoMemoryFrames: number;
+  /** Objects one session may track. */
+  videoMaxObjects: number;
+  /** video_url downloads: whole-download deadline, seconds, and redirects followed. */
+  videoUrlTimeoutSeconds: number;
+  videoUrlMaxRedirects: number;
+  /**
+   * Addresses ("ip" or "ip:port") exempt from the private/loopback ban of video_url, for test
+   * fixtures and trusted internal hosts. Empty by default.
+   */
+  videoUrlAllowedAddresses: readonly string[];
+  /** A WebSocket client that lets more than this many MiB queue unsent is disconnected. */
+  wsMaxBufferedMb: number;
+  /** The ffmpeg and ffprobe executables (names looked up on PATH, or absolute paths). */
+  ffmpegPath: string;
+  ffprobePath: string;
 
   enableFeatureCache: boolean;
   featureCacheTtlSeconds: number;
@@ -250,6 +280,18 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     throw new ConfigError('API_KEYS', 'REQUIRE_API_KEY is true but API_KEYS is empty');
   }
   const presentGpus = Array.from({ length: runtime.cudaDeviceCount }, (_, index) => index);
+  const videoGpuList = parseIntegerList(env, 'VIDEO_GPU_LIST', presentGpus.slice(0, 4), {
+    min: 0,
+  });
+  for (const index of videoGpuList) {
+    if (index >= runtime.cudaDeviceCount) {
+      throw new ConfigError(
+        'VIDEO_GPU_LIST',
+        `names GPU ${index} but ${runtime.cudaDeviceCount} CUDA device(s) are present`,
+      );
+    }
+  }
+  const uploadDir = parseString(env, 'UPLOAD_DIR', '/tmp/sam3_uploads');
 
   const config: Config = {
     serverHost: parseString(env, 'SERVER_HOST', '0.0.0.0'),
@@ -277,13 +319,41 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     videoModelEnabled: parseBool(env, 'VIDEO_MODEL_ENABLED', true),
     videoModelRequired: parseBool(env, 'VIDEO_MODEL_REQUIRED', false),
     // The spec's default [0,1,2,3] means "up to four GPUs, those present".
-    videoGpuList: parseIntegerList(env, 'VIDEO_GPU_LIST', presentGpus.slice(0, 4), { min: 0 }),
+    videoGpuList,
     videoModelCompile: parseBool(env, 'VIDEO_MODEL_COMPILE', false),
+    videoDevices: videoGpuList.length > 0 ? videoGpuList.map((index) => `cuda:${index}`) : ['cpu'],
     maxConcurrentSessions: parseNumber(env, 'MAX_CONCURRENT_SESSIONS', 10, {
       min: 1,
       integer: true,
     }),
-    sessionTimeoutSeconds: parseNumber(env, 'SESSION_TIMEOUT_SECONDS', 3600, { min: 1 }),
+    sessionTimeoutSeconds: parseNumber(env, 'SESSION_TIMEOUT_SECONDS', 3600, { positive: true }),
+    videoPathRoots: parseStringList(env, 'VIDEO_PATH_ROOTS', [uploadDir]),
+    videoMaxFrames: parseNumber(env, 'VIDEO_MAX_FRAMES', 100_000, { min: 1, integer: true }),
+    videoMaxPixels: parseNumber(env, 'VIDEO_MAX_PIXELS', 3840 * 2160, { min: 1, integer: true }),
+    videoMaxDurationSeconds: parseNumber(env, 'VIDEO_MAX_DURATION_SECONDS', 3600, {
+      positive: true,
+    }),
+    videoFrameWindow: parseNumber(env, 'VIDEO_FRAME_WINDOW', 16, {
+      min: 1,
+      max: 4096,
+      integer: true,
+    }),
+    videoMemoryFrames: parseNumber(env, 'VIDEO_MEMORY_FRAMES', 64, {
+      min: 16,
+      max: 100_000,
+      integer: true,
+    }),
+    videoMaxObjects: parseNumber(env, 'VIDEO_MAX_OBJECTS', 32, { min: 1, max: 1024, integer: true }),
+    videoUrlTimeoutSeconds: parseNumber(env, 'VIDEO_URL_TIMEOUT_SECONDS', 30, { positive: true }),
+    videoUrlMaxRedirects: parseNumber(env, 'VIDEO_URL_MAX_REDIRECTS', 3, {
+      min: 0,
+      max: 20,
+      integer: true,
+    }),
+    videoUrlAllowedAddresses: parseStringList(env, 'VIDEO_URL_ALLOWED_ADDRESSES', []),
+    wsMaxBufferedMb: parseNumber(env, 'WS_MAX_BUFFERED_MB', 16, { positive: true }),
+    ffmpegPath: parseString(env, 'FFMPEG_PATH', 'ffmpeg'),
+    ffprobePath: parseString(env, 'FFPROBE_PATH', 'ffprobe'),
 
     enableFeatureCache: parseBool(env, 'ENABLE_FEATURE_CACHE', true),
     featureCacheTtlSeconds: parseNumber(env, 'FEATURE_CACHE_TTL_SECONDS', 600, { min: 0 }),
@@ -303,7 +373,7 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
       integer: true,
     }),
 
-    uploadDir: parseString(env, 'UPLOAD_DIR', '/tmp/sam3_uploads'),
+    uploadDir,
     outputDir: parseString(env, 'OUTPUT_DIR', '/tmp/sam3_outputs'),
     outputMaxFiles: parseNumber(env, 'OUTPUT_MAX_FILES', 1000, { min: 1, integer: true }),
     outputMaxAgeSeconds: parseNumber(env, 'OUTPUT_MAX_AGE_SECONDS', 3600, { positive: true }),

@@ -41,8 +41,22 @@ describe('loadConfig defaults', () => {
         videoModelRequired: false,
         videoGpuList: [],
         videoModelCompile: false,
+        videoDevices: ['cpu'],
         maxConcurrentSessions: 10,
         sessionTimeoutSeconds: 3600,
+        videoPathRoots: ['/tmp/sam3_uploads'],
+        videoMaxFrames: 100_000,
+        videoMaxPixels: 3840 * 2160,
+        videoMaxDurationSeconds: 3600,
+        videoFrameWindow: 16,
+        videoMemoryFrames: 64,
+        videoMaxObjects: 32,
+        videoUrlTimeoutSeconds: 30,
+        videoUrlMaxRedirects: 3,
+        videoUrlAllowedAddresses: [],
+        wsMaxBufferedMb: 16,
+        ffmpegPath: 'ffmpeg',
+        ffprobePath: 'ffprobe',
         enableFeatureCache: true,
         featureCacheTtlSeconds: 600,
         maxCacheSizeMb: 4096,
@@ -72,6 +86,15 @@ describe('loadConfig defaults', () => {
     const config = loadConfig({}, TWO_GPUS);
     assert.equal(config.imageModelDevice, 'cuda:0');
     assert.deepEqual(config.videoGpuList, [0, 1]);
+    assert.deepEqual(config.videoDevices, ['cuda:0', 'cuda:1']);
+  });
+
+  it('refuses a VIDEO_GPU_LIST naming an absent GPU', () => {
+    assert.throws(() => loadConfig({ VIDEO_GPU_LIST: '0,2' }, TWO_GPUS), /VIDEO_GPU_LIST: names GPU 2/);
+  });
+
+  it('defaults VIDEO_PATH_ROOTS to UPLOAD_DIR', () => {
+    assert.deepEqual(loadConfig({ UPLOAD_DIR: '/srv/up' }, NO_GPU).videoPathRoots, ['/srv/up']);
   });
 
   it('keeps at most the four default video GPUs', () => {
