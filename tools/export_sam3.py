@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
 
-FORMAT_VERSION = 1
-EXPORTER_VERSION = 1
+FORMAT_VERSION = 2
+EXPORTER_VERSION = 2
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
@@ -93,6 +93,38 @@ def randomize_zero_parameters(model) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
 
 
+# Object-score bias of random test models (see bias_object_scores).
+RANDOM_OBJECT_SCORE_BIAS = 2.0
+OBJECT_SCORE_BIAS = "tracker_model.mask_decoder.pred_obj_score_head.proj_out.bias"
+
+
+def bias_object_scores(model) -> None:
+    """Random bundles only: sets the bias of the last layer of the tracker's object-score head
+    (`pred_obj_score_head.proj_out`) to +RANDOM_OBJECT_SCORE_BIAS.
+
+    With random weights the head's output hardly depends on its input and sits near 0, so
+    objects are called absent (masks filled with -1024, the no-object pointer) on most frames
+    and tracked masks are empty. A positive bias keeps the object present, so clicks give
+    non-empty masks and tracking keeps producing masks; the graphs are unchanged and the
+    reference (built from the bundle's hf/ copy) has the same bias."""
+    parameter = dict(model.named_parameters())[OBJECT_SCORE_BIAS]
+    with torch.no_grad():
+        parameter.fill_(RANDOM_OBJECT_SCORE_BIAS)
+
+
+def build_random_model(preset: str, seed: int):
+    """The random-weight Sam3VideoModel of a --tiny-random export (before its hf/ copy is saved)."""
+    from transformers import Sam3VideoModel
+
+    from sam3_tools.configs import tiny_config
+
+    torch.manual_seed(seed)
+    model = Sam3VideoModel(tiny_config(preset)).eval()
+    randomize_zero_parameters(model)
+    bias_object_scores(model)
+    return model
+
+
 def resolve_source(model_arg: str) -> Path | None:
     """The local directory of a checkpoint (for its vocabulary), if there is one."""
     path = Path(model_arg)
@@ -113,9 +145,16 @@ def spec(name: str, shape: list, dtype: str) -> dict:
 def export(args: argparse.Namespace) -> None:
     from transformers import Sam3VideoModel, __version__ as transformers_version
 
-    from sam3_tools.configs import tiny_config
     from sam3_tools.modules import Detector, PointDecoder, TextEncoder, VisionEncoder, traceable_geometry_encoder
     from sam3_tools.patches import install_roi_align
+    from sam3_tools.tracker_modules import (
+        MemoryAttention,
+        MemoryEncoder,
+        TrackerDecoder,
+        memory_slots,
+        tracker_geometry,
+        tracker_manifest,
+    )
 
     install_roi_align()
     out = Path(args.out)
@@ -124,9 +163,7 @@ def export(args: argparse.Namespace) -> None:
     started = time.time()
 
     if args.tiny_random:
-        torch.manual_seed(args.seed)
-        model = Sam3VideoModel(tiny_config(args.preset)).eval()
-        randomize_zero_parameters(model)
+        model = build_random_model(args.preset, args.seed)
         model_id = f"tiny-random-{args.preset}"
         hf_dir = out / "hf"
         model.save_pretrained(hf_dir)
@@ -157,6 +194,18 @@ def export(args: argparse.Namespace) -> None:
         "point_decoder": PointDecoder(model, multimask_output=False).eval(),
         "point_decoder_multimask": PointDecoder(model, multimask_output=True).eval(),
     }
+    tracker = model.tracker_model
+    geometry = tracker_geometry(tracker)
+    mem_dim, memory_size = geometry["mem_dim"], geometry["memory_input_size"]
+    num_memory_slots, num_pointer_slots = memory_slots(tracker)
+    memory_attention = MemoryAttention(model).eval()
+    tracker_decoders = {
+        "tracker_decoder": TrackerDecoder(model, multimask_output=False).eval(),
+        "tracker_decoder_multimask": TrackerDecoder(model, multimask_output=True).eval(),
+    }
+    memory_encoder = MemoryEncoder(model).eval()
+    if geometry["resolution"] != resolution or geometry["grid"] != grid or geometry["hidden"] != tracker_width:
+        raise SystemExit(f"tracker geometry {geometry} does not match the image modules")
 
     pixels = torch.randn(1, 3, resolution, resolution, device=device)
     ids = torch.full((2, context), 49407, dtype=torch.long, device=device)
@@ -189,6 +238,46 @@ def export(args: argparse.Namespace) -> None:
         }
         log("traced point decoders")
 
+        # Tracker modules, traced with two objects (and three points), checked below with others.
+        t = time.time()
+        tracker_gen = torch.Generator(device="cpu").manual_seed(0)
+
+        def memory_inputs(objects: int):
+            def rand(*shape):
+                return torch.rand(*shape, generator=tracker_gen).to(device)
+
+            valid = (rand(objects, num_memory_slots) > 0.4).float()
+            valid[:, 0] = 1.0
+            return (
+                maps[5],
+                torch.randn(objects, num_memory_slots, grid * grid, mem_dim, generator=tracker_gen).to(device),
+                torch.randint(
+                    0, geometry["num_maskmem"], (objects, num_memory_slots), generator=tracker_gen
+                ).to(device),
+                valid,
+                torch.randn(objects, num_pointer_slots, tracker_width, generator=tracker_gen).to(device),
+                rand(objects, num_pointer_slots),
+                (rand(objects, num_pointer_slots) > 0.5).float(),
+            )
+
+        def decoder_inputs(objects: int, clicks: int):
+            conditioned = torch.randn(objects, tracker_width, grid, grid, generator=tracker_gen).to(device)
+            where = torch.rand(objects, 1, clicks, 2, generator=tracker_gen).to(device) * resolution
+            kinds = torch.tensor([1, 0, 2, 3, -1], dtype=torch.long, device=device)
+            what = kinds[torch.randint(0, 5, (objects, 1, clicks), generator=tracker_gen)].to(device)
+            return conditioned, maps[3], maps[4], where, what
+
+        def encoder_inputs(objects: int, binarize: float):
+            masks = torch.randn(objects, 1, resolution, resolution, generator=tracker_gen).to(device) * 8
+            scores = torch.randn(objects, 1, generator=tracker_gen).to(device)
+            return maps[5], masks, scores, torch.tensor([binarize], device=device)
+
+        traced_tracker = {"memory_attention": torch.jit.trace(memory_attention, memory_inputs(2), check_trace=False)}
+        for name, module in tracker_decoders.items():
+            traced_tracker[name] = torch.jit.trace(module, decoder_inputs(2, 3), check_trace=False)
+        traced_tracker["memory_encoder"] = torch.jit.trace(memory_encoder, encoder_inputs(2, 1.0), check_trace=False)
+        log(f"traced tracker modules in {time.time() - t:.1f}s")
+
         # The traced graphs must reproduce eager outputs (shapes different from the trace's too).
         check_maps = traced_vision(pixels)
         diffs = [(a - b).abs().max().item() for a, b in zip(maps, check_maps)]
@@ -206,6 +295,18 @@ def export(args: argparse.Namespace) -> None:
             eager_points = module(maps[3], maps[4], maps[5], clicks, click_labels)
             traced_out = traced_points[name](maps[3], maps[4], maps[5], clicks, click_labels)
             diffs += [(a - b).abs().max().item() for a, b in zip(eager_points, traced_out)]
+        tracker_checks = [(memory_attention, "memory_attention", memory_inputs(objects)) for objects in (1, 3)]
+        for name, module in tracker_decoders.items():
+            tracker_checks += [(module, name, decoder_inputs(objects, n)) for objects, n in ((1, 1), (3, 2), (2, 5))]
+        tracker_checks += [
+            (memory_encoder, "memory_encoder", encoder_inputs(objects, binarize))
+            for objects, binarize in ((1, 0.0), (3, 1.0), (3, 0.0))
+        ]
+        for module, name, inputs in tracker_checks:
+            eager_out, traced_out = module(*inputs), traced_tracker[name](*inputs)
+            if isinstance(eager_out, torch.Tensor):
+                eager_out, traced_out = (eager_out,), (traced_out,)
+            diffs += [(a.float() - b.float()).abs().max().item() for a, b in zip(eager_out, traced_out)]
         worst = max(diffs)
         log(f"traced vs eager max abs difference {worst:.3g}")
         if worst > 1e-3:
@@ -213,6 +314,7 @@ def export(args: argparse.Namespace) -> None:
 
     modules = {"vision_encoder": traced_vision, "text_encoder": traced_text, "detector": traced_detector}
     modules.update(traced_points)
+    modules.update(traced_tracker)
     for name, module in modules.items():
         module.save(str(out / f"{name}.pt"))
     log("saved modules")
@@ -245,6 +347,55 @@ def export(args: argparse.Namespace) -> None:
             spec("iou_scores", ["B", 1, masks], f32),
             spec("object_score_logits", ["B", 1, 1], f32),
         ]
+
+    conditioned = spec("conditioned", ["B", tracker_width, grid, grid], f32)
+    current = spec("current", [1, tracker_width, grid, grid], f32)
+    tracker_decoder = {
+        "inputs": [
+            conditioned,
+            trk_maps[0],
+            trk_maps[1],
+            spec("points", ["B", 1, "N", 2], f32),
+            spec("point_labels", ["B", 1, "N"], "int64"),
+        ],
+        "outputs": [
+            spec("low_res_masks", ["B", 1, mask_size, mask_size], f32),
+            spec("high_res_masks", ["B", 1, resolution, resolution], f32),
+            spec("object_pointer", ["B", tracker_width], f32),
+            spec("object_score_logits", ["B", 1], f32),
+            spec("iou_scores", ["B", 1], f32),
+        ],
+    }
+    tracker_modules = {
+        "memory_attention": {
+            "file": "memory_attention.pt",
+            "inputs": [
+                current,
+                spec("memory", ["B", num_memory_slots, grid * grid, mem_dim], f32),
+                spec("memory_tpos", ["B", num_memory_slots], "int64"),
+                spec("memory_valid", ["B", num_memory_slots], f32),
+                spec("pointers", ["B", num_pointer_slots, tracker_width], f32),
+                spec("pointer_offsets", ["B", num_pointer_slots], f32),
+                spec("pointer_valid", ["B", num_pointer_slots], f32),
+            ],
+            "outputs": [conditioned],
+            "attributes": [spec("no_memory_embedding", [1, 1, tracker_width], f32)],
+        },
+        "tracker_decoder": {"file": "tracker_decoder.pt", **tracker_decoder},
+        "tracker_decoder_multimask": {"file": "tracker_decoder_multimask.pt", **tracker_decoder},
+        "memory_encoder": {
+            "file": "memory_encoder.pt",
+            "inputs": [
+                current,
+                spec("high_res_masks", ["B", 1, resolution, resolution], f32),
+                spec("object_score_logits", ["B", 1], f32),
+                spec("binarize", [1], f32),
+            ],
+            "outputs": [spec("memory", ["B", grid * grid, mem_dim], "bfloat16")],
+        },
+    }
+    if list(memory_size) != [4 * mask_size, 4 * mask_size]:
+        raise SystemExit(f"memory encoder input {memory_size} is not 4 x the mask size {mask_size}")
 
     manifest = {
         "format": "sam3-bundle",
@@ -308,7 +459,9 @@ def export(args: argparse.Namespace) -> None:
                 "inputs": point_inputs,
                 "outputs": point_outputs(3),
             },
+            **tracker_modules,
         },
+        "tracker": tracker_manifest(tracker),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {out / 'manifest.json'} ({time.time() - started:.1f}s in all)")

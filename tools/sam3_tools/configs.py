@@ -2,8 +2,10 @@
 
 Each preset is a full Sam3VideoConfig (detector + tracker) of the real architecture with small
 sizes. Constraints of the architecture honoured here: resolution divisible by the patch size,
-the window size divides the patch grid, the tracker's memory key/value width is 64 so the FPN
-width is a multiple of 64, and the grid sizes follow from the resolution.
+the window size divides the patch grid, the grid sizes follow from the resolution, and the FPN
+width (= the tracker width) is a multiple of 64 and greater than 64: the tracker's memory is 64
+wide and transformers' video tracker splits each object pointer into width / 64 memory tokens
+(at width 64 it fails on the second frame of a video).
 """
 
 from __future__ import annotations
@@ -11,17 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # 224 px, 16 x 16 patch grid, width 64.
+    # 224 px, 16 x 16 patch grid, width 128.
     "tiny": dict(
         resolution=224, patch=14, window=8, vit_width=64, vit_layers=4, vit_heads=4,
-        global_layers=[1, 3], width=64, heads=4, ffn=128, text_width=64, text_layers=2,
+        global_layers=[1, 3], width=128, heads=4, ffn=128, text_width=64, text_layers=2,
         geo_layers=2, enc_layers=2, dec_layers=2, queries=20,
     ),
     # The demo: the real input size (1008 px, 72 x 72 patch grid, 288 px masks) on a tiny model,
     # so the default IMAGE_MODEL_RESOLUTION serves it.
     "demo": dict(
         resolution=1008, patch=14, window=24, vit_width=64, vit_layers=4, vit_heads=4,
-        global_layers=[1, 3], width=64, heads=4, ffn=128, text_width=64, text_layers=2,
+        global_layers=[1, 3], width=128, heads=4, ffn=128, text_width=64, text_layers=2,
         geo_layers=2, enc_layers=2, dec_layers=2, queries=50,
     ),
     # A second shape: 280 px (20 x 20 grid), width 128, more queries, different depths.
