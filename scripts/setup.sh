@@ -15,6 +15,8 @@ need node "Node.js 20 or newer"
 need python3 "Python 3.10 or newer, for the export tools"
 need cmake "CMake 3.18 or newer, for the native addon"
 need g++ "a C++17 compiler, for the native addon"
+need "${FFMPEG_PATH:-ffmpeg}" "FFmpeg, to decode videos (Debian/Ubuntu: sudo apt-get install ffmpeg)"
+need "${FFPROBE_PATH:-ffprobe}" "FFmpeg's ffprobe, to read videos (Debian/Ubuntu: sudo apt-get install ffmpeg)"
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
   || { echo "setup: Node.js 20 or newer is required (found $(node --version))" >&2; exit 1; }
 
