@@ -1,16 +1,20 @@
 /**
  * Entry point: configuration, logger, HTTP server first (so /health answers "loading"), then
- * the model in the background; SIGTERM/SIGINT drain in-flight requests and close the engine.
+ * the model in the background; SIGTERM/SIGINT close WebSockets (1001), drain in-flight
+ * requests, close every video session and the engines. With VIDEO_MODEL_REQUIRED, start-up
+ * fails (exit code 1) when video sessions cannot be served.
  */
 import path from 'node:path';
 import { ConfigError, loadConfig, readEnvironment, type RuntimeInfo } from './config';
+import { Models } from './engine/models';
 import { VisualizationStore } from './engine/visualization';
 import { chooseLogFormat, createLogger, type Logger } from './logging';
 import { loadAddon } from './native/addon';
 import type { NativeAddon } from './native/types';
 import { createApp } from './server/app';
-import { EngineState, loadImageModel } from './server/engine-state';
+import { EngineState } from './server/engine-state';
 import { closeGracefully, createHttpServer, listen } from './server/http-server';
+import { PropagationSockets } from './server/ws';
 
 /** The addon, if it loads; its runtime info decides the device defaults of the config. */
 function probeAddon(): { addon: NativeAddon | null; error: unknown; runtime: RuntimeInfo } {
@@ -26,13 +30,23 @@ function probeAddon(): { addon: NativeAddon | null; error: unknown; runtime: Run
   }
 }
 
-function installShutdown(
-  server: ReturnType<typeof createHttpServer>,
-  engineState: EngineState,
-  deadlineMs: number,
-  logger: Logger,
-  onStopped: () => void,
-): void {
+interface Running {
+  server: ReturnType<typeof createHttpServer>;
+  engineState: EngineState;
+  webSockets: PropagationSockets;
+  visualizations: VisualizationStore;
+}
+
+/** Stops in order: no new work, sockets closed (1001), HTTP drained, sessions and engines. */
+async function shutDown(running: Running, deadlineMs: number): Promise<void> {
+  running.engineState.markStopping();
+  await running.webSockets.closeAll();
+  await closeGracefully(running.server, deadlineMs);
+  await running.engineState.close();
+  running.visualizations.close();
+}
+
+function installShutdown(running: Running, deadlineMs: number, logger: Logger): void {
   let stopping = false;
   const stop = async (signal: NodeJS.Signals): Promise<void> => {
     if (stopping) {
@@ -41,10 +55,7 @@ function installShutdown(
     }
     stopping = true;
     logger.info(`${signal}: no new requests; draining in-flight ones for up to ${deadlineMs} ms`);
-    engineState.markStopping();
-    await closeGracefully(server, deadlineMs);
-    await engineState.close();
-    onStopped();
+    await shutDown(running, deadlineMs);
     logger.info('stopped');
     process.exit(0);
   };
@@ -86,35 +97,44 @@ async function main(): Promise<void> {
     logger,
   });
   await visualizations.init(); // an unusable OUTPUT_DIR fails start-up, not the first request
-  const engineState = new EngineState(config.imageModelDevice);
-  const app = createApp({ config, engineState, logger, visualizations });
+  const addon = probe.addon;
+  const models = new Models({
+    config,
+    logger,
+    loadAddon: (): NativeAddon => {
+      if (addon === null) throw probe.error;
+      return addon;
+    },
+  });
+  const engineState = new EngineState(models);
+  const webSockets = new PropagationSockets({ config, engineState, logger });
+  const app = createApp({ config, engineState, logger, visualizations, webSockets });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.serverHost, config.serverPort);
   logger.info(`listening on http://${address.address}:${address.port}`, {
     host: address.address,
     port: address.port,
   });
-  installShutdown(server, engineState, config.shutdownTimeoutSeconds * 1000, logger, () =>
-    visualizations.close(),
-  );
+  const running: Running = { server, engineState, webSockets, visualizations };
+  const deadlineMs = config.shutdownTimeoutSeconds * 1000;
+  installShutdown(running, deadlineMs, logger);
 
-  if (!config.imageModelEnabled) {
-    engineState.markDisabled();
-    logger.info('image model disabled (IMAGE_MODEL_ENABLED=false)');
-    return;
+  if (!config.imageModelEnabled) logger.info('image model disabled (IMAGE_MODEL_ENABLED=false)');
+  if (!config.videoModelEnabled) logger.info('video sessions disabled (VIDEO_MODEL_ENABLED=false)');
+  if (config.imageModelEnabled || config.videoModelEnabled) {
+    await models.load(path.resolve(config.sam3Checkpoint));
   }
-  const addon = probe.addon;
-  const addonLoader = (): NativeAddon => {
-    if (addon === null) throw probe.error;
-    return addon;
-  };
-  await loadImageModel(
-    engineState,
-    config,
-    addonLoader,
-    logger,
-    path.resolve(config.sam3Checkpoint),
-  );
+  if (config.videoModelRequired && models.videoStatus !== 'ready') {
+    const reason =
+      models.videoStatus === 'disabled'
+        ? 'VIDEO_MODEL_ENABLED is false'
+        : (models.videoReason ?? 'the video model did not load');
+    const message = `VIDEO_MODEL_REQUIRED is true but video sessions cannot be served: ${reason}`;
+    logger.error(message);
+    console.error(`fatal: ${message}`);
+    await shutDown(running, 0);
+    process.exit(1);
+  }
 }
 
 main().catch((error: unknown) => {

@@ -112,6 +112,58 @@ def bias_object_scores(model) -> None:
         parameter.fill_(RANDOM_OBJECT_SCORE_BIAS)
 
 
+# Random bundles only: factors applied to the tracker weights through which memories, their
+# temporal positions and object pointers reach a tracked frame's output (see
+# scale_memory_paths). Keys are regular expressions over parameter names under tracker_model.;
+# each must match at least one parameter.
+RANDOM_MEMORY_PATH_SCALES: dict[str, float] = {
+    # Cross-attention of the memory attention to the memories and pointers: queries and keys
+    # sharp enough that the temporal encodings move the attention, values and output large
+    # enough that what is attended changes the conditioned features.
+    r"memory_attention\.layers\.\d+\.cross_attn_image\.(q|k)_proj\.weight": 8.0,
+    r"memory_attention\.layers\.\d+\.cross_attn_image\.(v|o)_proj\.weight": 4.0,
+    # Temporal position table of the spatial memories ([num_maskmem, 1, 1, 64]): unit scale,
+    # like the memories' sine position encoding it is added to.
+    r"memory_temporal_positional_encoding": 50.0,
+    # Projection of the object pointers' 1-D sine encoding of their temporal offset.
+    r"temporal_positional_encoding_projection_layer\.weight": 32.0,
+    # Object pointer MLP (3 layers): pointers that depend on the frame's mask token.
+    r"object_pointer_proj\.(proj_in|layers\.\d+|proj_out)\.weight": 8.0,
+    # The pointer of an absent object, at the scale of the pointers it stands for.
+    r"no_object_pointer": 100.0,
+    # Memory encoder: the frame's features and the mask both visible in the memory.
+    r"memory_encoder\.feature_projection\.weight": 4.0,
+    r"memory_encoder\.projection\.weight": 4.0,
+    # Added to the memory of an absent object, at the scale of the memories.
+    r"occlusion_spatial_embedding_parameter": 10.0,
+}
+
+
+def scale_memory_paths(model) -> None:
+    """Random bundles only, a test aid: multiplies the tracker weights of
+    RANDOM_MEMORY_PATH_SCALES by their factors (deterministic: no random draw).
+
+    At random init (std 0.02) the memory attention's cross-attention is nearly uniform and its
+    output tiny, the temporal position table and the pointers' temporal encoding hardly change
+    the keys, and the pointers hardly depend on the frame: a tracked frame's mask barely
+    depends on which memories and pointers it attends to, at which temporal positions, so a
+    parity test against the reference would pass with wrong memory bookkeeping. Scaled, each
+    bookkeeping rule (memory selection, temporal rows, pointers and their offsets, the
+    conditioning-frame selection, the binarize flag) changes some tracked mask by more than 1%
+    IoU, while float noise does not (tools/tests/test_random_bundle_sensitivity.py). Only the
+    tracker's memory paths change: image segmentation and initial conditioning frames do not."""
+    import re
+
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for pattern, factor in RANDOM_MEMORY_PATH_SCALES.items():
+            names = [name for name in parameters if re.fullmatch("tracker_model." + pattern, name)]
+            if not names:
+                raise RuntimeError(f"no tracker parameter matches {pattern!r}")
+            for name in names:
+                parameters[name].mul_(factor)
+
+
 def build_random_model(preset: str, seed: int):
     """The random-weight Sam3VideoModel of a --tiny-random export (before its hf/ copy is saved)."""
     from transformers import Sam3VideoModel
@@ -122,6 +174,7 @@ def build_random_model(preset: str, seed: int):
     model = Sam3VideoModel(tiny_config(preset)).eval()
     randomize_zero_parameters(model)
     bias_object_scores(model)
+    scale_memory_paths(model)
     return model
 
 

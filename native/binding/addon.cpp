@@ -7,6 +7,7 @@
 #include "engine_wrap.h"
 #include "rle.h"
 #include "runtime_info.h"
+#include "tracker_wrap.h"
 
 namespace sam3::binding {
 
@@ -46,6 +47,10 @@ Napi::Value shutdown(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value liveTrackerBytesValue(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(liveTrackerBytes()));
+}
+
 Napi::Value runtimeInfoValue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   RuntimeInfo runtime = runtimeInfo();
@@ -66,12 +71,15 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   data->engineConstructor = Napi::Persistent(engine);
   data->imageEmbeddingConstructor = Napi::Persistent(ImageEmbeddingWrap::define(env));
   data->textEmbeddingConstructor = Napi::Persistent(TextEmbeddingWrap::define(env));
+  data->trackerConstructor = Napi::Persistent(TrackerWrap::define(env));
 
   // Stop executor threads before a worker's environment goes away under a running model call.
   env.AddCleanupHook([env] { EngineWrap::cancelEnvironmentEngines(env); });
 
   exports.Set("Engine", engine);
   exports.Set("encodeRle", Napi::Function::New<encodeRle>(env, "encodeRle"));
+  exports.Set("liveTrackerBytes",
+              Napi::Function::New<liveTrackerBytesValue>(env, "liveTrackerBytes"));
   exports.Set("runtimeInfo", Napi::Function::New<runtimeInfoValue>(env, "runtimeInfo"));
   exports.Set("shutdown", Napi::Function::New<shutdown>(env, "shutdown"));
   return exports;

@@ -15,6 +15,7 @@ struct AddonData {
   Napi::FunctionReference engineConstructor;
   Napi::FunctionReference imageEmbeddingConstructor;
   Napi::FunctionReference textEmbeddingConstructor;
+  Napi::FunctionReference trackerConstructor;
   // Engines started in this environment, so teardown can stop their threads.
   std::vector<std::weak_ptr<Engine>> engines;
 

@@ -6,32 +6,19 @@
 #include <vector>
 
 #include "addon_data.h"
+#include "arguments.h"
 #include "async_call.h"
 #include "embedding_wrap.h"
+#include "tracker_wrap.h"
 
 namespace sam3::binding {
 
 namespace {
 
-[[noreturn]] void badArgument(const std::string& message) {
-  throw CoreError(ErrorCode::kBadInput, message);
-}
-
 std::string stringMember(const Napi::Object& object, const char* name) {
   Napi::Value value = object.Get(name);
   if (!value.IsString()) badArgument(std::string(name) + " must be a string");
   return value.As<Napi::String>().Utf8Value();
-}
-
-// A JS number that is an integer in [0, 2^53).
-int64_t integerArgument(const Napi::Value& value, const char* name) {
-  if (!value.IsNumber()) badArgument(std::string(name) + " must be a number");
-  double number = value.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(number) || std::floor(number) != number || number < 0 ||
-      number >= 9007199254740992.0) {
-    badArgument(std::string(name) + " must be a non-negative integer");
-  }
-  return static_cast<int64_t>(number);
 }
 
 template <typename TypedArray>
@@ -41,16 +28,6 @@ TypedArray typedArrayArgument(const Napi::Value& value, napi_typedarray_type typ
     badArgument(name + " must be a " + typeName);
   }
   return value.As<TypedArray>();
-}
-
-Napi::Uint8Array bytesArgument(const Napi::Value& value, const char* name) {
-  if (value.IsTypedArray()) {
-    napi_typedarray_type type = value.As<Napi::TypedArray>().TypedArrayType();
-    if (type == napi_uint8_array || type == napi_uint8_clamped_array) {
-      return value.As<Napi::Uint8Array>();
-    }
-  }
-  badArgument(std::string(name) + " must be a Buffer or Uint8Array");
 }
 
 // A typed array's values, copied (query arrays are small, so the JS arrays need not stay
@@ -107,6 +84,7 @@ Napi::Object infoObject(Napi::Env env, const BundleInfo& info) {
   object.Set("vocabFile", info.vocabFile);
   object.Set("torchVersion", info.torchVersion);
   object.Set("transformersVersion", info.transformersVersion);
+  object.Set("videoAvailable", info.videoAvailable);
   object.Freeze();
   return object;
 }
@@ -121,16 +99,6 @@ struct EngineHandoff {
   std::shared_ptr<Engine> engine;
 };
 
-// Runs `body`, turning a CoreError thrown while unpacking arguments into a rejected promise.
-template <typename Body>
-Napi::Value promiseOrRejection(Napi::Env env, Body body) {
-  try {
-    return body();
-  } catch (const CoreError& error) {
-    return rejectedPromise(env, error);
-  }
-}
-
 }  // namespace
 
 Napi::Function EngineWrap::define(Napi::Env env) {
@@ -141,6 +109,8 @@ Napi::Function EngineWrap::define(Napi::Env env) {
                          InstanceMethod<&EngineWrap::encodeText>("encodeText"),
                          InstanceMethod<&EngineWrap::detect>("detect"),
                          InstanceMethod<&EngineWrap::segmentPoints>("segmentPoints"),
+                         InstanceMethod<&EngineWrap::createTracker>("createTracker"),
+                         InstanceMethod<&EngineWrap::tasksRun>("tasksRun"),
                          InstanceMethod<&EngineWrap::lastStageTimes>("lastStageTimes"),
                          InstanceMethod<&EngineWrap::close>("close"),
                      });
@@ -307,6 +277,26 @@ Napi::Value EngineWrap::segmentPoints(const Napi::CallbackInfo& info) {
         }));
     return call->promise();
   });
+}
+
+Napi::Value EngineWrap::createTracker(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (info.Length() < 1 || !info[0].IsObject()) badArgument("options must be an object");
+    Napi::Object options = info[0].As<Napi::Object>();
+    TrackerOptions parsed;
+    parsed.numFrames = integerArgument(options.Get("numFrames"), "numFrames");
+    parsed.width = integerArgument(options.Get("width"), "width");
+    parsed.height = integerArgument(options.Get("height"), "height");
+    parsed.memoryFrames = integerArgument(options.Get("memoryFrames"), "memoryFrames");
+    return TrackerWrap::wrap(env, engine_, engine_->createTracker(parsed));
+  } catch (const CoreError& error) {
+    throw toJsError(env, error);
+  }
+}
+
+Napi::Value EngineWrap::tasksRun(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(engine_->tasksRun()));
 }
 
 Napi::Value EngineWrap::lastStageTimes(const Napi::CallbackInfo& info) {

@@ -26,6 +26,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value encodeText(const Napi::CallbackInfo& info);
   Napi::Value detect(const Napi::CallbackInfo& info);
   Napi::Value segmentPoints(const Napi::CallbackInfo& info);
+  Napi::Value createTracker(const Napi::CallbackInfo& info);
+  Napi::Value tasksRun(const Napi::CallbackInfo& info);
   Napi::Value lastStageTimes(const Napi::CallbackInfo& info);
   Napi::Value close(const Napi::CallbackInfo& info);
 

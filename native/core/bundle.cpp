@@ -49,6 +49,14 @@ const char* moduleName(ModuleKind kind) {
       return "point_decoder";
     case ModuleKind::kPointDecoderMultimask:
       return "point_decoder_multimask";
+    case ModuleKind::kMemoryAttention:
+      return "memory_attention";
+    case ModuleKind::kTrackerDecoder:
+      return "tracker_decoder";
+    case ModuleKind::kTrackerDecoderMultimask:
+      return "tracker_decoder_multimask";
+    case ModuleKind::kMemoryEncoder:
+      return "memory_encoder";
   }
   return "module";
 }
@@ -179,7 +187,37 @@ std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& 
   bundle->pointDecoder_ = loadModule(path, name, m.pointDecoder, "point_decoder", device);
   bundle->pointDecoderMultimask_ =
       loadModule(path, name, m.pointDecoderMultimask, "point_decoder_multimask", device);
+  if (m.tracker) {
+    const TrackerSpec& t = *m.tracker;
+    bundle->memoryAttention_ =
+        loadModule(path, name, t.memoryAttention, "memory_attention", device);
+    bundle->trackerDecoder_ = loadModule(path, name, t.decoder, "tracker_decoder", device);
+    bundle->trackerDecoderMultimask_ =
+        loadModule(path, name, t.decoderMultimask, "tracker_decoder_multimask", device);
+    bundle->memoryEncoder_ = loadModule(path, name, t.memoryEncoder, "memory_encoder", device);
+    if (!bundle->memoryAttention_.hasattr("no_memory_embedding") ||
+        !bundle->memoryAttention_.attr("no_memory_embedding").isTensor()) {
+      throw CoreError(ErrorCode::kModelLoad, "bundle '" + name + "': " + t.memoryAttention.file +
+                                                 " has no no_memory_embedding tensor");
+    }
+    at::Tensor embedding = bundle->memoryAttention_.attr("no_memory_embedding").toTensor();
+    if (embedding.numel() != t.hiddenSize) {
+      throw CoreError(ErrorCode::kModelLoad, "bundle '" + name + "': no_memory_embedding has " +
+                                                 std::to_string(embedding.numel()) +
+                                                 " values, expected " +
+                                                 std::to_string(t.hiddenSize));
+    }
+    bundle->noMemoryEmbedding_ =
+        embedding.detach().to(device, at::kFloat).reshape({1, t.hiddenSize, 1, 1}).clone();
+  }
   return bundle;
+}
+
+const TrackerSpec& Bundle::trackerSpec() const {
+  if (!manifest_.tracker) {
+    throw CoreError(ErrorCode::kInternal, "bundle '" + name_ + "' has no tracker modules");
+  }
+  return *manifest_.tracker;
 }
 
 NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSizes symbols) {
@@ -205,6 +243,22 @@ NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSiz
     case ModuleKind::kPointDecoderMultimask:
       spec = &manifest_.pointDecoderMultimask;
       module = &pointDecoderMultimask_;
+      break;
+    case ModuleKind::kMemoryAttention:
+      spec = &trackerSpec().memoryAttention;
+      module = &memoryAttention_;
+      break;
+    case ModuleKind::kTrackerDecoder:
+      spec = &trackerSpec().decoder;
+      module = &trackerDecoder_;
+      break;
+    case ModuleKind::kTrackerDecoderMultimask:
+      spec = &trackerSpec().decoderMultimask;
+      module = &trackerDecoderMultimask_;
+      break;
+    case ModuleKind::kMemoryEncoder:
+      spec = &trackerSpec().memoryEncoder;
+      module = &memoryEncoder_;
       break;
   }
   const char* name = moduleName(kind);

@@ -21,6 +21,11 @@ enum class ModuleKind {
   kDetector,
   kPointDecoder,           // one mask per prompt
   kPointDecoderMultimask,  // three masks per prompt (ambiguous single clicks)
+  // The video tracker (manifest.tracker; absent from image-only bundles).
+  kMemoryAttention,
+  kTrackerDecoder,
+  kTrackerDecoderMultimask,
+  kMemoryEncoder,
 };
 
 using NamedTensors = std::unordered_map<std::string, at::Tensor>;
@@ -38,6 +43,11 @@ class Bundle {
   // Unique per load in this process: embeddings remember which bundle made them.
   uint64_t id() const { return id_; }
   const c10::Device& device() const { return device_; }
+  // Whether the tracker modules are loaded (video sessions need them).
+  bool hasTracker() const { return manifest_.tracker.has_value(); }
+  // memory_attention's no_memory_embedding [1, 1, C]: added to the features of an initial
+  // conditioning frame instead of attending to memories. Defined when hasTracker().
+  const at::Tensor& noMemoryEmbedding() const { return noMemoryEmbedding_; }
 
   // Calls a module with inputs named as in the manifest (each cast to its spec's dtype and
   // checked against its spec's shape) and returns the outputs by manifest name, checked the
@@ -46,6 +56,8 @@ class Bundle {
 
  private:
   Bundle() = default;
+  // The tracker block; INTERNAL when the bundle has none.
+  const TrackerSpec& trackerSpec() const;
 
   Manifest manifest_;
   c10::Device device_{c10::kCPU};
@@ -56,6 +68,11 @@ class Bundle {
   torch::jit::Module detector_;
   torch::jit::Module pointDecoder_;
   torch::jit::Module pointDecoderMultimask_;
+  torch::jit::Module memoryAttention_;
+  torch::jit::Module trackerDecoder_;
+  torch::jit::Module trackerDecoderMultimask_;
+  torch::jit::Module memoryEncoder_;
+  at::Tensor noMemoryEmbedding_;
 };
 
 c10::ScalarType scalarTypeOf(const std::string& dtype);

@@ -15,7 +15,7 @@
 #include "executor.h"
 #include "host_memory.h"
 #include "image_pipeline.h"
-#include "rle.h"
+#include "postprocess.h"
 
 namespace sam3 {
 
@@ -24,113 +24,13 @@ namespace {
 // Largest image side accepted (pixels): keeps width * height * 3 far from overflow and the
 // per-mask buffers bounded.
 constexpr int64_t kMaxImageSide = 16384;
-// Upsampled float mask logits processed at once: bounds postprocessing memory for big images.
-constexpr int64_t kMaskChunkBytes = 64ll << 20;
 // Text rows per text encoder call.
 constexpr int64_t kMaxTextBatch = 64;
 
 std::atomic<int64_t> embeddingBytes{0};
 
-int64_t tensorBytes(const at::Tensor& tensor) {
-  return static_cast<int64_t>(tensor.numel()) * static_cast<int64_t>(tensor.element_size());
-}
-
-// A tensor that owns exactly its bytes (outputs can be views into a larger buffer).
-at::Tensor owned(const at::Tensor& tensor) {
-  at::Tensor contiguous = tensor.contiguous();
-  if (contiguous.storage().nbytes() != static_cast<size_t>(tensorBytes(contiguous))) {
-    return contiguous.clone();
-  }
-  return contiguous;
-}
-
 [[noreturn]] void badInput(const std::string& message) {
   throw CoreError(ErrorCode::kBadInput, message);
-}
-
-class StageClock {
- public:
-  explicit StageClock(const Executor& executor) : executor_(executor) {}
-
-  // Ends the current stage (waiting for the device) and adds its time to `stage`.
-  void lap(const char* stage) {
-    executor_.synchronizeDevice();
-    auto now = std::chrono::steady_clock::now();
-    times_[stage] += std::chrono::duration<double, std::milli>(now - start_).count();
-    start_ = now;
-  }
-  const StageTimes& times() const { return times_; }
-
- private:
-  const Executor& executor_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-  StageTimes times_;
-};
-
-// COCO RLE of each mask: logits [K, M, M] are resized bilinearly (align_corners=False, no
-// antialias) to the original height x width and binarized at > 0, exactly as
-// interpolate(logits[None], (H, W), mode="bilinear") > 0. With `bounds`, also each binarized
-// mask's pixel extent. Laps "postprocess" and "rle".
-std::vector<std::string> encodeMasks(const at::Tensor& maskLogits, int64_t H, int64_t W,
-                                     StageClock& clock, std::vector<MaskBounds>* bounds = nullptr) {
-  const int64_t K = maskLogits.size(0), M = maskLogits.size(1);
-  std::vector<std::string> masks(static_cast<size_t>(K));
-  if (bounds != nullptr) bounds->assign(static_cast<size_t>(K), MaskBounds{});
-  auto boundsOf = [&](int64_t k) {
-    return bounds == nullptr ? nullptr : &(*bounds)[static_cast<size_t>(k)];
-  };
-  if (K == 0) return masks;
-  const size_t h = static_cast<size_t>(H), w = static_cast<size_t>(W);
-  if (maskLogits.device().is_cpu()) {
-    // One mask at a time per worker: a full-size plane stays in cache between the resize and
-    // the encoder (about twice as fast as resizing all masks first). Each plane's values
-    // equal those of the batched resize.
-    at::Tensor logits = maskLogits.to(at::kFloat).contiguous();
-    at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
-      c10::InferenceMode inferenceMode;
-      at::Tensor plane = at::empty({1, 1, H, W}, at::kFloat);
-      for (int64_t k = begin; k < end; ++k) {
-        at::upsample_bilinear2d_out(plane, logits[k].view({1, 1, M, M}), {H, W},
-                                    /*align_corners=*/false);
-        masks[static_cast<size_t>(k)] =
-            encodeRlePositiveRowMajor(plane.data_ptr<float>(), h, w, boundsOf(k));
-      }
-    });
-    clock.lap("rle");
-    return masks;
-  }
-  // On an accelerator: resize and binarize there in chunks, bring back column-major bytes.
-  const int64_t perChunk = std::max<int64_t>(1, kMaskChunkBytes / std::max<int64_t>(1, H * W * 4));
-  for (int64_t start = 0; start < K; start += perChunk) {
-    const int64_t n = std::min(perChunk, K - start);
-    at::Tensor logits = maskLogits.narrow(0, start, n).to(at::kFloat).unsqueeze(0);
-    at::Tensor upsampled = at::upsample_bilinear2d(logits, {H, W}, /*align_corners=*/false);
-    // [n, W, H]: each mask's bytes in column-major order, as COCO RLE walks them.
-    at::Tensor columnMajor = upsampled.squeeze(0).gt(0).transpose(1, 2).contiguous().to(at::kCPU);
-    clock.lap("postprocess");
-    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(columnMajor.data_ptr<bool>());
-    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        masks[static_cast<size_t>(start + k)] =
-            encodeRleColumnMajor(bytes + static_cast<size_t>(k) * h * w, h, w, boundsOf(start + k));
-      }
-    });
-    clock.lap("rle");
-  }
-  return masks;
-}
-
-// Normalized cx, cy, w, h of a mask's pixel extent, using pixel edges (a pixel at column x
-// spans x / W .. (x + 1) / W); zeros for an empty mask. In double, as numpy computes the
-// reference's mask_box, then rounded once to float.
-std::array<float, 4> normalizedBox(const MaskBounds& bounds, int64_t H, int64_t W) {
-  if (bounds.empty) return {0, 0, 0, 0};
-  const double x0 = static_cast<double>(bounds.minX) / static_cast<double>(W);
-  const double x1 = static_cast<double>(bounds.maxX + 1) / static_cast<double>(W);
-  const double y0 = static_cast<double>(bounds.minY) / static_cast<double>(H);
-  const double y1 = static_cast<double>(bounds.maxY + 1) / static_cast<double>(H);
-  return {static_cast<float>((x0 + x1) / 2), static_cast<float>((y0 + y1) / 2),
-          static_cast<float>(x1 - x0), static_cast<float>(y1 - y0)};
 }
 
 // Index of the largest value, the first on ties; NaN counts as the largest (torch.argmax).
@@ -200,9 +100,11 @@ struct Engine::Impl {
   std::string device;
   std::shared_ptr<Bundle> bundle;  // executor thread only, after load
   BundleInfo info;                 // written once by load before `done`
+  uint64_t bundleId = 0;           // likewise
 
   mutable std::mutex timesMutex;
   StageTimes lastTimes;
+  std::atomic<int64_t> tasksRun{0};
 
   void recordTimes(const StageTimes& times) {
     std::lock_guard<std::mutex> lock(timesMutex);
@@ -285,13 +187,15 @@ BundleInfo infoOf(const Manifest& m) {
   info.vocabFile = m.text.vocabFile;
   info.torchVersion = m.torchVersion;
   info.transformersVersion = m.transformersVersion;
+  info.videoAvailable = m.tracker.has_value();
   return info;
 }
 
-// Queues `work` (returning T) on the engine's executor and reports its outcome to `done`.
+// Queues `work` (returning T) on the engine's executor and reports its outcome to `done`;
+// counts the task in `tasksRun` before `done` runs.
 template <typename T, typename Work>
-void runOnExecutor(Executor& executor, Done<T> done, Work work) {
-  auto task = [&executor, done, work = std::move(work)]() mutable {
+void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun, Done<T> done, Work work) {
+  auto task = [&executor, &tasksRun, done, work = std::move(work)]() mutable {
     Outcome<T> outcome;
     {
       // Destroyed before `done`: what the work captured (embeddings) is let go of before the
@@ -305,6 +209,8 @@ void runOnExecutor(Executor& executor, Done<T> done, Work work) {
       } catch (...) {
         outcome.error = toCoreError(std::current_exception());
       }
+      // While `running` still holds what keeps the engine (and this counter) alive.
+      ++tasksRun;
     }
     done(std::move(outcome));
   };
@@ -330,25 +236,27 @@ std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::st
     return nullptr;
   }
   Executor& executor = *engine->impl_->executor;
-  runOnExecutor<std::shared_ptr<Engine>>(executor, std::move(done), [engine, bundleDir]() {
-    try {
-      Impl& impl = *engine->impl_;
-      impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device));
-      impl.info = infoOf(impl.bundle->manifest());
-      return engine;
-    } catch (...) {
-      // Nobody will use this engine: let its thread end once this task returns.
-      engine->impl_->executor->close(nullptr);
-      throw;
-    }
-  });
+  runOnExecutor<std::shared_ptr<Engine>>(
+      executor, engine->impl_->tasksRun, std::move(done), [engine, bundleDir]() {
+        try {
+          Impl& impl = *engine->impl_;
+          impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device));
+          impl.info = infoOf(impl.bundle->manifest());
+          impl.bundleId = impl.bundle->id();
+          return engine;
+        } catch (...) {
+          // Nobody will use this engine: let its thread end once this task returns.
+          engine->impl_->executor->close(nullptr);
+          throw;
+        }
+      });
   return engine;
 }
 
 void Engine::encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::shared_ptr<ImageEmbedding>>(
-      *impl_->executor, std::move(done),
+      *impl_->executor, impl_->tasksRun, std::move(done),
       [self, request] { return self->impl_->encodeImage(request); });
 }
 
@@ -356,7 +264,7 @@ void Engine::encodeText(const TextRequest& request,
                         Done<std::vector<std::shared_ptr<TextEmbedding>>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<std::shared_ptr<TextEmbedding>>>(
-      *impl_->executor, std::move(done),
+      *impl_->executor, impl_->tasksRun, std::move(done),
       [self, request] { return self->impl_->encodeText(request); });
 }
 
@@ -364,7 +272,7 @@ void Engine::detect(std::shared_ptr<const ImageEmbedding> image, std::vector<Con
                     double threshold, Done<std::vector<ConceptInstances>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<ConceptInstances>>(
-      *impl_->executor, std::move(done),
+      *impl_->executor, impl_->tasksRun, std::move(done),
       [self, image = std::move(image), queries = std::move(queries), threshold] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->detect(*image, queries, threshold);
@@ -375,12 +283,93 @@ void Engine::segmentPoints(std::shared_ptr<const ImageEmbedding> image,
                            std::vector<PointQuery> queries, Done<std::vector<PointInstance>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<PointInstance>>(
-      *impl_->executor, std::move(done),
+      *impl_->executor, impl_->tasksRun, std::move(done),
       [self, image = std::move(image), queries = std::move(queries)] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->segmentPoints(*image, queries);
       });
 }
+
+std::shared_ptr<TrackerSession> Engine::createTracker(const TrackerOptions& options) {
+  if (!impl_->info.videoAvailable) {
+    badInput(
+        "video is unavailable: the bundle has no tracker modules (bundle format 1); "
+        "export it again with tools/export_sam3.py");
+  }
+  if (options.numFrames < 1 || options.numFrames > kMaxTrackerFrames) {
+    badInput("numFrames must be between 1 and " + std::to_string(kMaxTrackerFrames));
+  }
+  if (options.width < 1 || options.height < 1 || options.width > kMaxImageSide ||
+      options.height > kMaxImageSide) {
+    badInput("width and height must be between 1 and " + std::to_string(kMaxImageSide));
+  }
+  if (options.memoryFrames < 1) badInput("memoryFrames must be at least 1");
+  return std::make_shared<TrackerSession>(impl_->bundleId, options);
+}
+
+namespace {
+
+void checkSession(const std::shared_ptr<TrackerSession>& session, const Bundle& bundle) {
+  if (!session) badInput("tracker session is missing");
+  if (session->bundleId() != bundle.id()) {
+    badInput("the tracker session was created by another engine");
+  }
+}
+
+}  // namespace
+
+void Engine::trackerAddPrompt(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
+                              TrackerPrompt prompt, Done<TrackerFrame> done) {
+  auto self = shared_from_this();
+  runOnExecutor<TrackerFrame>(
+      *impl_->executor, impl_->tasksRun, std::move(done),
+      [self, session = std::move(session), frame, prompt = std::move(prompt)] {
+        Impl& impl = *self->impl_;
+        Bundle& bundle = impl.loadedBundle();
+        checkSession(session, bundle);
+        StageTimes times;
+        TrackerFrame result = session->addPrompt(bundle, *impl.executor, frame, prompt, times);
+        impl.recordTimes(times);
+        return result;
+      });
+}
+
+void Engine::trackerStep(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
+                         int64_t frameIndex, bool reverse, Done<TrackerFrame> done) {
+  auto self = shared_from_this();
+  runOnExecutor<TrackerFrame>(*impl_->executor, impl_->tasksRun, std::move(done),
+                              [self, session = std::move(session), frame, frameIndex, reverse] {
+                                Impl& impl = *self->impl_;
+                                Bundle& bundle = impl.loadedBundle();
+                                checkSession(session, bundle);
+                                StageTimes times;
+                                TrackerFrame result = session->step(bundle, *impl.executor, frame,
+                                                                    frameIndex, reverse, times);
+                                impl.recordTimes(times);
+                                return result;
+                              });
+}
+
+void Engine::trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_t objId,
+                                 Done<bool> done) {
+  auto self = shared_from_this();
+  runOnExecutor<bool>(*impl_->executor, impl_->tasksRun, std::move(done),
+                      [self, session = std::move(session), objId] {
+                        checkSession(session, self->impl_->loadedBundle());
+                        return session->removeObject(objId);
+                      });
+}
+
+void Engine::trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done) {
+  auto self = shared_from_this();
+  runOnExecutor<int64_t>(*impl_->executor, impl_->tasksRun, std::move(done),
+                         [self, session = std::move(session)] {
+                           checkSession(session, self->impl_->loadedBundle());
+                           return session->reset();
+                         });
+}
+
+int64_t Engine::tasksRun() const { return impl_->tasksRun.load(); }
 
 StageTimes Engine::lastStageTimes() const {
   std::lock_guard<std::mutex> lock(impl_->timesMutex);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "tracker.h"
 
 namespace sam3 {
 
@@ -39,6 +40,8 @@ struct BundleInfo {
   std::string vocabFile;  // file name inside the bundle directory
   std::string torchVersion;
   std::string transformersVersion;
+  // The bundle carries the video tracker modules (format 2): createTracker works.
+  bool videoAvailable = false;
 };
 
 // Either a value or the error that replaced it.
@@ -144,8 +147,9 @@ struct PointInstance {
 };
 
 // Milliseconds per stage of the most recent calls: preprocess, vision_encoder, text_encoder,
-// detector, point_decoder, postprocess (scores, sorting, boxes; on accelerators also the mask
-// resize), rle (mask encoding and mask boxes; on CPU fused with each mask's resize).
+// detector, point_decoder, memory_attention, tracker_decoder, memory_encoder, postprocess
+// (scores, sorting, boxes; on accelerators also the mask resize), rle (mask encoding and mask
+// boxes; on CPU fused with each mask's resize).
 using StageTimes = std::map<std::string, double>;
 
 // The most queries one detector call takes; more are split into several calls.
@@ -185,6 +189,23 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // click and no box, more than kMaxClicksPerQuery clicks, or another engine's embedding.
   void segmentPoints(std::shared_ptr<const ImageEmbedding> image, std::vector<PointQuery> queries,
                      Done<std::vector<PointInstance>> done);
+
+  // A video tracking session on this engine (synchronous: it only allocates the session).
+  // BAD_INPUT for numFrames outside 1..kMaxTrackerFrames, sides outside 1..16384,
+  // memoryFrames < 1, or a bundle without tracker modules.
+  std::shared_ptr<TrackerSession> createTracker(const TrackerOptions& options);
+  // Each one executor task; a session's tasks run in submission order. A released session
+  // fails with SESSION_CLOSED; bad arguments with BAD_INPUT naming the field (frameIndex
+  // outside the video, labels other than 0/1, non-finite numbers, more than
+  // kMaxTrackerClicks clicks, a box with clearOld false, neither click nor box).
+  void trackerAddPrompt(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
+                        TrackerPrompt prompt, Done<TrackerFrame> done);
+  void trackerStep(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
+                   int64_t frameIndex, bool reverse, Done<TrackerFrame> done);
+  void trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_t objId, Done<bool> done);
+  void trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done);
+  // Executor tasks completed so far (failed ones included): tests count frames computed.
+  int64_t tasksRun() const;
 
   StageTimes lastStageTimes() const;
 

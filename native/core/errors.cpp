@@ -19,6 +19,8 @@ const char* errorCodeName(ErrorCode code) {
       return "DEVICE_UNAVAILABLE";
     case ErrorCode::kEngineClosed:
       return "ENGINE_CLOSED";
+    case ErrorCode::kSessionClosed:
+      return "SESSION_CLOSED";
     case ErrorCode::kInternal:
       return "INTERNAL";
   }

@@ -14,6 +14,7 @@ enum class ErrorCode {
   kDeviceOom,          // the device (or host) ran out of memory; the engine stays usable
   kDeviceUnavailable,  // e.g. cuda:3 on a machine with one GPU
   kEngineClosed,       // the engine was closed before the call ran
+  kSessionClosed,      // the video tracker session was released before the call ran
   kInternal,           // anything else: a bug in the bundle or in this code
 };
 

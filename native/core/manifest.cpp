@@ -19,6 +19,15 @@ const std::array<const char*, 5> kPointDecoderInputs = {"tracker_fpn_0", "tracke
                                                         "tracker_fpn_2", "points", "point_labels"};
 const std::array<const char*, 3> kPointDecoderOutputs = {"mask_logits", "iou_scores",
                                                          "object_score_logits"};
+const std::array<const char*, 7> kMemoryAttentionInputs = {
+    "current",  "memory",          "memory_tpos",  "memory_valid",
+    "pointers", "pointer_offsets", "pointer_valid"};
+const std::array<const char*, 5> kTrackerDecoderInputs = {
+    "conditioned", "tracker_fpn_0", "tracker_fpn_1", "points", "point_labels"};
+const std::array<const char*, 5> kTrackerDecoderOutputs = {
+    "low_res_masks", "high_res_masks", "object_pointer", "object_score_logits", "iou_scores"};
+const std::array<const char*, 4> kMemoryEncoderInputs = {"current", "high_res_masks",
+                                                         "object_score_logits", "binarize"};
 
 int ModuleSpec::inputIndex(const std::string& name) const {
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -230,6 +239,125 @@ void validatePointDecoder(const ModuleSpec& decoder, const std::string& name, in
   requireDim(iou, 2, K, outputsPath);
 }
 
+// A spec's shape, rank and fixed sizes: `dims` holds one size per dimension, -1 for a
+// dimension bound at call time (it may then be a symbol or a number).
+void requireShape(const std::vector<TensorSpec>& specs, const std::string& name,
+                  const std::vector<int64_t>& dims, const std::string& path) {
+  const TensorSpec& spec = specNamed(specs, name);
+  if (spec.shape.size() != dims.size()) {
+    invalid(path, name + " is " + std::to_string(dims.size()) + "-D");
+  }
+  for (size_t d = 0; d < dims.size(); ++d) {
+    if (dims[d] >= 0) requireDim(spec, d, dims[d], path);
+  }
+}
+
+void requireDtype(const std::vector<TensorSpec>& specs, const std::string& name,
+                  const std::string& dtype, const std::string& path) {
+  if (specNamed(specs, name).dtype != dtype) invalid(path, name + " must be " + dtype);
+}
+
+// The `tracker` block and its four modules (docs/video-internals.md section 1).
+TrackerSpec trackerSpec(const json::Value& root, const json::Value& modules, const Manifest& m) {
+  const json::Value& block = objectField(root, "", "tracker");
+  TrackerSpec t;
+  t.memDim = positiveField(block, "tracker", "mem_dim");
+  t.numMaskmem = positiveField(block, "tracker", "num_maskmem");
+  t.maxCondFramesInAttn = positiveField(block, "tracker", "max_cond_frames_in_attn");
+  t.maxObjectPointers = positiveField(block, "tracker", "max_object_pointers");
+  t.memorySlots = positiveField(block, "tracker", "memory_slots");
+  t.pointerSlots = positiveField(block, "tracker", "pointer_slots");
+  t.multimaskOutputInSam = boolField(block, "tracker", "multimask_output_in_sam");
+  t.multimaskMinPtNum = intField(block, "tracker", "multimask_min_pt_num");
+  t.multimaskMaxPtNum = intField(block, "tracker", "multimask_max_pt_num");
+  t.multimaskOutputForTracking = boolField(block, "tracker", "multimask_output_for_tracking");
+  if (t.memorySlots < t.maxCondFramesInAttn + t.numMaskmem - 1) {
+    invalid("tracker.memory_slots", "must hold max_cond_frames_in_attn + num_maskmem - 1 frames");
+  }
+  // Every previous frame a pointer can come from, plus at least one conditioning frame.
+  if (t.pointerSlots < t.maxObjectPointers) {
+    invalid("tracker.pointer_slots", "must be at least max_object_pointers");
+  }
+  t.memoryAttention = moduleSpec(modules, "memory_attention");
+  t.decoder = moduleSpec(modules, "tracker_decoder");
+  t.decoderMultimask = moduleSpec(modules, "tracker_decoder_multimask");
+  t.memoryEncoder = moduleSpec(modules, "memory_encoder");
+
+  const TensorSpec& level2 = specNamed(m.visionEncoder.outputs, "tracker_fpn_2");
+  if (level2.shape[1].isSymbolic()) {
+    invalid("modules.vision_encoder.outputs", "tracker_fpn_2 needs a fixed width");
+  }
+  t.hiddenSize = level2.shape[1].size;
+  const int64_t C = t.hiddenSize, G = m.featureSize, R = m.resolution, M = t.memDim;
+  const int64_t NS = t.memorySlots, NP = t.pointerSlots;
+  if (C % M != 0 || C <= M) {
+    invalid("tracker.mem_dim", "the tracker width must be a multiple of mem_dim above it");
+  }
+
+  std::string path = "modules.memory_attention.inputs";
+  const ModuleSpec& attention = t.memoryAttention;
+  requireNames(attention.inputs, kMemoryAttentionInputs, path, true);
+  requireShape(attention.inputs, "current", {1, C, G, G}, path);
+  requireShape(attention.inputs, "memory", {-1, NS, G * G, M}, path);
+  requireShape(attention.inputs, "memory_tpos", {-1, NS}, path);
+  requireDtype(attention.inputs, "memory_tpos", "int64", path);
+  requireShape(attention.inputs, "memory_valid", {-1, NS}, path);
+  requireShape(attention.inputs, "pointers", {-1, NP, C}, path);
+  requireShape(attention.inputs, "pointer_offsets", {-1, NP}, path);
+  requireShape(attention.inputs, "pointer_valid", {-1, NP}, path);
+  // A symbolic slot dimension (NS <= memory_slots, NP <= pointer_slots per call) must be so in
+  // every input that has it.
+  auto flexible = [&](std::array<const char*, 3> names) {
+    const bool symbolic = specNamed(attention.inputs, names[0]).shape[1].isSymbolic();
+    for (const char* name : names) {
+      if (specNamed(attention.inputs, name).shape[1].isSymbolic() != symbolic) {
+        invalid(path, std::string(names[0]) + ", " + names[1] + " and " + names[2] +
+                          " must agree on the slot dimension");
+      }
+    }
+    return symbolic;
+  };
+  t.memorySlotsFlexible = flexible({"memory", "memory_tpos", "memory_valid"});
+  t.pointerSlotsFlexible = flexible({"pointers", "pointer_offsets", "pointer_valid"});
+  path = "modules.memory_attention.outputs";
+  requireNames(attention.outputs, std::array<const char*, 1>{"conditioned"}, path, true);
+  requireShape(attention.outputs, "conditioned", {-1, C, G, G}, path);
+
+  for (const auto& [decoder, name] :
+       {std::pair<const ModuleSpec*, std::string>{&t.decoder, "tracker_decoder"},
+        std::pair<const ModuleSpec*, std::string>{&t.decoderMultimask,
+                                                  "tracker_decoder_multimask"}}) {
+    path = "modules." + name + ".inputs";
+    requireNames(decoder->inputs, kTrackerDecoderInputs, path, true);
+    requireShape(decoder->inputs, "conditioned", {-1, C, G, G}, path);
+    requireShape(decoder->inputs, "tracker_fpn_0", {1, -1, 4 * G, 4 * G}, path);
+    requireShape(decoder->inputs, "tracker_fpn_1", {1, -1, 2 * G, 2 * G}, path);
+    requireShape(decoder->inputs, "points", {-1, 1, -1, 2}, path);
+    requireShape(decoder->inputs, "point_labels", {-1, 1, -1}, path);
+    requireDtype(decoder->inputs, "point_labels", "int64", path);
+    path = "modules." + name + ".outputs";
+    requireNames(decoder->outputs, kTrackerDecoderOutputs, path, false);
+    requireShape(decoder->outputs, "low_res_masks", {-1, 1, 4 * G, 4 * G}, path);
+    requireShape(decoder->outputs, "high_res_masks", {-1, 1, R, R}, path);
+    requireShape(decoder->outputs, "object_pointer", {-1, C}, path);
+    requireShape(decoder->outputs, "object_score_logits", {-1, 1}, path);
+    requireShape(decoder->outputs, "iou_scores", {-1, 1}, path);
+  }
+
+  path = "modules.memory_encoder.inputs";
+  const ModuleSpec& encoder = t.memoryEncoder;
+  requireNames(encoder.inputs, kMemoryEncoderInputs, path, true);
+  requireShape(encoder.inputs, "current", {1, C, G, G}, path);
+  requireShape(encoder.inputs, "high_res_masks", {-1, 1, R, R}, path);
+  requireShape(encoder.inputs, "object_score_logits", {-1, 1}, path);
+  requireShape(encoder.inputs, "binarize", {1}, path);
+  path = "modules.memory_encoder.outputs";
+  requireNames(encoder.outputs, std::array<const char*, 1>{"memory"}, path, true);
+  requireShape(encoder.outputs, "memory", {-1, G * G, M}, path);
+  requireDtype(encoder.outputs, "memory", "bfloat16", path);
+  return t;
+}
+
 }  // namespace
 
 Manifest parseManifest(const std::string& text) {
@@ -245,9 +373,10 @@ Manifest parseManifest(const std::string& text) {
   if (stringField(root, "", "format") != "sam3-bundle")
     invalid("format", "expected \"sam3-bundle\"");
   m.formatVersion = intField(root, "", "format_version");
-  if (m.formatVersion != 1) {
-    invalid("format_version",
-            "unsupported version " + std::to_string(m.formatVersion) + " (this build reads 1)");
+  // Version 2 adds the optional video tracker; images read the same fields in both.
+  if (m.formatVersion != 1 && m.formatVersion != 2) {
+    invalid("format_version", "unsupported version " + std::to_string(m.formatVersion) +
+                                  " (this build reads 1 and 2)");
   }
 
   const json::Value& model = objectField(root, "", "model");
@@ -348,6 +477,9 @@ Manifest parseManifest(const std::string& text) {
 
   validatePointDecoder(m.pointDecoder, "point_decoder", 1, m);
   validatePointDecoder(m.pointDecoderMultimask, "point_decoder_multimask", 3, m);
+  if (m.formatVersion >= 2 && root.find("tracker") != nullptr) {
+    m.tracker = trackerSpec(root, modules, m);
+  }
   return m;
 }
 

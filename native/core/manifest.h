@@ -42,6 +42,29 @@ struct TextSpec {
   int64_t padId = 0;
 };
 
+// The video tracker's configuration (manifest `tracker` block, bundle format 2) and its
+// modules (docs/video-internals.md section 1).
+struct TrackerSpec {
+  int64_t hiddenSize = 0;  // C: width of tracker_fpn_2 and of the object pointers
+  int64_t memDim = 0;      // M: width of a spatial memory token
+  int64_t numMaskmem = 0;  // spatial memories: conditioning frames + the num_maskmem - 1 previous
+  int64_t maxCondFramesInAttn = 0;
+  int64_t maxObjectPointers = 0;
+  int64_t memorySlots = 0;   // NS: memory frames one memory_attention call takes (at most)
+  int64_t pointerSlots = 0;  // NP: object pointers one memory_attention call takes (at most)
+  // The module's slot dimension is symbolic: a call may pass fewer slots than the maximum.
+  bool memorySlotsFlexible = false;
+  bool pointerSlotsFlexible = false;
+  bool multimaskOutputInSam = true;
+  int64_t multimaskMinPtNum = 0;
+  int64_t multimaskMaxPtNum = 1;
+  bool multimaskOutputForTracking = true;
+  ModuleSpec memoryAttention;
+  ModuleSpec decoder;           // one mask (stability fallback inside)
+  ModuleSpec decoderMultimask;  // three masks, the best predicted IoU wins inside
+  ModuleSpec memoryEncoder;
+};
+
 struct Manifest {
   int64_t formatVersion = 0;
   std::string modelId;
@@ -68,6 +91,8 @@ struct Manifest {
   // Interactive decoding on the tracker features: K = 1 and K = 3 masks.
   ModuleSpec pointDecoder;
   ModuleSpec pointDecoderMultimask;
+  // Present when the bundle carries the video tracker (format 2); images work without it.
+  std::optional<TrackerSpec> tracker;
 };
 
 // Names the modules must expose (docs/bundle-format.md, "Module signatures").
@@ -76,6 +101,10 @@ extern const std::array<const char*, 7> kDetectorInputs;
 extern const std::array<const char*, 4> kDetectorOutputs;
 extern const std::array<const char*, 5> kPointDecoderInputs;
 extern const std::array<const char*, 3> kPointDecoderOutputs;
+extern const std::array<const char*, 7> kMemoryAttentionInputs;
+extern const std::array<const char*, 5> kTrackerDecoderInputs;
+extern const std::array<const char*, 5> kTrackerDecoderOutputs;
+extern const std::array<const char*, 4> kMemoryEncoderInputs;
 
 // Parses and validates manifest.json text. Throws CoreError(MODEL_LOAD) naming the offending
 // field (e.g. "manifest.json: modules.detector.inputs[3].shape: expected an array").

@@ -1,5 +1,6 @@
 /**
- * Reads and validates `<bundle>/manifest.json` (docs/bundle-format.md, format version 1).
+ * Reads and validates `<bundle>/manifest.json` (docs/bundle-format.md): format version 1
+ * (images), or 2 (images plus the video tracker modules, docs/video-internals.md section 1).
  *
  * Only the fields TypeScript uses are checked here (model identity, resolution, text
  * settings); native/core validates the module signatures when it loads the bundle. Other
@@ -10,7 +11,8 @@ import path from 'node:path';
 import Ajv2020, { type ErrorObject, type JSONSchemaType } from 'ajv/dist/2020';
 
 export const MANIFEST_FILE = 'manifest.json';
-export const SUPPORTED_FORMAT_VERSION = 1;
+/** Format versions this server reads; whether video is served is the engine's call (info). */
+export const SUPPORTED_FORMAT_VERSIONS = [1, 2];
 
 export interface BundleManifest {
   format: 'sam3-bundle';
@@ -53,7 +55,7 @@ const manifestSchema: JSONSchemaType<BundleManifest> = {
   required: ['format', 'format_version', 'model', 'dtype', 'resolution', 'num_queries', 'text'],
   properties: {
     format: { type: 'string', const: 'sam3-bundle' },
-    format_version: { type: 'integer', const: SUPPORTED_FORMAT_VERSION },
+    format_version: { type: 'integer', enum: SUPPORTED_FORMAT_VERSIONS },
     model: {
       type: 'object',
       required: ['id', 'random_weights', 'checksum'],

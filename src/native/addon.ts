@@ -19,9 +19,13 @@ import type {
   NativeEngine,
   NativeImageEmbedding,
   NativeTextEmbedding,
+  NativeTracker,
   PointInstance,
   PointQuery,
   StageTimes,
+  TrackerFrame,
+  TrackerOptions,
+  TrackerPrompt,
 } from './types';
 
 const BUILD_HINT =
@@ -48,6 +52,51 @@ function repositoryRoot(): string {
 /** Where `npm run build:native` puts the addon. */
 export function addonPath(): string {
   return path.join(repositoryRoot(), 'build', 'Release', 'sam3.node');
+}
+
+/** Runs a synchronous addon call, converting what it throws into a NativeError. */
+function callNativeSync<T>(call: () => T): T {
+  try {
+    return call();
+  } catch (error) {
+    throw toNativeError(error);
+  }
+}
+
+class Tracker implements NativeTracker {
+  constructor(private readonly native: NativeTracker) {}
+
+  addPrompt(rgb: Buffer, prompt: TrackerPrompt): Promise<TrackerFrame> {
+    return callNative(() => this.native.addPrompt(rgb, prompt));
+  }
+
+  step(rgb: Buffer, frameIndex: number, reverse: boolean): Promise<TrackerFrame> {
+    return callNative(() => this.native.step(rgb, frameIndex, reverse));
+  }
+
+  removeObject(objId: number): Promise<boolean> {
+    return callNative(() => this.native.removeObject(objId));
+  }
+
+  reset(): Promise<number> {
+    return callNative(() => this.native.reset());
+  }
+
+  objectIds(): number[] {
+    return this.native.objectIds();
+  }
+
+  promptFrames(): number[] {
+    return this.native.promptFrames();
+  }
+
+  byteSize(): number {
+    return this.native.byteSize();
+  }
+
+  release(): void {
+    this.native.release();
+  }
 }
 
 class Engine implements NativeEngine {
@@ -81,6 +130,14 @@ class Engine implements NativeEngine {
     return callNative(() => this.native.segmentPoints(image, queries));
   }
 
+  createTracker(options: TrackerOptions): NativeTracker {
+    return new Tracker(callNativeSync(() => this.native.createTracker(options)));
+  }
+
+  tasksRun(): number {
+    return this.native.tasksRun();
+  }
+
   lastStageTimes(): StageTimes {
     return this.native.lastStageTimes();
   }
@@ -96,13 +153,9 @@ function wrap(native: NativeAddon): NativeAddon {
       load: async (options: EngineOptions): Promise<NativeEngine> =>
         new Engine(await callNative(() => native.Engine.load(options))),
     }),
-    encodeRle(mask: Uint8Array, height: number, width: number): string {
-      try {
-        return native.encodeRle(mask, height, width);
-      } catch (error) {
-        throw toNativeError(error);
-      }
-    },
+    encodeRle: (mask: Uint8Array, height: number, width: number): string =>
+      callNativeSync(() => native.encodeRle(mask, height, width)),
+    liveTrackerBytes: () => native.liveTrackerBytes(),
     shutdown: () => native.shutdown(),
     runtimeInfo: () => native.runtimeInfo(),
   });

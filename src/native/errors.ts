@@ -11,6 +11,7 @@ const NATIVE_ERROR_CODES: ReadonlySet<string> = new Set<NativeErrorCode>([
   'DEVICE_OOM',
   'DEVICE_UNAVAILABLE',
   'ENGINE_CLOSED',
+  'SESSION_CLOSED',
   'INTERNAL',
 ]);
 

@@ -13,6 +13,7 @@ export type NativeErrorCode =
   | 'DEVICE_OOM' // the device ran out of memory; the engine stays usable
   | 'DEVICE_UNAVAILABLE' // e.g. cuda:3 on a machine with one GPU
   | 'ENGINE_CLOSED' // the engine was closed before or while the call ran
+  | 'SESSION_CLOSED' // the video tracker was released before the call ran
   | 'INTERNAL'; // anything else (a bug): logged, mapped to 500
 
 export interface EngineOptions {
@@ -53,6 +54,8 @@ export interface BundleInfo {
   vocabFile: string;
   torchVersion: string;
   transformersVersion: string;
+  /** The bundle carries the video tracker modules (format 2): createTracker works. */
+  videoAvailable: boolean;
 }
 
 /** Image features computed once by encodeImage; owned by C++ (device memory). */
@@ -135,6 +138,87 @@ export interface StageTimes {
   [stage: string]: number;
 }
 
+/** A video tracking session's fixed facts (docs/video-internals.md section 5). */
+export interface TrackerOptions {
+  /** T: frame indices are 0 .. T - 1. */
+  numFrames: number;
+  /** Original frame size in pixels: every frame's size and the size masks are returned at. */
+  width: number;
+  height: number;
+  /** Non-conditioning frames kept per object; the least recently written is evicted first. */
+  memoryFrames: number;
+}
+
+/** Clicks and an optional box for one object on one frame (the reference's add_point_inputs). */
+export interface TrackerPrompt {
+  frameIndex: number;
+  /** Allocated by the TypeScript session (1, 2, ...); a new id appends an object. */
+  objId: number;
+  /** 2 numbers per click: x, y normalized to [0, 1]. */
+  points: number[];
+  /** One per click: 1 positive, 0 negative. */
+  pointLabels: number[];
+  /** cx, cy, w, h normalized, or null. The decoder sees it as two corners before the clicks. */
+  box: number[] | null;
+  /**
+   * Replace this object's earlier inputs on this frame (else the clicks are appended to them).
+   * A box requires true (it must come before every click of the frame).
+   */
+  clearOld: boolean;
+}
+
+export interface TrackedObject {
+  objId: number;
+  /** The object score logit is > 0. */
+  present: boolean;
+  /** Predicted IoU of the chosen mask. */
+  score: number;
+  /** Bounds of the binarized mask: cx, cy, w, h normalized; zeros when empty. */
+  box: [number, number, number, number];
+  /** COCO RLE counts at the tracker's width x height. */
+  mask: string;
+}
+
+export interface TrackerFrame {
+  frameIndex: number;
+  /** Every object, in creation order. */
+  objects: TrackedObject[];
+}
+
+/**
+ * One video's tracking state on an engine: a port of transformers' Sam3TrackerVideoModel
+ * (memory bank, object pointers, conditioning frames). Each promise-returning call is one
+ * task on the engine's executor thread; a tracker's tasks run in submission order. Bad input
+ * rejects with BAD_INPUT naming the field; calls after release() reject with SESSION_CLOSED.
+ */
+export interface NativeTracker {
+  /**
+   * Adds the prompt (as the reference's add_point_inputs), then runs the frame for every
+   * object (forward, not reverse). rgb: width * height * 3 bytes, the frame's pixels, read in
+   * place until the promise settles. BAD_INPUT: frameIndex outside the video, labels other
+   * than 0/1, non-finite numbers, more than 64 clicks on the frame, a box that is not 4
+   * numbers or comes with clearOld false, neither click nor box, a wrong rgb size.
+   */
+  addPrompt(rgb: Buffer, prompt: TrackerPrompt): Promise<TrackerFrame>;
+  /**
+   * Runs one frame for every object (the reference's forward(frameIndex, reverse)): an
+   * object's prompt frames reuse their outputs; other frames attend to its memories.
+   */
+  step(rgb: Buffer, frameIndex: number, reverse: boolean): Promise<TrackerFrame>;
+  /** Forgets an object; false when there is no such object. */
+  removeObject(objId: number): Promise<boolean>;
+  /** Forgets every object; resolves with how many there were. */
+  reset(): Promise<number>;
+  /** As of the last completed call, in creation order. */
+  objectIds(): number[];
+  /** Frames holding a conditioning (prompt) output of any object, ascending. */
+  promptFrames(): number[];
+  /** Exact bytes of the tensors held (as of the last completed call; 0 after release). */
+  byteSize(): number;
+  /** Frees everything now (or when the running call ends). Idempotent. */
+  release(): void;
+}
+
 export interface NativeEngine {
   readonly info: BundleInfo;
   readonly device: string;
@@ -167,7 +251,16 @@ export interface NativeEngine {
    * numbers, neither a click nor a box, more than 64 clicks, a released embedding.
    */
   segmentPoints(image: NativeImageEmbedding, queries: PointQuery[]): Promise<PointInstance[]>;
-  /** Stage times of the most recent encodeImage/encodeText/detect/segmentPoints on this engine. */
+  /**
+   * A video tracking session (synchronous). Throws NativeError BAD_INPUT when the bundle has
+   * no tracker modules (info.videoAvailable false) or an option is out of range (numFrames
+   * 1..10^7, sides 1..16384, memoryFrames >= 1).
+   */
+  createTracker(options: TrackerOptions): NativeTracker;
+  /** Executor tasks completed on this engine so far, failed ones included. */
+  tasksRun(): number;
+  /** Stage times of the most recent calls on this engine (tracker calls add memory_attention,
+   * tracker_decoder and memory_encoder). */
   lastStageTimes(): StageTimes;
   /** Stops the executor after the queued work; later calls reject with ENGINE_CLOSED. */
   close(): Promise<void>;
@@ -189,6 +282,8 @@ export interface NativeAddon {
    * process 'exit', since exiting under a running model call crashes in LibTorch's teardown.
    */
   shutdown(): void;
+  /** Bytes held by all video trackers of the process not yet released (leak checks). */
+  liveTrackerBytes(): number;
   /** Version strings of the linked LibTorch and whether CUDA is usable. */
   runtimeInfo(): {
     torchVersion: string;

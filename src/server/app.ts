@@ -24,14 +24,26 @@ import { requestRateLimit } from './rate-limit';
 import { accessLog, requestContext } from './request-context';
 import { imageRoutes } from './routes/image';
 import { infoRoutes } from './routes/info';
+import { videoRoutes } from './routes/video';
 import { visualizationRoutes } from './routes/visualizations';
 import {
   cachedFeaturesRequestSchema,
+  gpuIdsFieldSchema,
+  propagateRequestSchema,
   segmentRequestSchema,
+  startSessionFieldsSchema,
+  startSessionRequestSchema,
+  videoPromptRequestSchema,
   type CachedFeaturesRequestBody,
+  type GpuId,
+  type PropagateRequestBody,
   type SegmentRequestBody,
+  type StartSessionFormFields,
+  type StartSessionRequestBody,
+  type VideoPromptRequestBody,
 } from './schemas';
 import { compileValidator, createAjv } from './validation';
+import type { PropagationSockets } from './ws';
 
 export interface AppDependencies {
   config: Readonly<Config>;
@@ -39,8 +51,8 @@ export interface AppDependencies {
   logger: Logger;
   /** return_visualization PNGs (init() already awaited). */
   visualizations: VisualizationStore;
-  /** Open video sessions, for /health (0 until video sessions exist). */
-  sessionCount?: () => number;
+  /** The WebSocket propagation endpoint; without it /ws/propagate/{id} is a 404. */
+  webSockets?: PropagationSockets;
 }
 
 const BYTES_PER_MB = 1024 * 1024;
@@ -66,10 +78,21 @@ export function createApp(deps: AppDependencies): Express {
     ajv,
     cachedSchema,
   );
+  const startSchema = startSessionRequestSchema(maxJsonBodyBytes);
+  const propagateSchema = propagateRequestSchema({ stream: true });
   const openApi = buildOpenApiDocument({
     version: packageInfo.version,
     segmentRequestSchema: requestSchema,
     cachedFeaturesRequestSchema: cachedSchema,
+    startSessionRequestSchema: startSchema,
+    propagateRequestSchema: propagateSchema,
+    limits: {
+      maxUploadSizeMb: config.maxUploadSizeMb,
+      wsMaxBufferedMb: config.wsMaxBufferedMb,
+      maxConcurrentSessions: config.maxConcurrentSessions,
+      maxObjects: config.videoMaxObjects,
+      sessionTimeoutSeconds: config.sessionTimeoutSeconds,
+    },
   });
 
   const app = express();
@@ -113,7 +136,6 @@ export function createApp(deps: AppDependencies): Express {
       packageInfo,
       openApi,
       docsHtml: renderDocsPage(openApi),
-      sessionCount: deps.sessionCount ?? (() => 0),
     }),
   );
   app.use(
@@ -126,6 +148,18 @@ export function createApp(deps: AppDependencies): Express {
     }),
   );
   app.use(visualizationRoutes({ store: deps.visualizations }));
+  app.use(
+    videoRoutes({
+      config,
+      engineState,
+      validateStart: compileValidator<StartSessionRequestBody>(ajv, startSchema),
+      validateStartFields: compileValidator<StartSessionFormFields>(ajv, startSessionFieldsSchema),
+      validateGpuIds: compileValidator<{ gpu_ids: GpuId[] }>(ajv, gpuIdsFieldSchema),
+      validatePrompt: compileValidator<VideoPromptRequestBody>(ajv, videoPromptRequestSchema),
+      validatePropagate: compileValidator<PropagateRequestBody>(ajv, propagateSchema),
+    }),
+  );
+  if (deps.webSockets !== undefined) app.use(deps.webSockets.routes());
 
   app.use(notFound);
   app.use(errorHandler(logger));

@@ -140,6 +140,22 @@ function renderOperation(path: string, method: string, operation: Schema): strin
   if (typeof operation.description === 'string') {
     parts.push(`<p>${escapeHtml(operation.description)}</p>`);
   }
+  const parameters = Array.isArray(operation.parameters) ? operation.parameters.map(asSchema) : [];
+  if (parameters.length > 0) {
+    parts.push('<h4>Parameters</h4><table><thead><tr><th>name</th><th>in</th><th>type</th>');
+    parts.push('<th>constraints</th><th>description</th></tr></thead><tbody>');
+    for (const parameter of parameters) {
+      const schema = asSchema(parameter.schema);
+      parts.push(
+        `<tr><td><code>${escapeHtml(String(parameter.name ?? ''))}</code></td>` +
+          `<td>${escapeHtml(String(parameter.in ?? ''))}</td>` +
+          `<td>${escapeHtml(describeType(schema))}</td>` +
+          `<td>${escapeHtml(describeConstraints(schema))}</td>` +
+          `<td>${escapeHtml(String(parameter.description ?? ''))}</td></tr>`,
+      );
+    }
+    parts.push('</tbody></table>');
+  }
   const requestContent = asSchema(asSchema(asSchema(operation.requestBody).content));
   for (const [mediaType, media] of Object.entries(requestContent)) {
     const mediaObject = asSchema(media);

@@ -1,16 +1,17 @@
 /**
- * The image model's lifecycle as the HTTP layer sees it: loading -> ready | failed, then
- * stopping on shutdown (or disabled by IMAGE_MODEL_ENABLED=false). The server listens before
- * the model is loaded, so /health can answer "loading" while the bundle loads.
+ * The model lifecycle as the HTTP layer sees it: the engine's Models (src/engine/models.ts)
+ * mapped to what clients are told: the public model summary, 503 answers while the image model
+ * or video sessions cannot serve, and the overall health. The server listens before the model
+ * is loaded, so /health can answer "loading" while the bundle loads.
  */
-import type { Config } from '../config';
-import { readBundleManifest, type BundleManifest } from '../engine/bundle-manifest';
-import { Segmenter } from '../engine/segmenter';
-import type { Logger } from '../logging';
-import type { NativeAddon } from '../native/types';
+import type { BundleManifest } from '../engine/bundle-manifest';
+import type { ComponentStatus, DeviceState, Models } from '../engine/models';
+import type { Segmenter } from '../engine/segmenter';
+import type { VideoSessions } from '../engine/video/sessions';
 import { ApiError, RETRY_AFTER_SECONDS } from './errors';
 
-export type EngineStatus = 'loading' | 'ready' | 'failed' | 'disabled' | 'stopping';
+export type EngineStatus = ComponentStatus;
+export type HealthStatus = 'ok' | 'loading' | 'degraded';
 
 /** The public description of the bundle (never a path). */
 export interface ModelSummary {
@@ -22,9 +23,7 @@ export interface ModelSummary {
   dtype: string;
 }
 
-export const RANDOM_WEIGHTS_WARNING =
-  'This server runs a RANDOM-WEIGHT test bundle: its masks, boxes and scores are meaningless. ' +
-  'Export the real SAM3 checkpoint with tools/export_sam3.py for real results.';
+export { RANDOM_WEIGHTS_WARNING } from '../engine/models';
 
 export function summarizeManifest(manifest: BundleManifest): ModelSummary {
   return {
@@ -37,129 +36,112 @@ export function summarizeManifest(manifest: BundleManifest): ModelSummary {
   };
 }
 
+const RETRY = { 'Retry-After': String(RETRY_AFTER_SECONDS) };
+
 export class EngineState {
-  private currentStatus: EngineStatus = 'loading';
-  private currentSegmenter: Segmenter | null = null;
-  private currentModel: ModelSummary | null = null;
+  constructor(readonly models: Models) {}
 
-  constructor(
-    /** The device the image model runs on ("cpu" or "cuda:N"). */
-    readonly device: string,
-  ) {}
-
+  /** The image model's state (what the image routes depend on). */
   get status(): EngineStatus {
-    return this.currentStatus;
+    return this.models.imageStatus;
   }
 
-  /** Known once the manifest has been read (also while the engine itself still loads). */
+  get videoStatus(): EngineStatus {
+    return this.models.videoStatus;
+  }
+
+  /** The device the image model runs on ("cpu" or "cuda:N"). */
+  get device(): string {
+    return this.models.imageDevice;
+  }
+
+  /** Known once the manifest has been read (also while the engines still load). */
   get model(): ModelSummary | null {
-    return this.currentModel;
+    const manifest = this.models.manifest;
+    return manifest === null ? null : summarizeManifest(manifest);
   }
 
   get segmenter(): Segmenter | null {
-    return this.currentSegmenter;
+    return this.models.segmenter;
   }
 
-  setModel(model: ModelSummary): void {
-    this.currentModel = model;
+  get stopping(): boolean {
+    return this.models.imageStatus === 'stopping';
   }
 
-  markReady(segmenter: Segmenter): void {
-    if (this.currentStatus === 'stopping') return;
-    this.currentSegmenter = segmenter;
-    this.currentStatus = 'ready';
+  devices(): DeviceState[] {
+    return this.models.devices();
   }
 
-  markFailed(): void {
-    if (this.currentStatus === 'stopping') return;
-    this.currentStatus = 'failed';
+  sessionCount(): number {
+    return this.models.sessionCount();
   }
 
-  markDisabled(): void {
-    this.currentStatus = 'disabled';
+  /**
+   * ok when every enabled part serves (video `unavailable` for a bundle without tracker modules
+   * is not a fault), loading while a part loads, degraded when one failed or on shutdown.
+   */
+  health(): HealthStatus {
+    const parts = [this.models.imageStatus, this.models.videoStatus];
+    if (parts.includes('stopping') || parts.includes('failed')) return 'degraded';
+    if (parts.includes('loading')) return 'loading';
+    return 'ok';
   }
 
-  /** New requests are refused from now on (app.ts); admitted ones still get the segmenter. */
   markStopping(): void {
-    this.currentStatus = 'stopping';
+    this.models.markStopping();
   }
 
   /** The segmenter, or 503 not_ready (with Retry-After where waiting can help). */
   requireSegmenter(): Segmenter {
-    switch (this.currentStatus) {
+    const segmenter = this.models.segmenter;
+    switch (this.models.imageStatus) {
       case 'ready':
-        if (this.currentSegmenter !== null) return this.currentSegmenter;
+        if (segmenter !== null) return segmenter;
         break;
       case 'loading':
-        throw new ApiError('not_ready', 'the model is still loading; retry shortly', {
-          'Retry-After': String(RETRY_AFTER_SECONDS),
-        });
+        throw new ApiError('not_ready', 'the model is still loading; retry shortly', RETRY);
       case 'disabled':
         throw new ApiError('not_ready', 'the image model is disabled on this server');
       case 'stopping':
         // Requests admitted before the shutdown finish on the engine (new ones are refused
         // at the door, see app.ts); it is closed only after the HTTP server has drained.
-        if (this.currentSegmenter !== null) return this.currentSegmenter;
+        if (segmenter !== null) return segmenter;
         throw new ApiError('not_ready', 'the server is shutting down', { Connection: 'close' });
       case 'failed':
+      case 'unavailable':
         break;
     }
     throw new ApiError('not_ready', 'the model failed to load; see the server logs');
   }
 
-  /** Closes the segmenter (after a shutdown drained the requests). */
-  async close(): Promise<void> {
-    const segmenter = this.currentSegmenter;
-    this.currentSegmenter = null;
-    if (segmenter !== null) await segmenter.close();
+  /** The video sessions, or 503 video_disabled / not_ready saying why. */
+  requireVideo(): VideoSessions {
+    const sessions = this.models.videoSessions;
+    switch (this.models.videoStatus) {
+      case 'ready':
+      case 'stopping':
+        if (sessions !== null) return sessions;
+        throw new ApiError('not_ready', 'the server is shutting down', { Connection: 'close' });
+      case 'disabled':
+        throw new ApiError(
+          'video_disabled',
+          'video sessions are disabled on this server (VIDEO_MODEL_ENABLED=false)',
+        );
+      case 'loading':
+        throw new ApiError('not_ready', 'the video model is still loading; retry shortly', RETRY);
+      case 'unavailable':
+      case 'failed':
+        break;
+    }
+    throw new ApiError(
+      'not_ready',
+      `video sessions are not available: ${this.models.videoReason ?? 'the video model failed to load'}`,
+    );
   }
-}
 
-/**
- * Loads the image model named by the configuration into `state`: manifest first (so / and
- * /health show the model, and a random-weight bundle is announced, while the engine loads),
- * then the tokenizer and the native engine. Never throws: failures mark the state failed and
- * are logged with their reason.
- */
-export async function loadImageModel(
-  state: EngineState,
-  config: Readonly<Config>,
-  loadAddon: () => NativeAddon,
-  logger: Logger,
-  bundleDir: string,
-): Promise<void> {
-  const started = Date.now();
-  try {
-    const manifest = await readBundleManifest(bundleDir);
-    state.setModel(summarizeManifest(manifest));
-    if (manifest.model.random_weights) {
-      logger.warn(RANDOM_WEIGHTS_WARNING, { modelId: manifest.model.id });
-    }
-    const segmenter = await Segmenter.load(loadAddon(), manifest, {
-      bundleDir,
-      device: state.device,
-      bpePath: config.sam3BpePath,
-      expectedResolution: config.imageModelResolution,
-      cache: {
-        enabled: config.enableFeatureCache,
-        maxBytes: config.maxCacheSizeMb * 1024 * 1024,
-        ttlMs: config.featureCacheTtlSeconds * 1000,
-      },
-    });
-    if (state.status === 'stopping') {
-      await segmenter.close();
-      return;
-    }
-    state.markReady(segmenter);
-    logger.info(`image model ${manifest.model.id} ready on ${state.device}`, {
-      modelId: manifest.model.id,
-      device: state.device,
-      loadMs: Date.now() - started,
-    });
-  } catch (error) {
-    state.markFailed();
-    logger.error(`image model failed to load: ${(error as Error).message}`, {
-      error: error instanceof Error ? { name: error.name, stack: error.stack } : String(error),
-    });
+  /** Closes sessions, the segmenter and the engines (after a shutdown drained the requests). */
+  async close(): Promise<void> {
+    await this.models.close();
   }
 }

@@ -8,6 +8,8 @@
  */
 import { ImageDecodeError } from '../engine/image-decoder';
 import { PromptPlanError } from '../engine/prompt-plan';
+import { VideoInputError } from '../engine/video/errors';
+import { VideoSessionError } from '../engine/video/session-errors';
 
 export const ERROR_STATUS = {
   invalid_request: 400,
@@ -84,6 +86,8 @@ const NATIVE_CODE_MAP: Readonly<Record<string, { code: ErrorCode; message: strin
   },
   ENGINE_CLOSED: { code: 'not_ready', message: 'the model is not available' },
   MODEL_LOAD: { code: 'not_ready', message: 'the model is not loaded' },
+  // A tracker call that lost the race with its session's close.
+  SESSION_CLOSED: { code: 'not_found', message: 'the video session was closed' },
 };
 
 /** body-parser / http-errors client errors, by their `type`. */
@@ -128,6 +132,15 @@ export function mapError(error: unknown): MappedError {
   if (error instanceof ApiError) return make(error.code, error.message, error.headers);
   if (error instanceof ImageDecodeError) return make(error.code, error.message);
   if (error instanceof PromptPlanError) return make(error.code, error.message);
+  if (error instanceof VideoInputError) return make(error.code, error.message);
+  if (error instanceof VideoSessionError) {
+    const retry = error.retryAfterSeconds;
+    return make(
+      error.code,
+      error.message,
+      retry === undefined ? retryHeaders(error.code) : { 'Retry-After': String(retry) },
+    );
+  }
   // A malformed percent-escape in a URL path (Express throws it while matching :params).
   if (error instanceof URIError) return make('invalid_request', 'malformed URL path');
 

@@ -1,11 +1,13 @@
 /**
  * The Node HTTP server around the Express app: timeouts from the configuration (slowloris
- * and idle-socket protection), listening, and graceful shutdown.
+ * and idle-socket protection), WebSocket upgrades routed through the app (ws.ts), listening,
+ * and graceful shutdown.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { RequestListener } from 'node:http';
 import type { Config } from '../config';
+import { attachUpgrades } from './ws';
 
 /** Longest wait for a request's headers (bounded by the whole-request timeout). */
 const HEADERS_TIMEOUT_MS = 60_000;
@@ -25,6 +27,7 @@ export function createHttpServer(app: RequestListener, config: Readonly<Config>)
     },
     app,
   );
+  attachUpgrades(server, app);
   return server;
 }
 

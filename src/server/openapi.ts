@@ -9,14 +9,26 @@ import {
   MAX_POINTS,
   MAX_PROMPTS,
   MAX_TEXT_LENGTH,
+  MAX_OBJECT_CLICKS,
   boxPromptSchema,
   cachedFeaturesResponseSchema,
+  closeSessionResponseSchema,
   errorResponseSchema,
   healthResponseSchema,
   pointPromptSchema,
+  propagateResponseSchema,
+  propagateStreamMessageSchema,
+  removeObjectResponseSchema,
+  resetSessionResponseSchema,
   segmentResponseSchema,
   serverInfoSchema,
+  sessionStatusResponseSchema,
+  sessionsListResponseSchema,
+  startSessionFormSchema,
+  startSessionResponseSchema,
   textPromptSchema,
+  videoPromptRequestSchema,
+  videoPromptResponseSchema,
   type JsonSchema,
 } from './schemas';
 
@@ -25,6 +37,17 @@ export interface OpenApiOptions {
   /** The request schema as the server validates it (its limits come from the config). */
   segmentRequestSchema: JsonSchema;
   cachedFeaturesRequestSchema: JsonSchema;
+  startSessionRequestSchema: JsonSchema;
+  /** The HTTP propagate body (with `stream`). */
+  propagateRequestSchema: JsonSchema;
+  /** Configured limits the video descriptions state. */
+  limits: {
+    maxUploadSizeMb: number;
+    wsMaxBufferedMb: number;
+    maxConcurrentSessions: number;
+    maxObjects: number;
+    sessionTimeoutSeconds: number;
+  };
 }
 
 export type OpenApiDocument = Readonly<Record<string, unknown>>;
@@ -263,6 +286,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
           },
         },
       },
+      ...videoPaths(options),
     },
     components: {
       schemas: {
@@ -273,6 +297,19 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
         BoxPrompt: boxPromptSchema,
         PointPrompt: pointPromptSchema,
         SegmentResponse: segmentResponseSchema,
+        StartSessionRequest: options.startSessionRequestSchema,
+        StartSessionForm: startSessionFormSchema,
+        StartSessionResponse: startSessionResponseSchema,
+        VideoPromptRequest: videoPromptRequestSchema,
+        VideoPromptResponse: videoPromptResponseSchema,
+        PropagateRequest: options.propagateRequestSchema,
+        PropagateResponse: propagateResponseSchema,
+        PropagateStreamMessage: propagateStreamMessageSchema,
+        SessionStatus: sessionStatusResponseSchema,
+        RemoveObjectResponse: removeObjectResponseSchema,
+        ResetSessionResponse: resetSessionResponseSchema,
+        CloseSessionResponse: closeSessionResponseSchema,
+        SessionList: sessionsListResponseSchema,
         Health: healthResponseSchema,
         ServerInfo: serverInfoSchema,
         Error: errorResponseSchema,
@@ -295,5 +332,275 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
       },
     },
     'x-error-codes': Object.fromEntries(Object.entries(ERROR_STATUS)),
+  };
+}
+
+const sessionIdParameter = {
+  name: 'session_id',
+  in: 'path',
+  required: true,
+  description: 'The session id (as start returned it).',
+  schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+};
+
+/** The error responses every video route can give. */
+function videoErrorResponses(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    '400': errorResponse('Malformed request.', ['invalid_request', 'invalid_json']),
+    '401': errorResponse('Missing or wrong X-API-Key (when REQUIRE_API_KEY is on).', [
+      'unauthorized',
+    ]),
+    '404': errorResponse('No such session (or object).', ['not_found']),
+    '429': retryable('Too many requests from this client.', ['rate_limited']),
+    '500': errorResponse('A server fault.', ['internal_error']),
+    '503': retryable(
+      'Video sessions disabled (VIDEO_MODEL_ENABLED=false), not available (the bundle has no ' +
+        'tracker modules, or the video model failed to load), still loading, shutting down, or ' +
+        'the device is out of memory.',
+      ['video_disabled', 'not_ready', 'device_out_of_memory'],
+    ),
+    ...extra,
+  };
+}
+
+const busyResponse = errorResponse(
+  'The session runs another operation (one at a time: prompt, propagate, remove, reset).',
+  ['session_busy'],
+);
+
+const propagateExample = { direction: 'forward', start_frame_index: 0, max_frames: 50 };
+
+function videoPaths(options: OpenApiOptions): Record<string, unknown> {
+  const { limits } = options;
+  const json = (name: string, example?: unknown): Record<string, unknown> => ({
+    required: true,
+    content: {
+      'application/json': {
+        schema: { $ref: `#/components/schemas/${name}` },
+        ...(example === undefined ? {} : { example }),
+      },
+    },
+  });
+  return {
+    '/api/v1/video/session/start': {
+      post: {
+        operationId: 'startVideoSession',
+        security: apiKeySecurity,
+        summary: 'Open a video session',
+        description:
+          `JSON with exactly one of video_url, video_base64 and video_path, or ` +
+          `multipart/form-data with the file in the "video" field (at most ` +
+          `${limits.maxUploadSizeMb} MB). The video is probed (frames, size, duration limits ` +
+          `checked before anything is decoded), frames are decoded on demand, and a tracker is ` +
+          `created on the allowed device with the fewest sessions. At most ` +
+          `${limits.maxConcurrentSessions} sessions at once (those starting count); a session ` +
+          `idle for ${limits.sessionTimeoutSeconds} s is closed.`,
+        requestBody: {
+          required: true,
+          content: {
+            'application/json': {
+              schema: { $ref: '#/components/schemas/StartSessionRequest' },
+              example: { video_path: '/tmp/sam3_uploads/clip.mp4', session_id: 'clip-1' },
+            },
+            'multipart/form-data': {
+              schema: { $ref: '#/components/schemas/StartSessionForm' },
+            },
+          },
+        },
+        responses: {
+          '200': jsonResponse('The session is ready.', 'StartSessionResponse'),
+          ...videoErrorResponses({
+            '400': errorResponse(
+              'Malformed request, a device not used for video, or a refused URL.',
+              [
+                'invalid_request',
+                'invalid_json',
+                'invalid_base64',
+                'invalid_device',
+                'url_not_allowed',
+                'unsupported_scheme',
+              ],
+            ),
+            '403': errorResponse('video_path outside VIDEO_PATH_ROOTS.', ['path_not_allowed']),
+            '409': errorResponse('session_id is taken.', ['session_exists']),
+            '413': errorResponse('Video or body too large.', ['payload_too_large']),
+            '415': errorResponse('Neither JSON nor multipart/form-data.', ['unsupported_media']),
+            '422': errorResponse('The video cannot be used.', [
+              'invalid_video',
+              'no_decodable_frames',
+              'video_limits_exceeded',
+            ]),
+            '429': retryable('Too many requests, or too many open sessions.', [
+              'rate_limited',
+              'too_many_sessions',
+            ]),
+            '502': errorResponse('The video URL could not be downloaded.', ['download_failed']),
+            '504': errorResponse('The download took too long.', ['download_timeout']),
+          }),
+        },
+      },
+    },
+    '/api/v1/video/session/{session_id}/prompt': {
+      post: {
+        operationId: 'promptVideoObject',
+        security: apiKeySecurity,
+        summary: 'Add or refine one object with clicks and/or a box on a frame',
+        description:
+          `Point prompts (all their clicks, at most ${MAX_OBJECT_CLICKS}, are one object's ` +
+          `clicks on this frame and replace its earlier clicks there) and at most one box, for ` +
+          `the object obj_id (null: a new object). At most ${limits.maxObjects} objects per ` +
+          `session. The answer holds every object of the session on that frame.`,
+        parameters: [sessionIdParameter],
+        requestBody: json('VideoPromptRequest', {
+          frame_index: 0,
+          prompts: [{ type: 'point', points: [[0.5, 0.5]], point_labels: [1] }],
+          obj_id: null,
+        }),
+        responses: {
+          '200': jsonResponse('Every object on the prompted frame.', 'VideoPromptResponse'),
+          ...videoErrorResponses({
+            '400': errorResponse(
+              'Malformed request, frame out of range, or prompts with no single meaning ' +
+                '(text prompts: concept tracking is not available yet).',
+              ['invalid_request', 'invalid_json', 'invalid_prompt'],
+            ),
+            '409': errorResponse('Busy, or too many objects.', [
+              'session_busy',
+              'too_many_objects',
+            ]),
+          }),
+        },
+      },
+    },
+    '/api/v1/video/session/{session_id}/propagate': {
+      post: {
+        operationId: 'propagateVideo',
+        security: apiKeySecurity,
+        summary: 'Track every object through the video',
+        description:
+          'One frame at a time, each once: forward from the start to the end, backward from ' +
+          'the start down to frame 0, or both (forward from the start, then backward from ' +
+          'start - 1); max_frames bounds the frames per direction. With stream: true the ' +
+          'answer is application/x-ndjson, one PropagateStreamMessage per line (the messages ' +
+          'of WS /ws/propagate/{session_id}), and a client that leaves more than ' +
+          `${limits.wsMaxBufferedMb} MB unread is disconnected. A client that disconnects ` +
+          'cancels the propagation before its next frame.',
+        parameters: [sessionIdParameter],
+        requestBody: json('PropagateRequest', propagateExample),
+        responses: {
+          '200': {
+            description: 'The results, or (stream: true) the NDJSON stream.',
+            headers: { 'X-Request-Id': requestIdHeader },
+            content: {
+              'application/json': { schema: { $ref: '#/components/schemas/PropagateResponse' } },
+              'application/x-ndjson': {
+                schema: { $ref: '#/components/schemas/PropagateStreamMessage' },
+              },
+            },
+          },
+          ...videoErrorResponses({
+            '400': errorResponse('Malformed request, frame out of range, or no objects yet.', [
+              'invalid_request',
+              'invalid_json',
+              'invalid_prompt',
+            ]),
+            '409': busyResponse,
+          }),
+        },
+      },
+    },
+    '/ws/propagate/{session_id}': {
+      get: {
+        operationId: 'propagateVideoWebSocket',
+        security: apiKeySecurity,
+        summary: 'WebSocket: a propagation streamed frame by frame',
+        description:
+          'Upgrade with X-API-Key in a header (never the query string); refusals (401, 429, ' +
+          '503) are HTTP answers before the 101. Then send one JSON text message like the ' +
+          'propagate body without stream (PropagateRequest); the server sends one ' +
+          'PropagateStreamMessage per frame in processing order, then "complete" (close ' +
+          '1000), or "error" (close 1008 refused, 1013 busy or overloaded, 1011 fault). An ' +
+          'unknown session gets an error message, then the close. Messages over 64 KiB close ' +
+          'with 1009. Closing the socket cancels the propagation before its next frame; a ' +
+          `client that leaves more than ${limits.wsMaxBufferedMb} MB unread is terminated. On ` +
+          'shutdown sockets close with 1001.',
+        parameters: [sessionIdParameter],
+        responses: {
+          '101': { description: 'Switching to the WebSocket protocol.' },
+          '400': errorResponse('Not a WebSocket upgrade.', ['invalid_request']),
+          '401': errorResponse('Missing or wrong X-API-Key.', ['unauthorized']),
+          '429': retryable('Too many requests from this client.', ['rate_limited']),
+          '503': retryable('Video sessions not available.', ['video_disabled', 'not_ready']),
+        },
+      },
+    },
+    '/api/v1/video/session/{session_id}/status': {
+      get: {
+        operationId: 'getVideoSession',
+        security: apiKeySecurity,
+        summary: 'State of a session',
+        parameters: [sessionIdParameter],
+        responses: {
+          '200': jsonResponse('The session.', 'SessionStatus'),
+          ...videoErrorResponses(),
+        },
+      },
+    },
+    '/api/v1/video/session/{session_id}/object/{obj_id}': {
+      delete: {
+        operationId: 'removeVideoObject',
+        security: apiKeySecurity,
+        summary: 'Stop tracking one object',
+        parameters: [
+          sessionIdParameter,
+          {
+            name: 'obj_id',
+            in: 'path',
+            required: true,
+            schema: { type: 'integer', minimum: 1, maximum: 2 ** 31 - 1 },
+          },
+        ],
+        responses: {
+          '200': jsonResponse('The object is gone.', 'RemoveObjectResponse'),
+          ...videoErrorResponses({ '409': busyResponse }),
+        },
+      },
+    },
+    '/api/v1/video/session/{session_id}/reset': {
+      post: {
+        operationId: 'resetVideoSession',
+        security: apiKeySecurity,
+        summary: 'Clear every object of a session (the video stays)',
+        parameters: [sessionIdParameter],
+        responses: {
+          '200': jsonResponse('The objects are cleared.', 'ResetSessionResponse'),
+          ...videoErrorResponses({ '409': busyResponse }),
+        },
+      },
+    },
+    '/api/v1/video/session/{session_id}': {
+      delete: {
+        operationId: 'closeVideoSession',
+        security: apiKeySecurity,
+        summary: 'Close a session and free its memory and files',
+        description: 'A running propagation is cancelled first. Later calls answer 404.',
+        parameters: [sessionIdParameter],
+        responses: {
+          '200': jsonResponse('Closed.', 'CloseSessionResponse'),
+          ...videoErrorResponses(),
+        },
+      },
+    },
+    '/api/v1/video/sessions': {
+      get: {
+        operationId: 'listVideoSessions',
+        security: apiKeySecurity,
+        summary: 'Open video sessions',
+        responses: {
+          '200': jsonResponse('The open sessions.', 'SessionList'),
+          ...videoErrorResponses(),
+        },
+      },
+    },
   };
 }

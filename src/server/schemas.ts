@@ -8,6 +8,8 @@
  * Every object forbids unknown properties, every string has a maxLength and every array a
  * maxItems; coordinates are normalized to [0, 1] (JSON has no NaN or Infinity).
  */
+import { MAX_OBJECT_CLICKS } from '../engine/video/sessions';
+
 /** A JSON Schema object (draft 2020-12). */
 export type JsonSchema = Readonly<Record<string, unknown>>;
 
@@ -357,8 +359,17 @@ export const healthResponseSchema = {
         additionalProperties: false,
         properties: {
           device: { type: 'string', description: '"cpu" or "cuda:N"' },
-          role: { type: 'string', enum: ['image'] },
-          status: { type: 'string', enum: ['loading', 'ready', 'failed', 'disabled', 'stopping'] },
+          role: {
+            type: 'string',
+            enum: ['image', 'video'],
+            description: 'The image model, or one of the devices video sessions go on.',
+          },
+          status: {
+            type: 'string',
+            enum: ['loading', 'ready', 'failed', 'disabled', 'unavailable', 'stopping'],
+            description:
+              'unavailable (video): the bundle has no tracker modules; images are still served.',
+          },
         },
       },
     },
@@ -381,5 +392,502 @@ export const serverInfoSchema = {
     warning: { type: 'string' },
     docs: { type: 'string' },
     openapi: { type: 'string' },
+  },
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Video sessions (SPEC.md "Video sessions").
+
+/** Session ids chosen by clients (else a UUID, which matches too). */
+export const SESSION_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
+export const MAX_SESSION_ID_LENGTH = 64;
+/** Longest video_url; longer URLs are refused before any parsing. */
+export const MAX_VIDEO_URL_LENGTH = 2048;
+/** Longest video_path (Linux PATH_MAX). */
+export const MAX_VIDEO_PATH_LENGTH = 4096;
+/** Most entries in gpu_ids. */
+export const MAX_GPU_IDS = 64;
+/** Largest frame index or frame count a request may name (the probe limit bounds videos). */
+export const MAX_FRAME_NUMBER = 2 ** 31 - 1;
+/** Largest object id. */
+export const MAX_OBJECT_ID = 2 ** 31 - 1;
+/** Most clicks (over all point prompts) of one video prompt request: the tracker's limit. */
+export { MAX_OBJECT_CLICKS };
+/** Largest hotstart_delay, frames. */
+export const MAX_HOTSTART_DELAY = 10_000;
+
+export type GpuId = number | 'cpu';
+
+export interface StartSessionRequestBody {
+  video_url?: string;
+  video_base64?: string;
+  video_path?: string;
+  session_id?: string;
+  gpu_ids?: GpuId[];
+}
+
+/** The video source fields of a start request: exactly one must be given. */
+export const VIDEO_SOURCE_FIELDS = ['video_url', 'video_base64', 'video_path'] as const;
+
+const sessionIdSchema = {
+  type: 'string',
+  minLength: 1,
+  maxLength: MAX_SESSION_ID_LENGTH,
+  pattern: SESSION_ID_PATTERN,
+  description: 'The session id: 1 to 64 of A-Z, a-z, 0-9, "_" and "-".',
+} as const;
+
+export const gpuIdsSchema = {
+  type: 'array',
+  description:
+    'Devices the session may be placed on: GPU indices as in VIDEO_GPU_LIST, or "cpu" on a ' +
+    'server whose video devices are the CPU. The session goes on the one with the fewest open ' +
+    'sessions. A device the server does not use for video is refused (invalid_device). ' +
+    'Default: every video device.',
+  minItems: 1,
+  maxItems: MAX_GPU_IDS,
+  uniqueItems: true,
+  items: {
+    oneOf: [
+      { type: 'integer', minimum: 0, maximum: 1023 },
+      { type: 'string', const: 'cpu' },
+    ],
+  },
+} as const;
+
+/** The JSON request schema of POST /api/v1/video/session/start. */
+export function startSessionRequestSchema(maxBase64Chars: number): JsonSchema {
+  return {
+    type: 'object',
+    description: 'Exactly one of video_url, video_base64 and video_path.',
+    additionalProperties: false,
+    // (`properties` restated so that ajv's strictRequired sees each field defined.)
+    oneOf: VIDEO_SOURCE_FIELDS.map((field) => ({
+      required: [field],
+      properties: { [field]: true },
+    })),
+    properties: {
+      video_url: {
+        type: 'string',
+        minLength: 1,
+        maxLength: MAX_VIDEO_URL_LENGTH,
+        description:
+          'An http(s) URL the server downloads the video from (public addresses only; every ' +
+          'redirect is checked again; size and time limited).',
+      },
+      video_base64: {
+        type: 'string',
+        minLength: 1,
+        maxLength: maxBase64Chars,
+        description: 'The video file, base64 (standard alphabet); a data: URL prefix is accepted.',
+      },
+      video_path: {
+        type: 'string',
+        minLength: 1,
+        maxLength: MAX_VIDEO_PATH_LENGTH,
+        description:
+          'A video file on the server, inside one of the directories of VIDEO_PATH_ROOTS ' +
+          '(checked after resolving symlinks). The server only reads it.',
+      },
+      session_id: sessionIdSchema,
+      gpu_ids: gpuIdsSchema,
+    },
+  };
+}
+
+/** Text fields of a multipart start request (beside its `video` file). */
+export interface StartSessionFormFields {
+  session_id?: string;
+  /** JSON array text, e.g. "[0, 1]" or "[\"cpu\"]". */
+  gpu_ids?: string;
+}
+
+/** Longest text field of a multipart start request. */
+export const MAX_FORM_FIELD_LENGTH = 1024;
+
+export const startSessionFormSchema = {
+  type: 'object',
+  description:
+    'multipart/form-data: the video file in the `video` field (one file, at most ' +
+    'MAX_UPLOAD_SIZE_MB), optional text fields session_id and gpu_ids (a JSON array).',
+  additionalProperties: false,
+  required: ['video'],
+  properties: {
+    video: {
+      type: 'string',
+      contentMediaType: 'application/octet-stream',
+      description: 'The video file.',
+    },
+    session_id: sessionIdSchema,
+    gpu_ids: {
+      type: 'string',
+      maxLength: MAX_FORM_FIELD_LENGTH,
+      description: 'A JSON array as gpu_ids of the JSON request, e.g. [0, 1] or ["cpu"].',
+    },
+  },
+} as const;
+
+/** gpu_ids alone (the multipart field, once parsed from its JSON text). */
+export const gpuIdsFieldSchema = {
+  type: 'object',
+  required: ['gpu_ids'],
+  additionalProperties: false,
+  properties: { gpu_ids: gpuIdsSchema },
+} as const;
+
+export const startSessionFieldsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    session_id: sessionIdSchema,
+    gpu_ids: startSessionFormSchema.properties.gpu_ids,
+  },
+} as const;
+
+export interface VideoPromptRequestBody {
+  frame_index: number;
+  prompts: PromptBody[];
+  obj_id?: number | null;
+}
+
+export const videoPromptRequestSchema = {
+  type: 'object',
+  required: ['frame_index', 'prompts'],
+  additionalProperties: false,
+  properties: {
+    frame_index: {
+      type: 'integer',
+      minimum: 0,
+      maximum: MAX_FRAME_NUMBER,
+      description: "The frame the prompts are on (0-based; below the video's total_frames).",
+    },
+    prompts: {
+      type: 'array',
+      description:
+        `Point prompts and at most one box prompt, all for one object: the clicks of every ` +
+        `point prompt together (at most ${MAX_OBJECT_CLICKS}) are the object's clicks on this ` +
+        `frame and replace its earlier clicks there (send every click again to refine); a box ` +
+        `is the object's box. Text prompts (concept tracking) are not available yet: ` +
+        `invalid_prompt.`,
+      minItems: 1,
+      maxItems: MAX_PROMPTS,
+      items: {
+        type: 'object',
+        required: ['type'],
+        properties: { type: { type: 'string', enum: ['text', 'box', 'point'] } },
+        discriminator: { propertyName: 'type' },
+        oneOf: [textPromptSchema, boxPromptSchema, pointPromptSchema],
+      },
+    },
+    obj_id: {
+      type: ['integer', 'null'],
+      minimum: 1,
+      maximum: MAX_OBJECT_ID,
+      default: null,
+      description:
+        'The object: null (or absent) creates a new one (the largest id + 1, from 1); an ' +
+        'unknown id creates that object; a known id refines it. At most VIDEO_MAX_OBJECTS ' +
+        'objects per session (too_many_objects).',
+    },
+  },
+} as const;
+
+export type PropagationDirectionBody = 'forward' | 'backward' | 'both';
+
+export interface PropagateRequestBody {
+  direction?: PropagationDirectionBody;
+  start_frame_index?: number;
+  max_frames?: number;
+  stream?: boolean;
+  hotstart_delay?: number;
+}
+
+const propagateProperties = {
+  direction: {
+    type: 'string',
+    enum: ['forward', 'backward', 'both'],
+    default: 'forward',
+    description:
+      'forward: start to the last frame; backward: start down to frame 0; both: forward from ' +
+      'start, then backward from start - 1.',
+  },
+  start_frame_index: {
+    type: 'integer',
+    minimum: 0,
+    maximum: MAX_FRAME_NUMBER,
+    description: 'First frame; default: the first frame holding a prompt of any object.',
+  },
+  max_frames: {
+    type: 'integer',
+    minimum: 1,
+    maximum: MAX_FRAME_NUMBER,
+    description: 'Frames processed per direction; default: to the end of the video.',
+  },
+  hotstart_delay: {
+    type: 'integer',
+    minimum: 0,
+    maximum: MAX_HOTSTART_DELAY,
+    description:
+      'Frames of delay before text-prompted (concept) tracks are emitted. Accepted for ' +
+      'compatibility; it has no effect on click and box tracking, the only tracking this ' +
+      'server offers so far.',
+  },
+} as const;
+
+/** The request schema of POST .../propagate (`stream`) or of the WebSocket message (no `stream`). */
+export function propagateRequestSchema(options: { stream: boolean }): JsonSchema {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: options.stream
+      ? {
+          ...propagateProperties,
+          stream: {
+            type: 'boolean',
+            default: false,
+            description:
+              'true: answer application/x-ndjson, one message per line as the WebSocket sends ' +
+              'them ({"type": "frame", ...} per frame, then {"type": "complete", ...}).',
+          },
+        }
+      : propagateProperties,
+  };
+}
+
+const videoInfoSchema = {
+  type: 'object',
+  description: 'From the probe of the video file.',
+  required: ['total_frames', 'fps', 'resolution', 'duration_seconds'],
+  additionalProperties: false,
+  properties: {
+    total_frames: { type: 'integer', minimum: 1 },
+    fps: { type: 'number', minimum: 0 },
+    resolution: {
+      type: 'object',
+      required: ['width', 'height'],
+      additionalProperties: false,
+      properties: {
+        width: { type: 'integer', minimum: 1 },
+        height: { type: 'integer', minimum: 1 },
+      },
+    },
+    duration_seconds: { type: 'number', minimum: 0 },
+  },
+} as const;
+
+export const startSessionResponseSchema = {
+  type: 'object',
+  required: ['session_id', 'video_info', 'status'],
+  additionalProperties: false,
+  properties: {
+    session_id: { type: 'string' },
+    video_info: videoInfoSchema,
+    status: { type: 'string', const: 'ready' },
+  },
+} as const;
+
+const normalizedBoxSchema = {
+  type: 'array',
+  description: 'Normalized [cx, cy, w, h] of the binarized mask (zeros when it is empty).',
+  items: unitInterval,
+  minItems: 4,
+  maxItems: 4,
+} as const;
+
+export const videoPromptResponseSchema = {
+  type: 'object',
+  description: 'Every object of the session on the prompted frame; the arrays are aligned.',
+  required: ['frame_index', 'obj_id', 'masks', 'boxes', 'scores', 'present', 'status'],
+  additionalProperties: false,
+  properties: {
+    frame_index: { type: 'integer', minimum: 0 },
+    obj_id: { type: 'array', items: { type: 'integer', minimum: 1 } },
+    masks: { type: 'array', items: rleMaskSchema },
+    boxes: { type: 'array', items: normalizedBoxSchema },
+    scores: {
+      type: 'array',
+      description: 'Predicted IoU of each mask.',
+      items: unitInterval,
+    },
+    present: {
+      type: 'array',
+      description: 'Whether the tracker sees each object on this frame (object score > 0).',
+      items: { type: 'boolean' },
+    },
+    status: { type: 'string', const: 'prompt_added' },
+  },
+} as const;
+
+const trackedObjectSchema = {
+  type: 'object',
+  required: ['id', 'mask', 'box', 'score', 'present'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'integer', minimum: 1 },
+    mask: rleMaskSchema,
+    box: normalizedBoxSchema,
+    score: { ...unitInterval, description: 'Predicted IoU of the mask.' },
+    present: { type: 'boolean', description: 'Object score > 0 on this frame.' },
+  },
+} as const;
+
+const frameResultProperties = {
+  frame_index: { type: 'integer', minimum: 0 },
+  objects: {
+    type: 'array',
+    description: 'Every object of the session, in creation order.',
+    items: trackedObjectSchema,
+  },
+} as const;
+
+export const propagateResponseSchema = {
+  type: 'object',
+  required: ['session_id', 'results', 'total_frames', 'processing_time_ms'],
+  additionalProperties: false,
+  properties: {
+    session_id: { type: 'string' },
+    results: {
+      type: 'object',
+      description: 'By frame index (a decimal string), each frame once.',
+      additionalProperties: {
+        type: 'object',
+        required: ['frame_index', 'objects'],
+        additionalProperties: false,
+        properties: frameResultProperties,
+      },
+    },
+    total_frames: { type: 'integer', minimum: 0, description: 'Frames processed.' },
+    processing_time_ms: { type: 'number', minimum: 0 },
+  },
+} as const;
+
+/** One message of a propagation stream (WebSocket message, or one NDJSON line). */
+export const propagateStreamMessageSchema = {
+  oneOf: [
+    {
+      type: 'object',
+      description: 'One frame, in processing order.',
+      required: ['type', 'frame_index', 'objects'],
+      additionalProperties: false,
+      properties: { type: { type: 'string', const: 'frame' }, ...frameResultProperties },
+    },
+    {
+      type: 'object',
+      description: 'The last message of a propagation that ran to its end.',
+      required: ['type', 'total_frames'],
+      additionalProperties: false,
+      properties: {
+        type: { type: 'string', const: 'complete' },
+        total_frames: { type: 'integer', minimum: 0 },
+      },
+    },
+    {
+      type: 'object',
+      description: 'The last message of a propagation that failed; the SPEC error body.',
+      required: ['type', 'error'],
+      additionalProperties: false,
+      properties: {
+        type: { type: 'string', const: 'error' },
+        error: errorResponseSchema.properties.error,
+      },
+    },
+  ],
+} as const;
+
+export const sessionStatusResponseSchema = {
+  type: 'object',
+  required: [
+    'session_id',
+    'status',
+    'current_objects',
+    'frames_processed',
+    'total_frames',
+    'gpu_memory_used_mb',
+  ],
+  additionalProperties: false,
+  properties: {
+    session_id: { type: 'string' },
+    status: { type: 'string', enum: ['ready', 'propagating'] },
+    current_objects: {
+      type: 'array',
+      description: 'Object ids, in creation order.',
+      items: { type: 'integer', minimum: 1 },
+    },
+    frames_processed: {
+      type: 'integer',
+      minimum: 0,
+      description: 'Distinct frames with results (prompted or propagated) since start or reset.',
+    },
+    total_frames: { type: 'integer', minimum: 1, description: 'Frames of the video.' },
+    gpu_memory_used_mb: {
+      type: 'number',
+      minimum: 0,
+      description:
+        'MiB (2^20 bytes) the session holds: the exact bytes of its tracker tensors on its ' +
+        'device (memories, object pointers, masks, cached frame features), plus the decoded ' +
+        'frames of its frame window when the frame source measures them. What DELETE reports ' +
+        'as memory_freed_mb.',
+    },
+  },
+} as const;
+
+export const removeObjectResponseSchema = {
+  type: 'object',
+  required: ['session_id', 'obj_id', 'status'],
+  additionalProperties: false,
+  properties: {
+    session_id: { type: 'string' },
+    obj_id: { type: 'integer', minimum: 1 },
+    status: { type: 'string', const: 'removed' },
+  },
+} as const;
+
+export const resetSessionResponseSchema = {
+  type: 'object',
+  required: ['session_id', 'status', 'objects_cleared'],
+  additionalProperties: false,
+  properties: {
+    session_id: { type: 'string' },
+    status: { type: 'string', const: 'reset' },
+    objects_cleared: { type: 'integer', minimum: 0 },
+  },
+} as const;
+
+export const closeSessionResponseSchema = {
+  type: 'object',
+  required: ['session_id', 'status', 'memory_freed_mb'],
+  additionalProperties: false,
+  properties: {
+    session_id: { type: 'string' },
+    status: { type: 'string', const: 'closed' },
+    memory_freed_mb: {
+      type: 'number',
+      minimum: 0,
+      description: 'MiB released, measured at the close (as gpu_memory_used_mb).',
+    },
+  },
+} as const;
+
+export const sessionsListResponseSchema = {
+  type: 'object',
+  required: ['sessions', 'total_sessions'],
+  additionalProperties: false,
+  properties: {
+    sessions: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['session_id', 'type', 'created_at', 'status', 'objects_count'],
+        additionalProperties: false,
+        properties: {
+          session_id: { type: 'string' },
+          type: { type: 'string', const: 'video' },
+          created_at: { type: 'string', description: 'ISO 8601 date-time (UTC).' },
+          status: { type: 'string', enum: ['ready', 'propagating'] },
+          objects_count: { type: 'integer', minimum: 0 },
+        },
+      },
+    },
+    total_sessions: { type: 'integer', minimum: 0 },
   },
 } as const;

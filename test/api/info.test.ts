@@ -26,7 +26,10 @@ describe('info routes while the model loads', () => {
     assert.deepEqual(await response.json(), {
       status: 'loading',
       model: null,
-      devices: [{ device: 'cpu', role: 'image', status: 'loading' }],
+      devices: [
+        { device: 'cpu', role: 'image', status: 'loading' },
+        { device: 'cpu', role: 'video', status: 'loading' },
+      ],
       sessions: 0,
       random_weights: false,
     });

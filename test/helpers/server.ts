@@ -3,27 +3,33 @@
  * bundle and the real addon, and builds the tiny random-weight bundle tests use.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { loadConfig, type Config } from '../../src/config';
 import { readBundleManifest } from '../../src/engine/bundle-manifest';
+import { Models } from '../../src/engine/models';
 import { VisualizationStore } from '../../src/engine/visualization';
 import { createLogger, type Logger } from '../../src/logging';
 import { loadAddon } from '../../src/native/addon';
 import { createApp } from '../../src/server/app';
-import { EngineState, loadImageModel } from '../../src/server/engine-state';
+import { EngineState } from '../../src/server/engine-state';
 import { closeGracefully, createHttpServer, listen } from '../../src/server/http-server';
+import { PropagationSockets } from '../../src/server/ws';
 import { exportRandomBundle } from './reference';
+import { repoPath } from './repo';
 
 export interface StartServerOptions {
   /** Configuration variables over the test defaults (loopback host, port 0). */
   env?: Record<string, string>;
   /**
-   * A model bundle to load with the real addon before the promise resolves (the server is
-   * "ready"). Without it the server stays "loading" (validation and info routes still work).
+   * A model bundle to load with the real addon before the promise resolves (the image model
+   * and video sessions are "ready", or failed). Without it the server stays "loading"
+   * (validation and info routes still work).
    */
   bundleDir?: string;
   /** Receives the server's JSON log lines; without it logs are dropped. */
@@ -33,10 +39,15 @@ export interface StartServerOptions {
 export interface TestServer {
   /** Base URL without a trailing slash, e.g. http://127.0.0.1:41234. */
   url: string;
+  /** ws:// base URL without a trailing slash. */
+  wsUrl: string;
   config: Readonly<Config>;
   engineState: EngineState;
+  /** The engine's lifecycle (video sessions, leak counters). */
+  models: Models;
+  webSockets: PropagationSockets;
   server: Server;
-  /** Closes sockets and the engine. */
+  /** Closes sockets, sessions and the engines (as a SIGTERM does). */
   close(): Promise<void>;
 }
 
@@ -62,10 +73,9 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
       ? createLogger({ level: config.logLevel, format: 'json', silent: true })
       : createLogger({ level: config.logLevel, format: 'json', stream: options.logStream });
 
-  const engineState = new EngineState(config.imageModelDevice);
-  if (options.bundleDir !== undefined) {
-    await loadImageModel(engineState, config, loadAddon, logger, options.bundleDir);
-  }
+  const models = new Models({ config, logger, loadAddon });
+  const engineState = new EngineState(models);
+  if (options.bundleDir !== undefined) await models.load(options.bundleDir);
   const visualizations = new VisualizationStore({
     outputDir: config.outputDir,
     maxFiles: config.outputMaxFiles,
@@ -73,16 +83,21 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
     logger,
   });
   await visualizations.init();
-  const app = createApp({ config, engineState, logger, visualizations });
+  const webSockets = new PropagationSockets({ config, engineState, logger });
+  const app = createApp({ config, engineState, logger, visualizations, webSockets });
   const server = createHttpServer(app, config);
   const address = await listen(server, config.serverHost, config.serverPort);
   return {
     url: `http://${address.address}:${address.port}`,
+    wsUrl: `ws://${address.address}:${address.port}`,
     config,
     engineState,
+    models,
+    webSockets,
     server,
     async close() {
       engineState.markStopping();
+      await webSockets.closeAll();
       await closeGracefully(server, 0);
       await engineState.close();
       visualizations.close();
@@ -94,16 +109,66 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
 let tinyBundle: Promise<string> | undefined;
 
 /**
- * Exports the tiny random-weight bundle (tools/export_sam3.py --tiny-random --seed 0) into a
- * temporary directory, once per test process; the directory is removed when the process exits.
+ * A digest of everything an exported random bundle depends on: the exporter's Python sources
+ * (tools/) and the Python environment (its pyvenv.cfg names the interpreter; the packages are
+ * pinned by setup).
  */
+async function exporterFingerprint(): Promise<string> {
+  const hash = createHash('sha256');
+  const files: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory() && entry.name !== '__pycache__' && entry.name !== 'tests') {
+        await walk(file);
+      } else if (entry.isFile() && entry.name.endsWith('.py')) {
+        files.push(file);
+      }
+    }
+  };
+  await walk(repoPath('tools'));
+  for (const file of [...files.sort(), repoPath('.venv', 'pyvenv.cfg')]) {
+    hash.update(path.relative(repoPath(), file)).update('\0');
+    hash.update(await readFile(file)).update('\0');
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
+/**
+ * A random-weight bundle (tools/export_sam3.py --tiny-random), exported once per exporter
+ * version and shared by the test processes of a run (and later runs) under the system temp
+ * dir: an export takes about a minute here. The export goes to a staging directory that is
+ * renamed into place, so a process never sees a partial bundle; older exports of the preset
+ * are removed.
+ */
+export async function cachedRandomBundle(preset: string, seed: number): Promise<string> {
+  const root = path.join(os.tmpdir(), 'sam3-test-bundles');
+  const prefix = `${preset}-${seed}-`;
+  const dir = path.join(root, `${prefix}${await exporterFingerprint()}`);
+  if (existsSync(path.join(dir, 'manifest.json'))) return dir;
+  await mkdir(root, { recursive: true });
+  const staging = await mkdtemp(`${dir}.staging-`);
+  try {
+    await exportRandomBundle(staging, preset, seed);
+    await rename(staging, dir).catch((error: unknown) => {
+      // Another process got there first (the target then exists and is not empty).
+      if (!existsSync(path.join(dir, 'manifest.json'))) throw error;
+    });
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+  for (const entry of await readdir(root)) {
+    const stale = path.join(root, entry);
+    if (entry.startsWith(prefix) && stale !== dir && !entry.includes('.staging-')) {
+      await rm(stale, { recursive: true, force: true });
+    }
+  }
+  return dir;
+}
+
+/** The tiny random-weight bundle (preset tiny, seed 0; with the video tracker modules). */
 export function exportTinyBundle(): Promise<string> {
-  tinyBundle ??= (async () => {
-    const out = mkdtempSync(path.join(os.tmpdir(), 'sam3-tiny-bundle-'));
-    process.on('exit', () => rmSync(out, { recursive: true, force: true }));
-    await exportRandomBundle(out, 'tiny', 0);
-    return out;
-  })();
+  tinyBundle ??= cachedRandomBundle('tiny', 0);
   return tinyBundle;
 }
 
@@ -158,4 +223,111 @@ export async function expectApiError(
   assert.doesNotMatch(body.error.message, LEAK_PATTERN);
   if (messagePattern !== undefined) assert.match(body.error.message, messagePattern);
   return body.error.message;
+}
+
+/** Asserts `status` (200 by default) and a JSON body; returns the body. */
+export async function expectJson<T>(response: Response, status = 200): Promise<T> {
+  const text = await response.text();
+  assert.equal(response.status, status, `status of ${text.slice(0, 500)}`);
+  assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
+  return JSON.parse(text) as T;
+}
+
+/** The video_info of a start response (SPEC.md). */
+export interface VideoInfoBody {
+  total_frames: number;
+  fps: number;
+  resolution: { width: number; height: number };
+  duration_seconds: number;
+}
+
+/** One object of a propagation frame. */
+export interface TrackedObjectBody {
+  id: number;
+  mask: { size: [number, number]; counts: string };
+  box: number[];
+  score: number;
+  present: boolean;
+}
+
+/** A line of an NDJSON propagation stream, or a WebSocket message. */
+export type StreamMessage =
+  | { type: 'frame'; frame_index: number; objects: TrackedObjectBody[] }
+  | { type: 'complete'; total_frames: number }
+  | { type: 'error'; error: { code: string; message: string } };
+
+/** A small client of the video session API of one server. */
+export class VideoApi {
+  constructor(
+    readonly baseUrl: string,
+    readonly headers: Record<string, string> = {},
+  ) {}
+
+  session(id: string, suffix = ''): string {
+    return `${this.baseUrl}/api/v1/video/session/${id}${suffix}`;
+  }
+
+  start(body: unknown): Promise<Response> {
+    return postJson(`${this.baseUrl}/api/v1/video/session/start`, body, this.headers);
+  }
+
+  /** Starts a session from a path and returns its id (asserting 200). */
+  async startPath(videoPath: string, sessionId?: string): Promise<string> {
+    const body = await expectJson<{ session_id: string }>(
+      await this.start({ video_path: videoPath, ...(sessionId ? { session_id: sessionId } : {}) }),
+    );
+    return body.session_id;
+  }
+
+  prompt(id: string, body: unknown): Promise<Response> {
+    return postJson(this.session(id, '/prompt'), body, this.headers);
+  }
+
+  /** A positive click at (x, y) on `frame` for `objId` (null: a new object); asserts 200. */
+  async click(id: string, frame: number, x: number, y: number, objId: number | null = null) {
+    return expectJson<{ obj_id: number[] }>(
+      await this.prompt(id, {
+        frame_index: frame,
+        prompts: [{ type: 'point', points: [[x, y]], point_labels: [1] }],
+        obj_id: objId,
+      }),
+    );
+  }
+
+  propagate(id: string, body: unknown = {}): Promise<Response> {
+    return postJson(this.session(id, '/propagate'), body, this.headers);
+  }
+
+  /** A `stream: true` propagation's messages, in order (asserting 200 and NDJSON). */
+  async stream(id: string, body: Record<string, unknown> = {}): Promise<StreamMessage[]> {
+    const response = await this.propagate(id, { ...body, stream: true });
+    const text = await response.text();
+    assert.equal(response.status, 200, text.slice(0, 500));
+    assert.equal(response.headers.get('content-type'), 'application/x-ndjson; charset=utf-8');
+    assert.ok(text.endsWith('\n'), 'every line ends with a newline');
+    return text
+      .slice(0, -1)
+      .split('\n')
+      .map((line) => JSON.parse(line) as StreamMessage);
+  }
+
+  status(id: string): Promise<Response> {
+    return fetch(this.session(id, '/status'), { headers: this.headers });
+  }
+
+  removeObject(id: string, objId: number | string): Promise<Response> {
+    return fetch(this.session(id, `/object/${objId}`), { method: 'DELETE', headers: this.headers });
+  }
+
+  reset(id: string): Promise<Response> {
+    return postJson(this.session(id, '/reset'), {}, this.headers);
+  }
+
+  close(id: string): Promise<Response> {
+    return fetch(this.session(id), { method: 'DELETE', headers: this.headers });
+  }
+
+  list(): Promise<Response> {
+    return fetch(`${this.baseUrl}/api/v1/video/sessions`, { headers: this.headers });
+  }
 }

@@ -167,6 +167,7 @@ describe('native engine on a tiny random bundle', () => {
         vocabFile: manifest.text.vocab_file,
         torchVersion: manifest.versions.torch,
         transformersVersion: manifest.versions.transformers,
+        videoAvailable: true, // the exporter writes the tracker modules
       },
     );
     assert.ok(Object.isFrozen(engine.info));
@@ -390,7 +391,7 @@ describe('native engine on a tiny random bundle', () => {
     const write = (value: unknown) =>
       writeFileSync(path.join(broken, 'manifest.json'), JSON.stringify(value));
 
-    write({ ...manifest, format_version: 2 });
+    write({ ...manifest, format_version: 3 });
     await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), (error) => {
       expectCode('MODEL_LOAD')(error);
       assert.match((error as Error).message, /format_version/);

@@ -2,7 +2,7 @@
  * GET / (server info), GET /health (readiness), GET /openapi.json and GET /docs.
  */
 import { Router } from 'express';
-import type { EngineState, EngineStatus } from '../engine-state';
+import type { EngineState } from '../engine-state';
 import { RANDOM_WEIGHTS_WARNING } from '../engine-state';
 import { RETRY_AFTER_SECONDS } from '../errors';
 import type { OpenApiDocument } from '../openapi';
@@ -13,19 +13,7 @@ export interface InfoRouteOptions {
   packageInfo: PackageInfo;
   openApi: OpenApiDocument;
   docsHtml: string;
-  /** Open video sessions (0 until video sessions exist). */
-  sessionCount: () => number;
 }
-
-type HealthStatus = 'ok' | 'loading' | 'degraded';
-
-const HEALTH_OF: Readonly<Record<EngineStatus, HealthStatus>> = {
-  ready: 'ok',
-  disabled: 'ok',
-  loading: 'loading',
-  failed: 'degraded',
-  stopping: 'degraded',
-};
 
 export function infoRoutes(options: InfoRouteOptions): Router {
   const { engineState, packageInfo, openApi, docsHtml } = options;
@@ -44,7 +32,7 @@ export function infoRoutes(options: InfoRouteOptions): Router {
     res.json({
       name: packageInfo.name,
       version: packageInfo.version,
-      status: HEALTH_OF[engineState.status],
+      status: engineState.health(),
       model: engineState.model,
       random_weights,
       ...(warning === undefined ? {} : { warning }),
@@ -54,14 +42,14 @@ export function infoRoutes(options: InfoRouteOptions): Router {
   });
 
   router.get('/health', (_req, res) => {
-    const status = HEALTH_OF[engineState.status];
+    const status = engineState.health();
     if (status !== 'ok') res.set('Retry-After', String(RETRY_AFTER_SECONDS));
     const { random_weights, warning } = randomWeightsFields();
     res.status(status === 'ok' ? 200 : 503).json({
       status,
       model: engineState.model,
-      devices: [{ device: engineState.device, role: 'image', status: engineState.status }],
-      sessions: options.sessionCount(),
+      devices: engineState.devices(),
+      sessions: engineState.sessionCount(),
       random_weights,
       ...(warning === undefined ? {} : { warning }),
     });

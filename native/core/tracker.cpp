@@ -1,0 +1,768 @@
+#include "tracker.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "bundle.h"
+#include "errors.h"
+#include "executor.h"
+#include "image_pipeline.h"
+#include "postprocess.h"
+
+// Line numbers (L<n>) cite transformers 5.17's modeling_sam3_tracker_video.py, as TRACKER.md.
+namespace sam3 {
+
+namespace {
+
+std::atomic<int64_t> trackerBytes{0};
+
+[[noreturn]] void badInput(const std::string& message) {
+  throw CoreError(ErrorCode::kBadInput, message);
+}
+
+// One object's prompt on one frame as the decoder takes it: points in pixels of the R x R
+// model input, labels 1/0 (clicks) and 2/3 (box corners).
+struct FramePrompt {
+  std::vector<float> xy;
+  std::vector<int64_t> labels;
+};
+
+// What one frame's computation leaves for later frames of one object (the reference's
+// store_output dict, without what no later frame reads).
+struct StoredOutput {
+  at::Tensor memory;       // [G*G, M] bfloat16, rounded as the reference stores it
+  at::Tensor pointer;      // [C] float32
+  at::Tensor lowResMasks;  // [4G, 4G] float32 logits, conditioning outputs only (reused output)
+  float scoreLogit = 0;
+  float iou = 0;
+  uint64_t written = 0;  // write sequence number: eviction order of non-conditioning outputs
+};
+
+int64_t bytesOf(const at::Tensor& tensor) { return tensor.defined() ? tensorBytes(tensor) : 0; }
+
+int64_t bytesOf(const StoredOutput& out) {
+  return bytesOf(out.memory) + bytesOf(out.pointer) + bytesOf(out.lowResMasks);
+}
+
+struct ObjectState {
+  int64_t id = 0;
+  std::map<int64_t, FramePrompt> prompts;  // point_inputs_per_obj
+  // cond_frame_outputs, kept for the session's life; condOrder is the reference dict's
+  // insertion order (it breaks ties in the conditioning-frame selection).
+  std::map<int64_t, StoredOutput> cond;
+  std::vector<int64_t> condOrder;
+  std::map<int64_t, StoredOutput> nonCond;  // non_cond_frame_outputs, at most memoryFrames
+  std::set<int64_t> framesTracked;          // frames_tracked_per_obj (keys only are read)
+};
+
+// What forward decides for one object before any model call.
+struct Planned {
+  size_t object = 0;  // index into State::objects
+  bool isInit = false;
+  bool reverse = false;
+  const FramePrompt* prompt = nullptr;  // the frame's points when the object had new inputs
+};
+
+// One computed object's results on this frame.
+struct Computed {
+  at::Tensor lowResMasks;   // [1, 4G, 4G]
+  at::Tensor highResMasks;  // [1, R, R]
+  at::Tensor pointer;       // [C]
+  at::Tensor memory;        // [G*G, M]
+  float scoreLogit = 0;
+  float iou = 0;
+};
+
+}  // namespace
+
+struct TrackerSession::State {
+  std::vector<ObjectState> objects;  // creation order = the reference's object index order
+  std::vector<int64_t> withNewInputs;
+  uint64_t writes = 0;
+  // The vision cache (max_vision_features_cache_size = 1): tracker_fpn_0..2 of one frame.
+  int64_t featuresFrame = -1;
+  at::Tensor features[3];
+
+  int64_t bytes() const {
+    int64_t total = 0;
+    for (const at::Tensor& tensor : features) total += bytesOf(tensor);
+    for (const ObjectState& object : objects) {
+      for (const auto& entry : object.cond) total += bytesOf(entry.second);
+      for (const auto& entry : object.nonCond) total += bytesOf(entry.second);
+    }
+    return total;
+  }
+
+  ObjectState* find(int64_t objId) {
+    for (ObjectState& object : objects) {
+      if (object.id == objId) return &object;
+    }
+    return nullptr;
+  }
+};
+
+namespace {
+
+using State = TrackerSession::State;
+
+// The session, the bundle and the tracker configuration one forward works with.
+struct Context {
+  State& state;
+  Bundle& bundle;
+  const TrackerSpec& spec;
+  const TrackerOptions& options;
+  StageClock& clock;
+};
+
+void checkFrame(const TrackerOptions& options, const FrameRequest& frame, int64_t frameIndex) {
+  if (frameIndex < 0 || frameIndex >= options.numFrames) {
+    badInput("frameIndex " + std::to_string(frameIndex) + " is outside the video's frames 0.." +
+             std::to_string(options.numFrames - 1));
+  }
+  if (frame.rgb == nullptr) badInput("rgb buffer is missing");
+  const size_t expected = static_cast<size_t>(options.width * options.height * 3);
+  if (frame.byteLength != expected) {
+    badInput("rgb buffer has " + std::to_string(frame.byteLength) + " bytes, expected " +
+             std::to_string(expected) + " (width * height * 3)");
+  }
+}
+
+// The prompt as add_point_inputs stores it: a box as its two corners (labels 2, 3) before
+// the clicks, everything in pixels of the R x R input (float32, as the reference scales).
+FramePrompt framePrompt(const TrackerPrompt& prompt, int64_t resolution) {
+  const size_t clicks = prompt.pointLabels.size();
+  if (clicks > kMaxTrackerClicks) {
+    badInput("pointLabels: at most " + std::to_string(kMaxTrackerClicks) +
+             " clicks are allowed (got " + std::to_string(clicks) + ")");
+  }
+  if (prompt.points.size() != 2 * clicks) {
+    badInput("points must hold 2 numbers (x, y) per point label (got " +
+             std::to_string(prompt.points.size()) + " numbers for " + std::to_string(clicks) +
+             " labels)");
+  }
+  for (double v : prompt.points) {
+    if (!std::isfinite(v)) badInput("points: coordinates must be finite");
+  }
+  for (int32_t label : prompt.pointLabels) {
+    if (label != 0 && label != 1) badInput("pointLabels must be 1 (positive) or 0 (negative)");
+  }
+  if (!prompt.box.empty() && prompt.box.size() != 4) {
+    badInput("box must be null or 4 numbers (cx, cy, w, h)");
+  }
+  for (double v : prompt.box) {
+    if (!std::isfinite(v)) badInput("box: coordinates must be finite");
+  }
+  if (clicks == 0 && prompt.box.empty()) badInput("points: give at least one click or a box");
+  // The reference refuses this too: a box must come before every click of the frame.
+  if (!prompt.box.empty() && !prompt.clearOld) {
+    badInput("box: a box replaces the object's inputs on the frame (clearOld must be true)");
+  }
+
+  // Pixels computed in double and rounded once to float32, as the video reference does
+  // (tools/video_reference.py scales Python floats, then makes a float32 tensor).
+  const double R = static_cast<double>(resolution);
+  auto pixels = [R](double normalized) { return static_cast<float>(normalized * R); };
+  FramePrompt out;
+  if (!prompt.box.empty()) {
+    const double cx = prompt.box[0], cy = prompt.box[1], w = prompt.box[2], h = prompt.box[3];
+    for (double corner : {cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2}) {
+      out.xy.push_back(pixels(corner));
+    }
+    out.labels = {2, 3};
+  }
+  for (size_t i = 0; i < clicks; ++i) {
+    out.xy.push_back(pixels(prompt.points[2 * i]));
+    out.xy.push_back(pixels(prompt.points[2 * i + 1]));
+    out.labels.push_back(prompt.pointLabels[i]);
+  }
+  return out;
+}
+
+// tracker_fpn_0..2 of the frame, computed once per frame (the reference's cache of size 1).
+void ensureFeatures(Context& c, const FrameRequest& frame, int64_t frameIndex) {
+  if (c.state.featuresFrame == frameIndex) return;
+  const Manifest& m = c.bundle.manifest();
+  c.state.featuresFrame = -1;
+  for (at::Tensor& tensor : c.state.features) tensor = at::Tensor();
+  ImageNormalization normalization{m.imageMean, m.imageStd};
+  at::Tensor pixels = preprocessImage(frame.rgb, c.options.width, c.options.height, m.resolution,
+                                      normalization, c.bundle.device());
+  c.clock.lap("preprocess");
+  NamedTensors outputs = c.bundle.call(ModuleKind::kVisionEncoder, {{"pixel_values", pixels}}, {});
+  for (int level = 0; level < 3; ++level) {
+    c.state.features[level] = owned(outputs.at(kVisionEncoderOutputs[3 + level]));
+  }
+  c.state.featuresFrame = frameIndex;
+  c.clock.lap("vision_encoder");
+}
+
+// _select_closest_cond_frames (L2240): up to maxCond conditioning frames, the closest before
+// and at-or-after the frame first, then the rest by distance (ties in insertion order).
+// Returns (selected, unselected), each in insertion order.
+std::pair<std::vector<int64_t>, std::set<int64_t>> selectCondFrames(const ObjectState& object,
+                                                                    int64_t frame,
+                                                                    int64_t maxCond) {
+  if (static_cast<int64_t>(object.condOrder.size()) <= maxCond) return {object.condOrder, {}};
+  std::optional<int64_t> before, after;
+  for (int64_t t : object.condOrder) {
+    if (t < frame && (!before || t > *before)) before = t;
+    if (t >= frame && (!after || t < *after)) after = t;
+  }
+  std::set<int64_t> chosen;
+  if (before) chosen.insert(*before);
+  if (after) chosen.insert(*after);
+  std::vector<int64_t> rest;
+  for (int64_t t : object.condOrder) {
+    if (chosen.count(t) == 0) rest.push_back(t);
+  }
+  std::stable_sort(rest.begin(), rest.end(), [frame](int64_t a, int64_t b) {
+    return std::llabs(a - frame) < std::llabs(b - frame);
+  });
+  for (int64_t t : rest) {
+    if (static_cast<int64_t>(chosen.size()) >= maxCond) break;
+    chosen.insert(t);
+  }
+  std::vector<int64_t> selected;
+  std::set<int64_t> unselected;
+  for (int64_t t : object.condOrder) {
+    if (chosen.count(t) != 0) {
+      selected.push_back(t);
+    } else {
+      unselected.insert(t);
+    }
+  }
+  return {selected, unselected};
+}
+
+// One object's memory bank on one frame: what memory_attention reads, before padding.
+struct Bank {
+  std::vector<std::pair<const at::Tensor*, int64_t>> memories;  // memory, temporal index
+  std::vector<std::pair<const at::Tensor*, float>> pointers;    // pointer, offset / (P - 1)
+};
+
+// _prepare_memory_conditioned_features' gathering (L2544-2586) for one object on `frame`.
+Bank gatherBank(const Context& c, const ObjectState& object, int64_t frame, bool reverse) {
+  const TrackerSpec& t = c.spec;
+  const int64_t T = c.options.numFrames;
+  if (object.cond.empty()) {
+    // The reference raises here (L2297); an object always has its first prompt's frame.
+    throw CoreError(ErrorCode::kInternal, "object " + std::to_string(object.id) +
+                                              " has no conditioning frame to attend to");
+  }
+  Bank bank;
+  // Spatial memories (L2280-2325): selected conditioning frames, then frames f-k (f+k in
+  // reverse) for k = num_maskmem-1..1 from the non-conditioning outputs, falling back to an
+  // unselected conditioning frame at that index.
+  auto [selected, unselected] = selectCondFrames(object, frame, t.maxCondFramesInAttn);
+  for (int64_t cond : selected) {
+    bank.memories.emplace_back(&object.cond.at(cond).memory, t.numMaskmem - 1);
+  }
+  for (int64_t k = t.numMaskmem - 1; k >= 1; --k) {
+    const int64_t previous = reverse ? frame + k : frame - k;
+    auto found = object.nonCond.find(previous);
+    if (found != object.nonCond.end()) {
+      bank.memories.emplace_back(&found->second.memory, k - 1);
+    } else if (unselected.count(previous) != 0) {
+      bank.memories.emplace_back(&object.cond.at(previous).memory, k - 1);
+    }
+  }
+
+  // Object pointers (L2362-2421): every conditioning frame at or before the frame (at or
+  // after in reverse), then non-conditioning frames f-1..f-(P-1) (f+1.. in reverse).
+  // P = min(T, max_object_pointers) and offsets / (P - 1) as L2384 and L2441 (P = 1 only with
+  // T = 1, where no frame attends to memories).
+  const int64_t P = std::min(T, t.maxObjectPointers);
+  const float scale = static_cast<float>(std::max<int64_t>(1, P - 1));
+  std::vector<std::pair<int64_t, const at::Tensor*>> condPointers, framePointers;
+  for (int64_t cond : object.condOrder) {
+    if (reverse ? cond >= frame : cond <= frame) {
+      condPointers.emplace_back((frame - cond) * (reverse ? -1 : 1), &object.cond.at(cond).pointer);
+    }
+  }
+  for (int64_t k = 1; k < P; ++k) {
+    const int64_t previous = reverse ? frame + k : frame - k;
+    if (previous < 0 || previous >= T) break;
+    auto found = object.nonCond.find(previous);
+    if (found != object.nonCond.end()) framePointers.emplace_back(k, &found->second.pointer);
+  }
+  // The reference has no cap on conditioning pointers; past pointer_slots keep the closest.
+  const size_t condRoom = static_cast<size_t>(t.pointerSlots) - framePointers.size();
+  if (condPointers.size() > condRoom) {
+    std::stable_sort(condPointers.begin(), condPointers.end(),
+                     [](const auto& x, const auto& y) { return x.first < y.first; });
+    condPointers.resize(condRoom);
+  }
+  for (const auto* list : {&condPointers, &framePointers}) {
+    for (const auto& [offset, pointer] : *list) {
+      bank.pointers.emplace_back(pointer, static_cast<float>(offset) / scale);
+    }
+  }
+  return bank;
+}
+
+// The memory-conditioned features of every planned non-initial object, one batched
+// memory_attention call: each row its own padded bank with validity masks. Slots are padded to
+// the manifest's memory_slots / pointer_slots, or, where the manifest leaves that dimension
+// symbolic, only to the most any row of this call uses (the same result, less work: invalid
+// slots are masked out anyway). Returns [B, C, G, G] in `rows` order.
+at::Tensor attendMemories(Context& c, const std::vector<Planned>& rows, int64_t frame) {
+  const TrackerSpec& t = c.spec;
+  const int64_t B = static_cast<int64_t>(rows.size());
+  const int64_t G = c.bundle.manifest().featureSize, GG = G * G, M = t.memDim;
+  const int64_t C = t.hiddenSize;
+
+  std::vector<Bank> banks;
+  size_t mostMemories = 1, mostPointers = 1;
+  for (const Planned& row : rows) {
+    banks.push_back(gatherBank(c, c.state.objects[row.object], frame, row.reverse));
+    mostMemories = std::max(mostMemories, banks.back().memories.size());
+    mostPointers = std::max(mostPointers, banks.back().pointers.size());
+  }
+  const int64_t NS = t.memorySlotsFlexible ? static_cast<int64_t>(mostMemories) : t.memorySlots;
+  const int64_t NP = t.pointerSlotsFlexible ? static_cast<int64_t>(mostPointers) : t.pointerSlots;
+
+  const at::TensorOptions onDevice =
+      at::TensorOptions().device(c.bundle.device()).dtype(at::kFloat);
+  at::Tensor memory = at::zeros({B, NS, GG, M}, onDevice);
+  at::Tensor pointers = at::zeros({B, NP, C}, onDevice);
+  at::Tensor tpos = at::zeros({B, NS}, at::kLong);
+  at::Tensor memoryValid = at::zeros({B, NS}, at::kFloat);
+  at::Tensor offsets = at::zeros({B, NP}, at::kFloat);
+  at::Tensor pointerValid = at::zeros({B, NP}, at::kFloat);
+  auto tposOf = tpos.accessor<int64_t, 2>();
+  auto memoryValidOf = memoryValid.accessor<float, 2>();
+  auto offsetsOf = offsets.accessor<float, 2>();
+  auto pointerValidOf = pointerValid.accessor<float, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const Bank& bank = banks[static_cast<size_t>(b)];
+    for (size_t s = 0; s < bank.memories.size(); ++s) {
+      const int64_t slot = static_cast<int64_t>(s);
+      memory[b][slot].copy_(*bank.memories[s].first);  // bfloat16 -> float32, as L2570
+      tposOf[b][slot] = bank.memories[s].second;
+      memoryValidOf[b][slot] = 1;
+    }
+    for (size_t p = 0; p < bank.pointers.size(); ++p) {
+      const int64_t slot = static_cast<int64_t>(p);
+      pointers[b][slot].copy_(*bank.pointers[p].first);
+      offsetsOf[b][slot] = bank.pointers[p].second;
+      pointerValidOf[b][slot] = 1;
+    }
+  }
+
+  NamedTensors outputs = c.bundle.call(ModuleKind::kMemoryAttention,
+                                       {{"current", c.state.features[2]},
+                                        {"memory", memory},
+                                        {"memory_tpos", tpos},
+                                        {"memory_valid", memoryValid},
+                                        {"pointers", pointers},
+                                        {"pointer_offsets", offsets},
+                                        {"pointer_valid", pointerValid}},
+                                       {});
+  c.clock.lap("memory_attention");
+  return outputs.at("conditioned");
+}
+
+// _use_multimask (L2588): 3 masks for 0 or 1 point (defaults), on initial frames or while
+// tracking when multimask_output_for_tracking.
+bool useMultimask(const TrackerSpec& t, bool isInit, const FramePrompt* prompt) {
+  const int64_t points = prompt == nullptr ? 0 : static_cast<int64_t>(prompt->labels.size());
+  return t.multimaskOutputInSam && (isInit || t.multimaskOutputForTracking) &&
+         t.multimaskMinPtNum <= points && points <= t.multimaskMaxPtNum;
+}
+
+// Decodes every computed object: objects with the same decoder and number of points share one
+// batched call. `conditioned` is [B, C, G, G] in `plan` order.
+std::vector<Computed> decode(Context& c, const std::vector<Planned>& plan,
+                             const at::Tensor& conditioned) {
+  // (multimask, points) -> rows of the plan
+  std::map<std::pair<bool, int64_t>, std::vector<int64_t>> groups;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const FramePrompt* prompt = plan[i].prompt;
+    // No prompt: one (0, 0) point labelled -1, as the reference's dummy prompt (L2094).
+    const int64_t N = prompt == nullptr ? 1 : static_cast<int64_t>(prompt->labels.size());
+    groups[{useMultimask(c.spec, plan[i].isInit, prompt), N}].push_back(static_cast<int64_t>(i));
+  }
+  std::vector<Computed> computed(plan.size());
+  for (const auto& [key, members] : groups) {
+    const auto [multimask, N] = key;
+    const int64_t B = static_cast<int64_t>(members.size());
+    at::Tensor points = at::zeros({B, 1, N, 2}, at::kFloat);
+    at::Tensor labels = at::full({B, 1, N}, -1, at::kLong);
+    float* xy = points.data_ptr<float>();
+    int64_t* label = labels.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      const FramePrompt* prompt = plan[static_cast<size_t>(members[static_cast<size_t>(b)])].prompt;
+      if (prompt == nullptr) continue;
+      std::copy(prompt->xy.begin(), prompt->xy.end(), xy + b * N * 2);
+      std::copy(prompt->labels.begin(), prompt->labels.end(), label + b * N);
+    }
+    at::Tensor index = at::tensor(at::ArrayRef<int64_t>(members.data(), members.size()), at::kLong)
+                           .to(conditioned.device());
+    NamedTensors outputs = c.bundle.call(
+        multimask ? ModuleKind::kTrackerDecoderMultimask : ModuleKind::kTrackerDecoder,
+        {{"conditioned", conditioned.index_select(0, index)},
+         {"tracker_fpn_0", c.state.features[0]},
+         {"tracker_fpn_1", c.state.features[1]},
+         {"points", points},
+         {"point_labels", labels}},
+        {});
+    at::Tensor scores =
+        outputs.at("object_score_logits").to(at::kCPU, at::kFloat).reshape({B}).contiguous();
+    at::Tensor iou = outputs.at("iou_scores").to(at::kCPU, at::kFloat).reshape({B}).contiguous();
+    for (int64_t b = 0; b < B; ++b) {
+      Computed& out = computed[static_cast<size_t>(members[static_cast<size_t>(b)])];
+      out.lowResMasks = outputs.at("low_res_masks")[b].to(at::kFloat);
+      out.highResMasks = outputs.at("high_res_masks")[b];
+      out.pointer = outputs.at("object_pointer")[b].to(at::kFloat);
+      out.scoreLogit = scores.data_ptr<float>()[b];
+      out.iou = iou.data_ptr<float>()[b];
+    }
+  }
+  c.clock.lap("tracker_decoder");
+  return computed;
+}
+
+// forward(frame, reverse) (L1797) over all objects. Nothing is stored until every model call
+// and the output encoding succeeded, so a failure leaves the session as it was.
+TrackerFrame forward(Context& c, const FrameRequest& frameRequest, int64_t frame, bool reverse) {
+  State& s = c.state;
+  const TrackerSpec& t = c.spec;
+  std::vector<int64_t> withNewInputs = s.withNewInputs;
+
+  // Per object in creation order: reuse a conditioning output, or plan a computation.
+  std::vector<Planned> plan;
+  std::vector<std::optional<size_t>> planOf(s.objects.size());
+  for (size_t i = 0; i < s.objects.size(); ++i) {
+    const ObjectState& object = s.objects[i];
+    auto pending = std::find(withNewInputs.begin(), withNewInputs.end(), object.id);
+    const bool hasNewInputs = pending != withNewInputs.end();
+    if (!hasNewInputs && object.cond.count(frame) != 0) continue;  // reused (L1843)
+    Planned planned;
+    planned.object = i;
+    if (hasNewInputs) {
+      planned.isInit = object.framesTracked.count(frame) == 0;
+      // The reference assigns the function-local `reverse` (L1858): every later object of
+      // this call runs forward too.
+      if (planned.isInit) reverse = false;
+      auto prompt = object.prompts.find(frame);
+      if (prompt != object.prompts.end()) {
+        planned.prompt = &prompt->second;
+        withNewInputs.erase(pending);
+      }
+    }
+    planned.reverse = reverse;
+    planOf[i] = plan.size();
+    plan.push_back(planned);
+  }
+
+  const int64_t G = c.bundle.manifest().featureSize;
+  std::vector<Computed> computed;
+  if (!plan.empty()) {
+    ensureFeatures(c, frameRequest, frame);
+    const int64_t C = t.hiddenSize;
+    at::Tensor conditioned = at::empty({static_cast<int64_t>(plan.size()), C, G, G},
+                                       at::TensorOptions().device(c.bundle.device()));
+    std::vector<Planned> attending;
+    std::vector<int64_t> attendingRows;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      if (plan[i].isInit) {
+        // An initial conditioning frame sees no memory (L2533-2542).
+        conditioned[static_cast<int64_t>(i)].copy_(
+            (s.features[2] + c.bundle.noMemoryEmbedding())[0]);
+      } else {
+        attending.push_back(plan[i]);
+        attendingRows.push_back(static_cast<int64_t>(i));
+      }
+    }
+    if (!attending.empty()) {
+      at::Tensor attended = attendMemories(c, attending, frame);
+      at::Tensor rows =
+          at::tensor(at::ArrayRef<int64_t>(attendingRows.data(), attendingRows.size()), at::kLong)
+              .to(conditioned.device());
+      conditioned.index_copy_(0, rows, attended.to(at::kFloat));
+    }
+    computed = decode(c, plan, conditioned);
+
+    // _batch_encode_memories (L2761): one call for every computed object, binarized masks for
+    // all of them when any had points on this frame (L2799).
+    std::vector<at::Tensor> highRes, scores;
+    bool binarize = false;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      highRes.push_back(computed[i].highResMasks);
+      scores.push_back(at::full({1, 1}, computed[i].scoreLogit, at::kFloat));
+      binarize = binarize || plan[i].prompt != nullptr;
+    }
+    NamedTensors encoded =
+        c.bundle.call(ModuleKind::kMemoryEncoder,
+                      {{"current", s.features[2]},
+                       {"high_res_masks", at::stack(highRes, 0)},
+                       {"object_score_logits", at::cat(scores, 0)},
+                       {"binarize", at::full({1}, binarize ? 1.0f : 0.0f, at::kFloat)}},
+                      {});
+    const at::Tensor& memory = encoded.at("memory");
+    for (size_t i = 0; i < plan.size(); ++i) {
+      computed[i].memory = owned(memory[static_cast<int64_t>(i)]);
+    }
+    c.clock.lap("memory_encoder");
+  }
+
+  // Outputs of every object on this frame, from the reused or computed low-res logits.
+  TrackerFrame result;
+  result.frameIndex = frame;
+  std::vector<at::Tensor> logits;
+  for (size_t i = 0; i < s.objects.size(); ++i) {
+    const ObjectState& object = s.objects[i];
+    TrackedObject out;
+    out.objId = object.id;
+    if (planOf[i]) {
+      const Computed& fresh = computed[*planOf[i]];
+      logits.push_back(fresh.lowResMasks[0]);
+      out.present = fresh.scoreLogit > 0;
+      out.score = fresh.iou;
+    } else {
+      const StoredOutput& reused = object.cond.at(frame);
+      logits.push_back(reused.lowResMasks);
+      out.present = reused.scoreLogit > 0;
+      out.score = reused.iou;
+    }
+    result.objects.push_back(std::move(out));
+  }
+  if (!logits.empty()) {
+    std::vector<MaskBounds> bounds;
+    c.clock.lap("postprocess");
+    std::vector<std::string> masks =
+        encodeMasks(at::stack(logits, 0), c.options.height, c.options.width, c.clock, &bounds);
+    for (size_t i = 0; i < result.objects.size(); ++i) {
+      result.objects[i].mask = std::move(masks[i]);
+      result.objects[i].box = normalizedBox(bounds[i], c.options.height, c.options.width);
+    }
+  }
+
+  // Commit (store_output L1875, frames_tracked L1890).
+  for (size_t p = 0; p < plan.size(); ++p) {
+    ObjectState& object = s.objects[plan[p].object];
+    Computed& fresh = computed[p];
+    StoredOutput out;
+    out.memory = std::move(fresh.memory);
+    out.pointer = owned(fresh.pointer);
+    out.scoreLogit = fresh.scoreLogit;
+    out.iou = fresh.iou;
+    out.written = ++s.writes;
+    if (plan[p].isInit) {
+      out.lowResMasks = owned(fresh.lowResMasks[0]);
+      if (object.cond.count(frame) == 0) object.condOrder.push_back(frame);
+      object.cond[frame] = std::move(out);
+      continue;
+    }
+    object.nonCond[frame] = std::move(out);
+    object.framesTracked.insert(frame);
+    while (static_cast<int64_t>(object.nonCond.size()) > c.options.memoryFrames) {
+      auto oldest = object.nonCond.begin();
+      for (auto it = object.nonCond.begin(); it != object.nonCond.end(); ++it) {
+        if (it->second.written < oldest->second.written) oldest = it;
+      }
+      object.nonCond.erase(oldest);
+    }
+  }
+  s.withNewInputs = std::move(withNewInputs);
+  return result;
+}
+
+const TrackerSpec& trackerSpecOf(const Bundle& bundle) {
+  if (!bundle.hasTracker()) {
+    badInput("this bundle has no video tracker modules (bundle format 1): export it again");
+  }
+  return *bundle.manifest().tracker;
+}
+
+}  // namespace
+
+// One task on the session: refuses a released session, marks it busy while running, then
+// publishes the read-only view (or frees the state if release() came meanwhile).
+class TrackerSession::Task {
+ public:
+  explicit Task(TrackerSession& session) : session_(session) {
+    std::lock_guard<std::mutex> lock(session_.mutex_);
+    if (session_.closed_ || !session_.state_) {
+      throw CoreError(ErrorCode::kSessionClosed, "the video tracker session was released");
+    }
+    session_.busy_ = true;
+  }
+  ~Task() {
+    std::lock_guard<std::mutex> lock(session_.mutex_);
+    session_.busy_ = false;
+    if (session_.closed_) {
+      session_.freeLocked();
+    } else {
+      session_.publishLocked();
+    }
+  }
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+
+  State& state() { return *session_.state_; }
+
+ private:
+  TrackerSession& session_;
+};
+
+TrackerSession::TrackerSession(uint64_t bundleId, const TrackerOptions& options)
+    : bundleId_(bundleId), options_(options), state_(std::make_unique<State>()) {}
+
+TrackerSession::~TrackerSession() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  freeLocked();
+}
+
+void TrackerSession::freeLocked() {
+  state_.reset();
+  trackerBytes -= byteSize_;
+  byteSize_ = 0;
+  objectIds_.clear();
+  promptFrames_.clear();
+}
+
+void TrackerSession::publishLocked() {
+  objectIds_.clear();
+  std::set<int64_t> frames;
+  for (const ObjectState& object : state_->objects) {
+    objectIds_.push_back(object.id);
+    for (const auto& entry : object.cond) frames.insert(entry.first);
+  }
+  promptFrames_.assign(frames.begin(), frames.end());
+  const int64_t bytes = state_->bytes();
+  trackerBytes += bytes - byteSize_;
+  byteSize_ = bytes;
+}
+
+std::vector<int64_t> TrackerSession::objectIds() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return objectIds_;
+}
+
+std::vector<int64_t> TrackerSession::promptFrames() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return promptFrames_;
+}
+
+int64_t TrackerSession::byteSize() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return byteSize_;
+}
+
+void TrackerSession::release() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  closed_ = true;
+  if (!busy_) freeLocked();
+}
+
+bool TrackerSession::released() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return closed_;
+}
+
+TrackerFrame TrackerSession::addPrompt(Bundle& bundle, const Executor& executor,
+                                       const FrameRequest& frame, const TrackerPrompt& prompt,
+                                       std::map<std::string, double>& times) {
+  Task task(*this);
+  State& s = task.state();
+  const TrackerSpec& spec = trackerSpecOf(bundle);
+  checkFrame(options_, frame, prompt.frameIndex);
+  if (prompt.objId < 0) badInput("objId must be a non-negative integer");
+  FramePrompt added = framePrompt(prompt, bundle.manifest().resolution);
+
+  const int64_t f = prompt.frameIndex;
+  ObjectState* object = s.find(prompt.objId);
+  std::optional<FramePrompt> previous;
+  if (object != nullptr) {
+    auto found = object->prompts.find(f);
+    if (found != object->prompts.end()) previous = found->second;
+  }
+  // Without clearOld, the clicks join the object's earlier ones on this frame.
+  FramePrompt merged = added;
+  if (!prompt.clearOld && previous) {
+    merged = *previous;
+    merged.xy.insert(merged.xy.end(), added.xy.begin(), added.xy.end());
+    merged.labels.insert(merged.labels.end(), added.labels.begin(), added.labels.end());
+    if (merged.labels.size() > kMaxTrackerClicks) {
+      badInput("pointLabels: the object would have more than " + std::to_string(kMaxTrackerClicks) +
+               " clicks on frame " + std::to_string(f));
+    }
+  }
+
+  const bool created = object == nullptr;
+  if (created) {
+    s.objects.emplace_back();
+    s.objects.back().id = prompt.objId;
+    object = &s.objects.back();
+  }
+  object->prompts[f] = std::move(merged);
+  const std::vector<int64_t> pendingBefore = s.withNewInputs;
+  // The processor replaces the list with the prompted objects.
+  s.withNewInputs = {prompt.objId};
+
+  StageClock clock(executor);
+  Context context{s, bundle, spec, options_, clock};
+  try {
+    TrackerFrame result = forward(context, frame, f, /*reverse=*/false);
+    times = clock.times();
+    return result;
+  } catch (...) {
+    s.withNewInputs = pendingBefore;
+    if (created) {
+      s.objects.pop_back();
+    } else {
+      ObjectState* restored = s.find(prompt.objId);
+      if (previous) {
+        restored->prompts[f] = *previous;
+      } else {
+        restored->prompts.erase(f);
+      }
+    }
+    throw;
+  }
+}
+
+TrackerFrame TrackerSession::step(Bundle& bundle, const Executor& executor,
+                                  const FrameRequest& frame, int64_t frameIndex, bool reverse,
+                                  std::map<std::string, double>& times) {
+  Task task(*this);
+  const TrackerSpec& spec = trackerSpecOf(bundle);
+  checkFrame(options_, frame, frameIndex);
+  StageClock clock(executor);
+  Context context{task.state(), bundle, spec, options_, clock};
+  TrackerFrame result = forward(context, frame, frameIndex, reverse);
+  times = clock.times();
+  return result;
+}
+
+bool TrackerSession::removeObject(int64_t objId) {
+  Task task(*this);
+  State& s = task.state();
+  auto found = std::find_if(s.objects.begin(), s.objects.end(),
+                            [objId](const ObjectState& object) { return object.id == objId; });
+  if (found == s.objects.end()) return false;
+  s.objects.erase(found);
+  s.withNewInputs.erase(std::remove(s.withNewInputs.begin(), s.withNewInputs.end(), objId),
+                        s.withNewInputs.end());
+  return true;
+}
+
+int64_t TrackerSession::reset() {
+  Task task(*this);
+  State& s = task.state();
+  const int64_t cleared = static_cast<int64_t>(s.objects.size());
+  s.objects.clear();
+  s.withNewInputs.clear();
+  return cleared;
+}
+
+int64_t liveTrackerBytes() { return trackerBytes.load(); }
+
+}  // namespace sam3

@@ -1,0 +1,121 @@
+/**
+ * The video oracle (tools/video_reference.py: transformers' Sam3TrackerVideoModel) on a script
+ * of operations, and the comparison of its per-frame objects with the server's.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { tempDir } from './reference';
+import { repoPath, venvPython } from './repo';
+import { decodeRle, maskIou, type CocoRle } from './rle';
+
+const execFileAsync = promisify(execFile);
+
+export type ReferenceOp =
+  | {
+      op: 'prompt';
+      frame: number;
+      obj_id: number;
+      points: number[][];
+      point_labels: number[];
+      box: number[] | null;
+    }
+  | {
+      op: 'propagate';
+      direction: 'forward' | 'backward' | 'both';
+      start: number | null;
+      max_frames: number | null;
+    }
+  | { op: 'remove'; obj_id: number }
+  | { op: 'reset' };
+
+export interface VideoObject {
+  id: number;
+  present: boolean;
+  score: number | null;
+  box: number[];
+  mask: CocoRle;
+}
+
+export interface ReferenceFrame {
+  frame: number;
+  objects: VideoObject[];
+}
+
+export interface VideoReferenceOutput {
+  video_info: { frames: number; width: number; height: number };
+  results: (ReferenceFrame | { frames: ReferenceFrame[] } | Record<string, unknown>)[];
+  timing: { load_ms: number; per_op_ms: number[]; frames_per_second: (number | null)[] };
+  peak_rss_mb: number;
+}
+
+/** Runs tools/video_reference.py on one video and script (one process, the model loaded once). */
+export async function runVideoReference(
+  bundleDir: string,
+  video: string,
+  ops: ReferenceOp[],
+): Promise<VideoReferenceOutput> {
+  const { dir, cleanup } = await tempDir('sam3-vref-');
+  try {
+    const input = path.join(dir, 'script.json');
+    await writeFile(input, JSON.stringify({ video, ops }));
+    const { stdout } = await execFileAsync(
+      'bash',
+      [
+        '-c',
+        `"$0" "$1" --bundle "$2" < "${input}"`,
+        venvPython(),
+        repoPath('tools', 'video_reference.py'),
+        bundleDir,
+      ],
+      { cwd: repoPath(), maxBuffer: 512 * 1024 * 1024 },
+    );
+    return JSON.parse(stdout) as VideoReferenceOutput;
+  } finally {
+    await cleanup();
+  }
+}
+
+/** Video parity criterion of ARCHITECTURE.md: per frame and object, mask IoU >= 0.99. */
+export const MIN_VIDEO_MASK_IOU = 0.99;
+
+/** Counts of what a comparison covered, so a caller can assert it proved something. */
+export interface FrameComparison {
+  frames: number;
+  objects: number;
+  nonEmptyMasks: number;
+}
+
+function nonEmpty(mask: CocoRle): boolean {
+  return decodeRle(mask).some((v) => v !== 0);
+}
+
+/**
+ * Asserts that the server's objects on one frame equal the reference's: the same ids in the
+ * same order, equal presence, and mask IoU >= MIN_VIDEO_MASK_IOU at the same size.
+ */
+export function assertSameFrame(
+  where: string,
+  actual: VideoObject[],
+  expected: VideoObject[],
+  tally: FrameComparison,
+): void {
+  assert.deepEqual(
+    actual.map((o) => o.id),
+    expected.map((o) => o.id),
+    `${where}: object ids`,
+  );
+  tally.frames += 1;
+  expected.forEach((reference, i) => {
+    const ours = actual[i];
+    const at = `${where} / object ${reference.id}`;
+    assert.equal(ours.present, reference.present, `${at}: presence`);
+    assert.deepEqual(ours.mask.size, reference.mask.size, `${at}: mask size`);
+    const iou = maskIou(decodeRle(ours.mask), decodeRle(reference.mask));
+    assert.ok(iou >= MIN_VIDEO_MASK_IOU, `${at}: mask IoU ${iou.toFixed(4)}`);
+    tally.objects += 1;
+    if (nonEmpty(reference.mask)) tally.nonEmptyMasks += 1;
+  });
+}
