@@ -343,7 +343,11 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
       max: 100_000,
       integer: true,
     }),
-    videoMaxObjects: parseNumber(env, 'VIDEO_MAX_OBJECTS', 32, { min: 1, max: 1024, integer: true }),
+    videoMaxObjects: parseNumber(env, 'VIDEO_MAX_OBJECTS', 32, {
+      min: 1,
+      max: 1024,
+      integer: true,
+    }),
     videoUrlTimeoutSeconds: parseNumber(env, 'VIDEO_URL_TIMEOUT_SECONDS', 30, { positive: true }),
     videoUrlMaxRedirects: parseNumber(env, 'VIDEO_URL_MAX_REDIRECTS', 3, {
       min: 0,

@@ -90,7 +90,10 @@ describe('loadConfig defaults', () => {
   });
 
   it('refuses a VIDEO_GPU_LIST naming an absent GPU', () => {
-    assert.throws(() => loadConfig({ VIDEO_GPU_LIST: '0,2' }, TWO_GPUS), /VIDEO_GPU_LIST: names GPU 2/);
+    assert.throws(
+      () => loadConfig({ VIDEO_GPU_LIST: '0,2' }, TWO_GPUS),
+      /VIDEO_GPU_LIST: names GPU 2/,
+    );
   });
 
   it('defaults VIDEO_PATH_ROOTS to UPLOAD_DIR', () => {

@@ -295,22 +295,22 @@ def export(args: argparse.Namespace) -> None:
         t = time.time()
         tracker_gen = torch.Generator(device="cpu").manual_seed(0)
 
-        def memory_inputs(objects: int):
+        # The slot counts are capacities: one graph takes any NS <= memory_slots and
+        # NP <= pointer_slots (the core passes only the slots a call uses), checked below.
+        def memory_inputs(objects: int, slots: int = num_memory_slots, pointer_slots: int = num_pointer_slots):
             def rand(*shape):
                 return torch.rand(*shape, generator=tracker_gen).to(device)
 
-            valid = (rand(objects, num_memory_slots) > 0.4).float()
+            valid = (rand(objects, slots) > 0.4).float()
             valid[:, 0] = 1.0
             return (
                 maps[5],
-                torch.randn(objects, num_memory_slots, grid * grid, mem_dim, generator=tracker_gen).to(device),
-                torch.randint(
-                    0, geometry["num_maskmem"], (objects, num_memory_slots), generator=tracker_gen
-                ).to(device),
+                torch.randn(objects, slots, grid * grid, mem_dim, generator=tracker_gen).to(device),
+                torch.randint(0, geometry["num_maskmem"], (objects, slots), generator=tracker_gen).to(device),
                 valid,
-                torch.randn(objects, num_pointer_slots, tracker_width, generator=tracker_gen).to(device),
-                rand(objects, num_pointer_slots),
-                (rand(objects, num_pointer_slots) > 0.5).float(),
+                torch.randn(objects, pointer_slots, tracker_width, generator=tracker_gen).to(device),
+                rand(objects, pointer_slots),
+                (rand(objects, pointer_slots) > 0.5).float(),
             )
 
         def decoder_inputs(objects: int, clicks: int):
@@ -348,7 +348,9 @@ def export(args: argparse.Namespace) -> None:
             eager_points = module(maps[3], maps[4], maps[5], clicks, click_labels)
             traced_out = traced_points[name](maps[3], maps[4], maps[5], clicks, click_labels)
             diffs += [(a - b).abs().max().item() for a, b in zip(eager_points, traced_out)]
-        tracker_checks = [(memory_attention, "memory_attention", memory_inputs(objects)) for objects in (1, 3)]
+        tracker_checks = [
+            (memory_attention, "memory_attention", memory_inputs(*shape)) for shape in ((1,), (3,), (1, 1, 1), (3, 4, 7))
+        ]
         for name, module in tracker_decoders.items():
             tracker_checks += [(module, name, decoder_inputs(objects, n)) for objects, n in ((1, 1), (3, 2), (2, 5))]
         tracker_checks += [
@@ -424,12 +426,12 @@ def export(args: argparse.Namespace) -> None:
             "file": "memory_attention.pt",
             "inputs": [
                 current,
-                spec("memory", ["B", num_memory_slots, grid * grid, mem_dim], f32),
-                spec("memory_tpos", ["B", num_memory_slots], "int64"),
-                spec("memory_valid", ["B", num_memory_slots], f32),
-                spec("pointers", ["B", num_pointer_slots, tracker_width], f32),
-                spec("pointer_offsets", ["B", num_pointer_slots], f32),
-                spec("pointer_valid", ["B", num_pointer_slots], f32),
+                spec("memory", ["B", "NS", grid * grid, mem_dim], f32),
+                spec("memory_tpos", ["B", "NS"], "int64"),
+                spec("memory_valid", ["B", "NS"], f32),
+                spec("pointers", ["B", "NP", tracker_width], f32),
+                spec("pointer_offsets", ["B", "NP"], f32),
+                spec("pointer_valid", ["B", "NP"], f32),
             ],
             "outputs": [conditioned],
             "attributes": [spec("no_memory_embedding", [1, 1, tracker_width], f32)],

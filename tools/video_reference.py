@@ -3,7 +3,7 @@
 
   video_reference.py --bundle <bundle dir> [--model <hf dir>] [--device cpu] < script.json
 
-script.json: {"video": "<file>", "ops": [
+script.json: {"video": "<file>", ["raw": {"width", "height"},] "ops": [
     {"op": "prompt", "frame": 0, "obj_id": 1, "points": [[x, y]], "point_labels": [1], "box": null},
     {"op": "propagate", "direction": "forward" | "backward" | "both", "start": null, "max_frames": null},
     {"op": "remove", "obj_id": 1},
@@ -61,8 +61,14 @@ import torch.nn.functional as F  # noqa: E402
 from sam3_tools.reference_pipeline import encode_rle, mask_box, preprocess  # noqa: E402
 
 
-def decode_video(path: str) -> list[np.ndarray]:
-    """Every frame of the first video stream as uint8 RGB [H, W, 3]."""
+def decode_video(path: str, raw: dict | None = None) -> list[np.ndarray]:
+    """Every frame of the first video stream as uint8 RGB [H, W, 3]. With `raw`
+    ({"width", "height"}), `path` holds concatenated raw RGB24 frames instead (bench/gpu: no
+    video encoder there)."""
+    if raw is not None:
+        width, height = int(raw["width"]), int(raw["height"])
+        data = np.fromfile(path, dtype=np.uint8)
+        return list(data.reshape(-1, height, width, 3))
     import av
 
     with av.open(path) as container:
@@ -275,7 +281,7 @@ def main() -> None:
     reference = VideoReference(args.model or str(args.bundle / "hf"), args.device)
     load_ms = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    frames = decode_video(script["video"])
+    frames = decode_video(script["video"], script.get("raw"))
     if not frames:
         raise SystemExit(f"{script['video']}: no decodable frames")
     reference.open(frames)

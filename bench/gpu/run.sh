@@ -58,4 +58,46 @@ with tempfile.TemporaryDirectory() as tmp:
         print(f"  {stage:<16} {ms / iters:10.1f} ms")
     print(f"  {'total':<16} {sum(stages.values()) / iters:10.1f} ms")
 PY
-log "done: compare the totals (both sides keep every query, threshold 0)"
+log "image done: compare the totals (both sides keep every query, threshold 0)"
+
+log "video: click tracking, core tracker against the transformers reference on $DEVICE"
+VIDEO_FRAMES="${VIDEO_FRAMES:-17}"
+VIDEO_RAW="$OUT/shapes.rgb"
+"$PYTHON" - "$VIDEO_RAW" "$VIDEO_FRAMES" <<'PY'
+import sys
+import numpy as np
+# 640x480 frames of a moving disc and rectangle over a gradient (raw RGB24, back to back)
+path, count = sys.argv[1], int(sys.argv[2])
+h, w = 480, 640
+yy, xx = np.mgrid[0:h, 0:w]
+frames = []
+for i in range(count):
+    f = np.zeros((h, w, 3), np.uint8)
+    f[..., 0] = 90 + 40 * xx // w
+    f[..., 1] = 90 + 40 * yy // h
+    f[..., 2] = 100
+    cx = 60 + (w // 2 - 120) * i // max(1, count - 1)
+    f[(xx - cx) ** 2 + (yy - h // 3) ** 2 <= 60 ** 2] = (220, 30, 30)
+    ry = (h // 2 - 96) * i // max(1, count - 1)
+    f[ry:ry + 96, 2 * w // 3:2 * w // 3 + 106] = (30, 40, 220)
+    frames.append(f)
+np.stack(frames).tofile(path)
+PY
+for objects in 1 3 8; do
+  "$CLI" track "$BUNDLE" "$VIDEO_RAW" 640 480 --device "$DEVICE" --objects "$objects" | tee -a "$OUT/summary.txt"
+  "$PYTHON" - "$BUNDLE" "$DEVICE" "$VIDEO_RAW" "$objects" <<'PY' | tee -a "$OUT/summary.txt"
+import json, subprocess, sys
+bundle, device, raw, objects = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# the clicks of sam3_core_cli track: spread over the frame, one per object, on frame 0
+ops = [{"op": "prompt", "frame": 0, "obj_id": k + 1, "points": [[0.15 + 0.7 * (k % 4) / 3, 0.25 + 0.5 * (k // 4)]],
+        "point_labels": [1], "box": None} for k in range(objects)]
+ops.append({"op": "propagate", "direction": "forward", "start": 1, "max_frames": None})
+script = {"video": raw, "raw": {"width": 640, "height": 480}, "ops": ops}
+out = subprocess.run([sys.executable, "tools/video_reference.py", "--bundle", bundle, "--device", device],
+                     input=json.dumps(script), capture_output=True, text=True, check=True)
+result = json.loads(out.stdout)
+print(f"  reference, {objects} objects: {result['timing']['frames_per_second'][-1]:.2f} fps, "
+      f"peak RSS {result['peak_rss_mb']:.0f} MiB")
+PY
+done
+log "done: compare fps per object count (the core's line against the reference's)"

@@ -6,11 +6,16 @@
 //       (bos ... eos, padded here with the pad id) or a file holding them. Prints JSON.
 //   sam3_core_cli bench <bundle> [--device D] [--size WxH] [--prompts N] [--iters K]
 //       Random image and prompts; prints the mean milliseconds per stage.
+//   sam3_core_cli track <bundle> <rgb-file> <width> <height> [--device D] [--objects K]
+//       <rgb-file>: raw RGB frames back to back. One click per object on frame 0 (spread as
+//       bench/video.ts spreads them), then every later frame forward; prints frames per second
+//       and the mean milliseconds per stage of the propagated frames.
 //   sam3_core_cli resize <rgb-file> <width> <height> <size> <out-file>
 //       Writes the uint8 CHW antialiased resize the vision encoder's input starts from.
 //   sam3_core_cli preprocess <rgb-file> <width> <height> <size> <out-file> [--mean a,b,c]
 //                            [--std a,b,c]
 //       Writes pixel_values as float32 CHW (mean and std default to 0.5 each).
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -289,6 +294,62 @@ int bench(const Options& options) {
   return 0;
 }
 
+int track(const Options& options) {
+  if (options.positional.size() != 4) {
+    throw CoreError(ErrorCode::kBadInput, "usage: track <bundle> <rgb-file> <width> <height>");
+  }
+  int64_t width = parseInt(options.positional[2], "width");
+  int64_t height = parseInt(options.positional[3], "height");
+  int64_t objects = parseInt(flag(options, "objects", "1"), "--objects");
+  std::ifstream file(options.positional[1], std::ios::binary);
+  std::vector<uint8_t> video((std::istreambuf_iterator<char>(file)),
+                             std::istreambuf_iterator<char>());
+  const size_t frameBytes = static_cast<size_t>(width * height * 3);
+  if (video.empty() || video.size() % frameBytes != 0) {
+    throw CoreError(ErrorCode::kBadInput, "the rgb file must hold whole width x height frames");
+  }
+  const int64_t frames = static_cast<int64_t>(video.size() / frameBytes);
+  auto engine = loadEngine(options.positional[0], flag(options, "device", "cpu"));
+  sam3::TrackerOptions trackerOptions;
+  trackerOptions.numFrames = frames;
+  trackerOptions.width = width;
+  trackerOptions.height = height;
+  auto session = engine->createTracker(trackerOptions);
+  auto frameAt = [&](int64_t index) {
+    return sam3::FrameRequest{video.data() + static_cast<size_t>(index) * frameBytes, frameBytes};
+  };
+  for (int64_t k = 0; k < objects; ++k) {
+    sam3::TrackerPrompt prompt;
+    prompt.objId = k + 1;
+    prompt.points = {0.15 + 0.7 * static_cast<double>(k % 4) / 3.0,
+                     0.25 + 0.5 * static_cast<double>(k / 4)};
+    prompt.pointLabels = {1};
+    waitFor<sam3::TrackerFrame>(
+        [&](auto done) { engine->trackerAddPrompt(session, frameAt(0), prompt, done); });
+  }
+  std::map<std::string, double> totals;
+  size_t present = 0;
+  auto start = std::chrono::steady_clock::now();
+  for (int64_t index = 1; index < frames; ++index) {
+    auto result = waitFor<sam3::TrackerFrame>(
+        [&](auto done) { engine->trackerStep(session, frameAt(index), index, false, done); });
+    for (const auto& object : result.objects) present += object.present ? 1 : 0;
+    for (const auto& [stage, ms] : engine->lastStageTimes()) totals[stage] += ms;
+  }
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int64_t steps = std::max<int64_t>(1, frames - 1);
+  std::cout << "bundle " << engine->info().modelId << ", device " << engine->device() << ", "
+            << width << "x" << height << ", " << objects << " objects, " << steps
+            << " frames propagated, " << present << " object-frames present\n";
+  std::printf("  %-16s %10.2f fps\n", "propagation", static_cast<double>(steps) / seconds);
+  for (const auto& [stage, total] : totals) {
+    std::printf("  %-16s %10.2f ms per frame\n", stage.c_str(), total / static_cast<double>(steps));
+  }
+  session->release();
+  closeEngine(engine);
+  return 0;
+}
+
 // The arguments of resize and preprocess: <rgb-file> <width> <height> <size> <out-file>.
 struct ImageJob {
   std::vector<uint8_t> rgb;
@@ -357,8 +418,8 @@ int preprocess(const Options& options) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr
-        << "usage: sam3_core_cli info|segment|bench|resize ... (see native/tools/core_cli.cpp)\n";
+    std::cerr << "usage: sam3_core_cli info|segment|bench|track|resize|preprocess ... (see "
+                 "native/tools/core_cli.cpp)\n";
     return 2;
   }
   std::string command = argv[1];
@@ -367,6 +428,7 @@ int main(int argc, char** argv) {
     if (command == "info") return info(options);
     if (command == "segment") return segment(options);
     if (command == "bench") return bench(options);
+    if (command == "track") return track(options);
     if (command == "resize") return resize(options);
     if (command == "preprocess") return preprocess(options);
     std::cerr << "unknown command " << command << "\n";

@@ -308,7 +308,10 @@ describe('POST /api/v1/image/segment with the tiny random bundle', () => {
     // A batch of one and a batch of two take different matmul paths: equal up to rounding.
     assert.equal(single.scores.length, half);
     single.scores.forEach((score, i) =>
-      assert.ok(Math.abs(score - result.scores[i]) <= 1e-5, `score ${i}: ${score} vs ${result.scores[i]}`),
+      assert.ok(
+        Math.abs(score - result.scores[i]) <= 1e-5,
+        `score ${i}: ${score} vs ${result.scores[i]}`,
+      ),
     );
   });
 

@@ -51,15 +51,24 @@ const SCRIPT: ReferenceOp[] = [
     box: null,
   },
   { op: 'propagate', direction: 'forward', start: 4, max_frames: null },
-  // A second object (the rectangle) on frame 0; both objects forward.
-  { op: 'prompt', frame: 0, obj_id: 2, points: [[0.75, 0.1]], point_labels: [1], box: null },
-  { op: 'propagate', direction: 'forward', start: 0, max_frames: 6 },
+  // A second object (the rectangle) clicked on frame 3, where the first object is recomputed
+  // from memory: the memory encoder's batch then binarizes both masks (the reference's
+  // any(is_mask_from_pts) quirk); both objects forward from the next frame.
+  { op: 'prompt', frame: 3, obj_id: 2, points: [[0.75, 0.17]], point_labels: [1], box: null },
+  { op: 'propagate', direction: 'forward', start: 4, max_frames: 4 },
   // Removing it leaves the first object's tracking as the reference's.
   { op: 'remove', obj_id: 2 },
   { op: 'propagate', direction: 'forward', start: 0, max_frames: null },
   // A box on a middle frame, then backward, then both directions.
   { op: 'reset' },
-  { op: 'prompt', frame: 5, obj_id: 1, points: [], point_labels: [], box: [0.75, 0.26, 0.22, 0.25] },
+  {
+    op: 'prompt',
+    frame: 5,
+    obj_id: 1,
+    points: [],
+    point_labels: [],
+    box: [0.75, 0.26, 0.22, 0.25],
+  },
   { op: 'propagate', direction: 'backward', start: 5, max_frames: null },
   { op: 'propagate', direction: 'both', start: 5, max_frames: null },
 ];
@@ -202,7 +211,12 @@ for (const [preset, seed] of [
         );
         const tally: FrameComparison = { frames: 0, objects: 0, nonEmptyMasks: 0 };
         ours.forEach((frame, i) =>
-          assertSameFrame(`${where} / frame ${frame.frame}`, frame.objects, expected[i].objects, tally),
+          assertSameFrame(
+            `${where} / frame ${frame.frame}`,
+            frame.objects,
+            expected[i].objects,
+            tally,
+          ),
         );
         // What is compared must be non-empty: most masks of every op hold pixels.
         assert.ok(tally.objects > 0, `${where}: no objects compared`);
