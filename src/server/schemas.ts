@@ -125,6 +125,15 @@ export const pointPromptSchema = {
   },
 } as const;
 
+/** One prompt of an image or video request: text, box or point, told apart by `type`. */
+const promptSchema = {
+  type: 'object',
+  required: ['type'],
+  properties: { type: { type: 'string', enum: ['text', 'box', 'point'] } },
+  discriminator: { propertyName: 'type' },
+  oneOf: [textPromptSchema, boxPromptSchema, pointPromptSchema],
+} as const;
+
 /** The base64 image of a request; `maxImageChars` states the body limit in the schema. */
 function imageSchema(maxImageChars: number): JsonSchema {
   return {
@@ -158,13 +167,7 @@ export function segmentRequestSchema(maxImageChars: number, defaultThreshold: nu
         contains: { type: 'object', properties: { type: { const: 'box' } }, required: ['type'] },
         minContains: 0,
         maxContains: MAX_BOX_PROMPTS,
-        items: {
-          type: 'object',
-          required: ['type'],
-          properties: { type: { type: 'string', enum: ['text', 'box', 'point'] } },
-          discriminator: { propertyName: 'type' },
-          oneOf: [textPromptSchema, boxPromptSchema, pointPromptSchema],
-        },
+        items: promptSchema,
       },
       confidence_threshold: {
         ...unitInterval,
@@ -571,13 +574,7 @@ export const videoPromptRequestSchema = {
         `invalid_prompt.`,
       minItems: 1,
       maxItems: MAX_PROMPTS,
-      items: {
-        type: 'object',
-        required: ['type'],
-        properties: { type: { type: 'string', enum: ['text', 'box', 'point'] } },
-        discriminator: { propertyName: 'type' },
-        oneOf: [textPromptSchema, boxPromptSchema, pointPromptSchema],
-      },
+      items: promptSchema,
     },
     obj_id: {
       type: ['integer', 'null'],

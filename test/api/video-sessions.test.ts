@@ -23,6 +23,7 @@ import {
   type TestServer,
   type TrackedObjectBody,
   type VideoInfoBody,
+  waitFor,
 } from '../helpers/server';
 import { makeTempDir, removeDir, writeVideo, type SyntheticVideo } from '../helpers/videos';
 
@@ -70,14 +71,6 @@ function assertObjects(objects: TrackedObjectBody[], ids: number[], where: strin
     assert.ok(object.mask.counts.length > 0, where);
     assert.equal(object.box.length, 4, where);
     assert.ok(object.score >= 0 && object.score <= 1, `${where}: score ${object.score}`);
-  }
-}
-
-async function waitFor(probe: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 

@@ -21,6 +21,7 @@ import {
   type StreamMessage,
   type TestServer,
   type TrackedObjectBody,
+  waitFor,
 } from '../helpers/server';
 import { repoPath } from '../helpers/repo';
 import { makeTempDir, removeDir, writeVideo, type SyntheticVideo } from '../helpers/videos';
@@ -89,14 +90,6 @@ function rawUpgrade(port: number, target: string, headers: string[] = []): Promi
 
 function tasksRun(server: TestServer): number {
   return Object.values(server.models.videoSessions?.tasksRun() ?? {}).reduce((a, b) => a + b, 0);
-}
-
-async function waitFor(probe: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 describe('WebSocket propagation', () => {

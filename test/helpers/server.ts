@@ -331,3 +331,16 @@ export class VideoApi {
     return fetch(`${this.baseUrl}/api/v1/video/sessions`, { headers: this.headers });
   }
 }
+
+/** Polls `probe` every 20 ms until it holds; throws after `ms` naming `what`. */
+export async function waitFor(
+  probe: () => Promise<boolean>,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -29,7 +29,7 @@ import {
   type ReferenceInstances,
   type ReferencePrompt,
 } from '../helpers/reference';
-import { collectGarbage, expectCode } from '../helpers/native';
+import { collectGarbage, expectCode, maskBox } from '../helpers/native';
 import { decodeRle } from '../helpers/rle';
 
 /** Deterministic RGB noise over a horizontal gradient, width * height * 3 bytes. */
@@ -68,30 +68,6 @@ function referencePrompt(query: PointQuery): ReferencePrompt {
   };
   if (query.box.length > 0) prompt.box = Array.from(query.box);
   return prompt;
-}
-
-/**
- * Normalized cx, cy, w, h of the foreground of a row-major mask, pixel edges (a pixel at
- * column x spans x / W .. (x + 1) / W), rounded to float32 as the engine returns it; zeros
- * for an empty mask.
- */
-function maskBox(mask: Uint8Array, height: number, width: number): number[] {
-  let minX = width;
-  let maxX = -1;
-  let minY = height;
-  let maxY = -1;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      if (mask[y * width + x] === 0) continue;
-      minX = Math.min(minX, x);
-      maxX = Math.max(maxX, x);
-      minY = Math.min(minY, y);
-      maxY = Math.max(maxY, y);
-    }
-  }
-  if (maxX < 0) return [0, 0, 0, 0];
-  const [x0, x1, y0, y1] = [minX / width, (maxX + 1) / width, minY / height, (maxY + 1) / height];
-  return [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0].map(Math.fround);
 }
 
 function decodedMask(instance: PointInstance, height: number, width: number): Uint8Array {
