@@ -53,11 +53,6 @@ export class DevicePool {
     private readonly bundleDir: string,
   ) {}
 
-  /** Devices with a loaded (or loading) engine. */
-  get devices(): string[] {
-    return [...this.entries.keys()];
-  }
-
   async acquire(device: string): Promise<NativeEngine> {
     let entry = this.entries.get(device);
     if (entry === undefined) {

@@ -65,10 +65,6 @@ export class EngineState {
     return this.models.segmenter;
   }
 
-  get stopping(): boolean {
-    return this.models.imageStatus === 'stopping';
-  }
-
   devices(): DeviceState[] {
     return this.models.devices();
   }

@@ -5,6 +5,8 @@
 import { ERROR_STATUS, RETRY_AFTER_SECONDS, type ErrorCode } from './errors';
 import {
   MAX_BOX_PROMPTS,
+  MAX_OBJECT_ID,
+  SESSION_ID_PATTERN,
   MAX_CACHED_TEXT_PROMPTS,
   MAX_POINTS,
   MAX_PROMPTS,
@@ -340,7 +342,7 @@ const sessionIdParameter = {
   in: 'path',
   required: true,
   description: 'The session id (as start returned it).',
-  schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+  schema: { type: 'string', pattern: SESSION_ID_PATTERN },
 };
 
 /** The error responses every video route can give. */
@@ -557,7 +559,7 @@ function videoPaths(options: OpenApiOptions): Record<string, unknown> {
             name: 'obj_id',
             in: 'path',
             required: true,
-            schema: { type: 'integer', minimum: 1, maximum: 2 ** 31 - 1 },
+            schema: { type: 'integer', minimum: 1, maximum: MAX_OBJECT_ID },
           },
         ],
         responses: {

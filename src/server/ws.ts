@@ -144,11 +144,6 @@ export class PropagationSockets {
     });
   }
 
-  /** Open sockets. */
-  get count(): number {
-    return this.connections.size;
-  }
-
   /** The Express route that completes upgrades of WS_PROPAGATE_PATH. */
   routes(): Router {
     const router = Router();

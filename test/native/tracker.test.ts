@@ -7,7 +7,6 @@
  * validation, and release.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -28,6 +27,7 @@ import {
   type ReferenceOp,
   type VideoReferenceOutput,
 } from '../helpers/video-reference';
+import { decodeAll, writeLosslessVideo } from '../helpers/videos';
 
 const WIDTH = 96;
 const HEIGHT = 72;
@@ -55,42 +55,6 @@ function syntheticFrame(t: number): Buffer {
     }
   }
   return rgb;
-}
-
-/** A lossless H.264 (RGB) file of the frames; returns the frames as ffmpeg decodes it back. */
-function writeLosslessVideo(file: string, frames: Buffer[]): Buffer[] {
-  execFileSync(
-    'ffmpeg',
-    [
-      '-v',
-      'error',
-      '-f',
-      'rawvideo',
-      '-pix_fmt',
-      'rgb24',
-      '-s',
-      `${WIDTH}x${HEIGHT}`,
-      '-r',
-      '10',
-      '-i',
-      '-',
-      '-c:v',
-      'libx264rgb',
-      '-qp',
-      '0',
-      '-y',
-      file,
-    ],
-    { input: Buffer.concat(frames) },
-  );
-  const decoded = execFileSync(
-    'ffmpeg',
-    ['-v', 'error', '-i', file, '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-'],
-    { maxBuffer: 64 << 20 },
-  );
-  return Array.from({ length: decoded.length / FRAME_BYTES }, (_, t) =>
-    decoded.subarray(t * FRAME_BYTES, (t + 1) * FRAME_BYTES),
-  );
 }
 
 function click(frame: number, objId: number, x: number, y: number): ReferenceOp {
@@ -186,27 +150,33 @@ function specBytes(spec: TensorSpec): number {
 }
 
 /**
- * A copy of the bundle (its files linked) whose manifest declares memory_attention's slot
- * dimensions symbolic: NS memory slots and NP pointer slots per call.
+ * A copy of the bundle (its files linked) whose manifest fixes memory_attention's slot
+ * dimensions at their capacities (tracker.memory_slots, tracker.pointer_slots), as bundles that
+ * predate symbolic slots declare them: every call then pads to the full bank.
  */
-function withSymbolicSlots(bundleDir: string, out: string): string {
+function withFixedSlots(bundleDir: string, out: string): string {
   mkdirSync(out);
   for (const entry of readdirSync(bundleDir)) {
     if (entry !== 'manifest.json') symlinkSync(path.join(bundleDir, entry), path.join(out, entry));
   }
   const manifest = JSON.parse(readFileSync(path.join(bundleDir, 'manifest.json'), 'utf8')) as {
+    tracker: { memory_slots: number; pointer_slots: number };
     modules: Record<string, { inputs: TensorSpec[] }>;
   };
-  const symbols: Record<string, string> = {
-    memory: 'NS',
-    memory_tpos: 'NS',
-    memory_valid: 'NS',
-    pointers: 'NP',
-    pointer_offsets: 'NP',
-    pointer_valid: 'NP',
+  const { memory_slots: slots, pointer_slots: pointerSlots } = manifest.tracker;
+  const fixed: Record<string, number> = {
+    memory: slots,
+    memory_tpos: slots,
+    memory_valid: slots,
+    pointers: pointerSlots,
+    pointer_offsets: pointerSlots,
+    pointer_valid: pointerSlots,
   };
   for (const input of manifest.modules.memory_attention.inputs) {
-    if (input.name in symbols) input.shape[1] = symbols[input.name];
+    if (input.name in fixed) {
+      assert.equal(input.shape[1], input.name.startsWith('memory') ? 'NS' : 'NP', input.name);
+      input.shape[1] = fixed[input.name];
+    }
   }
   writeFileSync(path.join(out, 'manifest.json'), JSON.stringify(manifest));
   return out;
@@ -225,9 +195,9 @@ describe('video tracker on a tiny random bundle', () => {
   let videoFile = '';
   let manifest: Manifest;
   let engine: NativeEngine;
-  // The same bundle with memory_attention's slot dimensions symbolic (NS, NP): each call
-  // passes only the slots its objects use.
-  let trimmingEngine: NativeEngine;
+  // The exported bundle's memory_attention takes any slot counts (NS, NP): each call passes
+  // only the slots its objects use. The same bundle with the slots fixed pads every call.
+  let fixedSlotsEngine: NativeEngine;
   let frames: Buffer[] = [];
 
   const options = { numFrames: FRAMES, width: WIDTH, height: HEIGHT, memoryFrames: 64 };
@@ -247,19 +217,20 @@ describe('video tracker on a tiny random bundle', () => {
     manifest = JSON.parse(readFileSync(path.join(bundleDir, 'manifest.json'), 'utf8')) as Manifest;
     const original = Array.from({ length: FRAMES }, (_, t) => syntheticFrame(t));
     videoFile = path.join(work.dir, 'video.mp4');
-    frames = writeLosslessVideo(videoFile, original);
+    await writeLosslessVideo(videoFile, original, WIDTH, HEIGHT);
+    frames = await decodeAll(videoFile, WIDTH, HEIGHT);
     assert.equal(frames.length, FRAMES);
     frames.forEach((frame, t) => assert.ok(frame.equals(original[t]), `frame ${t} is lossless`));
     engine = await addon.Engine.load({ bundleDir, device: 'cpu' });
-    trimmingEngine = await addon.Engine.load({
-      bundleDir: withSymbolicSlots(bundleDir, path.join(work.dir, 'symbolic-slots')),
+    fixedSlotsEngine = await addon.Engine.load({
+      bundleDir: withFixedSlots(bundleDir, path.join(work.dir, 'fixed-slots')),
       device: 'cpu',
     });
   });
 
   after(async () => {
     await engine?.close();
-    await trimmingEngine?.close();
+    await fixedSlotsEngine?.close();
     await work?.cleanup();
   });
 
@@ -307,8 +278,8 @@ describe('video tracker on a tiny random bundle', () => {
     const median = (values: number[]) => [...values].sort((x, y) => x - y)[values.length >> 1];
     const timings: string[] = [];
     for (const [name, native] of [
-      ['fixed slots', engine],
-      ['slots trimmed per call', trimmingEngine],
+      ['slots trimmed per call', engine],
+      ['fixed slots', fixedSlotsEngine],
     ] as const) {
       const tracker = native.createTracker(options);
       const stepMs: number[] = [];

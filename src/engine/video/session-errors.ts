@@ -2,7 +2,6 @@
  * The errors of video session state and admission (VideoSessions). Their messages are meant
  * for the client; `code` is the API error code (SPEC.md, docs/video-internals.md section 4).
  */
-/** Errors of session state and admission; `code` is the API error code (SPEC.md). */
 export type VideoSessionErrorCode =
   | 'not_found'
   | 'session_exists'
@@ -11,7 +10,6 @@ export type VideoSessionErrorCode =
   | 'too_many_sessions'
   | 'invalid_device'
   | 'invalid_request'
-  | 'invalid_prompt'
   | 'not_ready';
 
 export class VideoSessionError extends Error {

@@ -260,7 +260,7 @@ function toFrameResult(frame: TrackerFrame, width: number, height: number): Fram
     objects: frame.objects.map((object) => ({
       id: object.objId,
       mask: { size, counts: object.mask },
-      box: [object.box[0], object.box[1], object.box[2], object.box[3]],
+      box: object.box,
       score: object.score,
       present: object.present,
     })),
