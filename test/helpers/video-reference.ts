@@ -7,7 +7,8 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { tempDir } from './reference';
+import { maskBox } from './native';
+import { SCORE_TOLERANCE, tempDir } from './reference';
 import { repoPath, venvPython } from './repo';
 import { decodeRle, maskIou, type CocoRle } from './rle';
 
@@ -94,7 +95,8 @@ function nonEmpty(mask: CocoRle): boolean {
 
 /**
  * Asserts that the server's objects on one frame equal the reference's: the same ids in the
- * same order, equal presence, and mask IoU >= MIN_VIDEO_MASK_IOU at the same size.
+ * same order, equal presence, mask IoU >= MIN_VIDEO_MASK_IOU at the same size, the score (the
+ * predicted IoU) within SCORE_TOLERANCE, and the box equal to the bounds of the mask.
  */
 export function assertSameFrame(
   where: string,
@@ -113,8 +115,16 @@ export function assertSameFrame(
     const at = `${where} / object ${reference.id}`;
     assert.equal(ours.present, reference.present, `${at}: presence`);
     assert.deepEqual(ours.mask.size, reference.mask.size, `${at}: mask size`);
-    const iou = maskIou(decodeRle(ours.mask), decodeRle(reference.mask));
+    const mask = decodeRle(ours.mask);
+    const iou = maskIou(mask, decodeRle(reference.mask));
     assert.ok(iou >= MIN_VIDEO_MASK_IOU, `${at}: mask IoU ${iou.toFixed(4)}`);
+    assert.ok(reference.score !== null && ours.score !== null, `${at}: a side has no score`);
+    assert.ok(
+      Math.abs(ours.score - reference.score) <= SCORE_TOLERANCE,
+      `${at}: score ${ours.score} vs ${reference.score}`,
+    );
+    const [height, width] = ours.mask.size;
+    assert.deepEqual(ours.box, maskBox(mask, height, width), `${at}: box = mask bounds`);
     tally.objects += 1;
     if (nonEmpty(reference.mask)) tally.nonEmptyMasks += 1;
   });
