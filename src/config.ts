@@ -75,8 +75,13 @@ export interface Config {
   videoFrameWindow: number;
   /** Non-conditioning frames of memory the tracker keeps per object (least recent evicted). */
   videoMemoryFrames: number;
-  /** Objects one session may track. */
+  /** Objects one session may track (clicked ones; text concepts drop detections beyond it). */
   videoMaxObjects: number;
+  /**
+   * Concept tracking post-processes as the official SAM3 (mask NMS, hole filling, sprinkle
+   * removal); false: as transformers without its kernels (parity tests).
+   */
+  videoOfficialPostprocess: boolean;
   /** video_url downloads: whole-download deadline, seconds, and redirects followed. */
   videoUrlTimeoutSeconds: number;
   videoUrlMaxRedirects: number;
@@ -348,6 +353,7 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
       max: 1024,
       integer: true,
     }),
+    videoOfficialPostprocess: parseBool(env, 'VIDEO_OFFICIAL_POSTPROCESS', true),
     videoUrlTimeoutSeconds: parseNumber(env, 'VIDEO_URL_TIMEOUT_SECONDS', 30, { positive: true }),
     videoUrlMaxRedirects: parseNumber(env, 'VIDEO_URL_MAX_REDIRECTS', 3, {
       min: 0,

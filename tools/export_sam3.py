@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
 
-FORMAT_VERSION = 2
-EXPORTER_VERSION = 2
+FORMAT_VERSION = 3
+EXPORTER_VERSION = 3
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
@@ -164,6 +164,185 @@ def scale_memory_paths(model) -> None:
                 parameters[name].mul_(factor)
 
 
+# Random bundles only: the detector weights that make a random detector find a few instances,
+# at places that change as the picture changes (see make_detections). Keys are regular
+# expressions over parameter names under detector_model.; each must match a parameter.
+RANDOM_DETECTION_SCALES: dict[str, float] = {
+    # The queries' reference boxes (sigmoid of a [Q, 4] table): spread over the image instead of
+    # all centred and half the image wide.
+    r"detr_decoder\.reference_points\.weight": 50.0,
+    # The box-relative position bias of the decoder's cross-attention to the image: sharp, so
+    # each query looks at its own region.
+    r"detr_decoder\.box_rpb_embed_(x|y)\.layer(1|2)\.weight": 100.0,
+    # What the cross-attention brings from that region outweighs the query's own state.
+    r"detr_decoder\.layers\.\d+\.vision_cross_attn\.(v|o)_proj\.weight": 16.0,
+    # The mask logits' spread (query embedding . pixel embedding).
+    r"mask_decoder\.mask_embedder\.layers\.2\.(weight|bias)": 100.0,
+}
+# Directions of the queries' common state projected out of the query scores.
+RANDOM_QUERY_COMMON_DIRECTIONS = 24
+# Standard deviation and mean of the query logits over the calibration inputs.
+RANDOM_QUERY_LOGIT_STD = 2.5
+RANDOM_QUERY_LOGIT_MEAN = -1.5
+# The presence logit's bias: sigmoid 0.80, so a score > 0.7 needs a query logit > 1.95 and a
+# score > 0.5 one > 0.51.
+RANDOM_PRESENCE_BIAS = 1.4
+PRESENCE_BIAS = "detector_model.detr_decoder.presence_head.layer3.bias"
+# The share of a mask's pixels with a positive logit, over the calibration inputs.
+RANDOM_MASK_AREA = 0.15
+# Calibration prompts: the CLIP token ids (between BOS and EOS) of "object", "shape", "thing"
+# and "a red disc".
+CALIBRATION_PROMPTS = [[14115], [6448], [946], [320, 736, 10712]]
+CALIBRATION_SCENES = 6
+CALIBRATION_NOISE_PICTURES = 16
+
+
+def calibration_pictures(size: int) -> list[torch.Tensor]:
+    """make_detections' calibration pictures, normalized [1, 3, size, size]: first
+    CALIBRATION_SCENES scenes of the kind the tests' synthetic videos show (coloured discs and
+    squares on a graded background), then plain colours, linear gradients and smooth random
+    pictures (a fixed generator, whatever the model's seed)."""
+    ramp = torch.linspace(-1.0, 1.0, size)
+    yy, xx = ramp.reshape(size, 1).expand(size, size), ramp.reshape(1, size).expand(size, size)
+    colours = [(0.8, -0.8, -0.8), (-0.8, 0.6, -0.6), (-0.7, -0.7, 0.8), (0.8, 0.7, -0.8)]
+    background = torch.stack([-0.35 + 0.12 * xx, -0.3 + 0.12 * yy, torch.full_like(xx, -0.3)])
+    pictures = []
+    for layout in range(CALIBRATION_SCENES):
+        picture = background.clone()
+        for index, colour in enumerate(colours[: 2 + layout % 3]):
+            cx, cy = ((index + layout) % 4 - 1.5) / 2.2, ((index * 3 + layout) % 4 - 1.5) / 2.2
+            if (index + layout) % 2:
+                inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= 0.06
+            else:
+                inside = ((xx - cx).abs() <= 0.2) & ((yy - cy).abs() <= 0.2)
+            picture[:, inside] = torch.tensor(colour).reshape(3, 1)
+        pictures.append(picture[None])
+    pictures += [torch.tensor(c).reshape(1, 3, 1, 1).expand(1, 3, size, size) for c in colours]
+    pictures += [torch.full((1, 3, size, size), v) for v in (-0.5, 0.0, 0.5)]
+    for slope_x, slope_y in (((0.5, 0, 0), (0, 0.5, 0)), ((0, 0.5, 0.5), (0.5, 0, 0)), ((0.5, 0.5, 0.5), (0, 0, 0))):
+        pictures.append(
+            (torch.tensor(slope_x).reshape(3, 1, 1) * xx + torch.tensor(slope_y).reshape(3, 1, 1) * yy)[None]
+        )
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(CALIBRATION_NOISE_PICTURES):
+        coarse = torch.rand(1, 3, 6, 6, generator=generator) * 1.6 - 0.8
+        pictures.append(
+            torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+        )
+    return [picture.contiguous() for picture in pictures]
+
+
+@torch.no_grad()
+def calibration_queries(detector) -> list[tuple]:
+    """For every calibration picture and prompt (picture by picture): the detector's last decoder
+    states [Q, D] (what the query scores are computed from), the text features and mask the
+    scores take, and, for the scenes only, every 4th row and column of the mask logits
+    [Q, M / 4, M / 4] (None for the other pictures)."""
+    from sam3_tools.patches import install_roi_align
+
+    install_roi_align()  # the geometry encoder (the padding box) needs roi_align
+    config = detector.config
+    vit = config.vision_config.backbone_config
+    size = vit.image_size if isinstance(vit.image_size, int) else vit.image_size[0]
+    context = config.text_config.max_position_embeddings
+    prompts = []
+    for tokens in CALIBRATION_PROMPTS:
+        ids = torch.full((1, context), 49407, dtype=torch.long)
+        ids[0, 0] = 49406
+        ids[0, 1 : 1 + len(tokens)] = torch.tensor(tokens)
+        mask = torch.zeros(1, context, dtype=torch.long)
+        mask[0, : len(tokens) + 2] = 1
+        prompts.append((ids, mask))
+    captured = []
+    hook = detector.dot_product_scoring.register_forward_hook(
+        lambda module, args, kwargs, output: captured.append(
+            (kwargs["decoder_hidden_states"][-1, 0], kwargs["text_features"], kwargs["text_mask"])
+        ),
+        with_kwargs=True,
+    )
+    try:
+        for index, pixels in enumerate(calibration_pictures(size)):
+            embeds = detector.get_vision_features(pixel_values=pixels)
+            for ids, mask in prompts:
+                # A text-only prompt with one padding box, as the bundle's detector takes it.
+                masks = detector(
+                    vision_embeds=embeds, input_ids=ids, attention_mask=mask, input_boxes=torch.zeros(1, 1, 4),
+                    input_boxes_labels=torch.full((1, 1), -10, dtype=torch.long),
+                ).pred_masks[0]
+                captured[-1] = (*captured[-1], masks[:, ::4, ::4].clone() if index < CALIBRATION_SCENES else None)
+    finally:
+        hook.remove()
+    return captured
+
+
+def make_detections(model) -> None:
+    """Random bundles only, a test aid: a detector that detects a few instances.
+
+    At random init (std 0.02) every query scores about sigmoid(0) x sigmoid(0) = 0.25 on any
+    picture: below transformers' `score_threshold_detection` (0.5) and `new_det_thresh` (0.7), so
+    concept tracking would never see an object; and the scores hardly depend on the picture,
+    since every query looks at the whole image with a near-uniform cross-attention. Here:
+    - the weights of RANDOM_DETECTION_SCALES are multiplied by their factors: each query looks
+      at its own region and its state depends on what is there;
+    - the query scores (logit = <query_proj(state), text_proj(text)> / sqrt(D)): the queries'
+      states share a large common part, whose product with the text decides whether a text
+      gets no detection or all of them. The RANDOM_QUERY_COMMON_DIRECTIONS principal directions
+      of the mean state over the calibration inputs (calibration_pictures x
+      CALIBRATION_PROMPTS) are projected out of `query_proj`; its output component 0 and
+      `text_proj`'s are given over to a constant (both weights' row 0 zeroed, the biases' 0
+      set), the other bias components zeroed; then the weight is scaled and the constant set so
+      that the logits over the calibration inputs have mean RANDOM_QUERY_LOGIT_MEAN and
+      standard deviation RANDOM_QUERY_LOGIT_STD. A few queries per picture stand out, which
+      ones depending on the picture;
+    - the presence logit's bias is RANDOM_PRESENCE_BIAS;
+    - the mask logits are shifted (through the instance projection's bias, along the mask
+      embedder's output bias) so that over the calibration inputs a share RANDOM_MASK_AREA of
+      them is positive: masks of some 5-30 % of the image instead of a few pixels.
+    Deterministic (no random draw; the calibration is a fixed computation); the graphs are
+    unchanged."""
+    import re
+
+    parameters = dict(model.named_parameters())
+    detector = model.detector_model
+    scoring = detector.dot_product_scoring
+    with torch.no_grad():
+        for pattern, factor in RANDOM_DETECTION_SCALES.items():
+            names = [name for name in parameters if re.fullmatch("detector_model." + pattern, name)]
+            if not names:
+                raise RuntimeError(f"no detector parameter matches {pattern!r}")
+            for name in names:
+                parameters[name].mul_(factor)
+        parameters[PRESENCE_BIAS].fill_(RANDOM_PRESENCE_BIAS)
+
+        calibration = calibration_queries(detector)
+        scenes = calibration[: CALIBRATION_SCENES * len(CALIBRATION_PROMPTS)]
+        mask_logits = torch.stack([masks for _, _, _, masks in scenes]).flatten()
+        shift = -torch.quantile(mask_logits[:: 1 + mask_logits.numel() // 4_000_000], 1 - RANDOM_MASK_AREA)
+        decoder = detector.mask_decoder
+        direction = decoder.mask_embedder.layers[2].bias
+        decoder.instance_projection.bias.add_(shift * direction / direction.dot(direction))
+
+        states = torch.stack([state for state, _, _, _ in calibration])  # [inputs, Q, D]
+        common = torch.linalg.svd(states.mean(1), full_matrices=False).Vh[:RANDOM_QUERY_COMMON_DIRECTIONS]
+        query, text = scoring.query_proj, scoring.text_proj
+        query.weight.sub_((query.weight @ common.T) @ common)
+        query.bias.zero_()
+        query.weight[0] = 0.0
+        text.weight[0] = 0.0
+        text.bias[0] = 1.0
+        # The logits now, without the constant (query.bias[0] = 0).
+        logits = []
+        for state, features, mask, _ in scenes:
+            pooled = scoring._pool_text_features(
+                scoring.text_mlp_out_norm(scoring.text_mlp(features) + features), mask
+            )
+            logits.append(query(state) @ text(pooled)[0] * scoring.scale)
+        logits = torch.stack(logits)
+        factor = RANDOM_QUERY_LOGIT_STD / logits.std().item()
+        query.weight.mul_(factor)
+        query.bias[0] = (RANDOM_QUERY_LOGIT_MEAN - factor * logits.mean().item()) / scoring.scale
+
+
 def build_random_model(preset: str, seed: int):
     """The random-weight Sam3VideoModel of a --tiny-random export (before its hf/ copy is saved)."""
     from transformers import Sam3VideoModel
@@ -175,6 +354,7 @@ def build_random_model(preset: str, seed: int):
     randomize_zero_parameters(model)
     bias_object_scores(model)
     scale_memory_paths(model)
+    make_detections(model)
     return model
 
 
@@ -204,6 +384,8 @@ def export(args: argparse.Namespace) -> None:
         MemoryAttention,
         MemoryEncoder,
         TrackerDecoder,
+        TrackerMaskDecoder,
+        concept_manifest,
         memory_slots,
         tracker_geometry,
         tracker_manifest,
@@ -257,6 +439,7 @@ def export(args: argparse.Namespace) -> None:
         "tracker_decoder_multimask": TrackerDecoder(model, multimask_output=True).eval(),
     }
     memory_encoder = MemoryEncoder(model).eval()
+    mask_decoder = TrackerMaskDecoder(model).eval()
     if geometry["resolution"] != resolution or geometry["grid"] != grid or geometry["hidden"] != tracker_width:
         raise SystemExit(f"tracker geometry {geometry} does not match the image modules")
 
@@ -320,15 +503,30 @@ def export(args: argparse.Namespace) -> None:
             what = kinds[torch.randint(0, 5, (objects, 1, clicks), generator=tracker_gen)].to(device)
             return conditioned, maps[3], maps[4], where, what
 
-        def encoder_inputs(objects: int, binarize: float):
-            masks = torch.randn(objects, 1, resolution, resolution, generator=tracker_gen).to(device) * 8
+        # Masks R x R (the decoders') or 4G x 4G (concept tracking's low-res masks).
+        def encoder_inputs(objects: int, binarize: float, side: int = resolution):
+            masks = torch.randn(objects, 1, side, side, generator=tracker_gen).to(device) * 8
             scores = torch.randn(objects, 1, generator=tracker_gen).to(device)
             return maps[5], masks, scores, torch.tensor([binarize], device=device)
+
+        # Binary masks (0 / 1 float32) of random discs; `empty` objects get an all-zero mask.
+        def mask_decoder_inputs(objects: int, empty: tuple[int, ...] = ()):
+            side = 4 * grid
+            yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+            centres = torch.rand(objects, 2, generator=tracker_gen) * side
+            radii = 2 + torch.rand(objects, generator=tracker_gen) * side / 3
+            inside = (yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2 <= radii[:, None, None] ** 2
+            masks = inside.float()[:, None]
+            masks[list(empty)] = 0.0
+            return maps[3], maps[4], maps[5], masks.to(device)
 
         traced_tracker = {"memory_attention": torch.jit.trace(memory_attention, memory_inputs(2), check_trace=False)}
         for name, module in tracker_decoders.items():
             traced_tracker[name] = torch.jit.trace(module, decoder_inputs(2, 3), check_trace=False)
         traced_tracker["memory_encoder"] = torch.jit.trace(memory_encoder, encoder_inputs(2, 1.0), check_trace=False)
+        traced_tracker["tracker_mask_decoder"] = torch.jit.trace(
+            mask_decoder, mask_decoder_inputs(2), check_trace=False
+        )
         log(f"traced tracker modules in {time.time() - t:.1f}s")
 
         # The traced graphs must reproduce eager outputs (shapes different from the trace's too).
@@ -356,6 +554,13 @@ def export(args: argparse.Namespace) -> None:
         tracker_checks += [
             (memory_encoder, "memory_encoder", encoder_inputs(objects, binarize))
             for objects, binarize in ((1, 0.0), (3, 1.0), (3, 0.0))
+        ]
+        tracker_checks += [
+            (memory_encoder, "memory_encoder", encoder_inputs(objects, 0.0, 4 * grid)) for objects in (1, 3)
+        ]
+        tracker_checks += [
+            (mask_decoder, "tracker_mask_decoder", mask_decoder_inputs(objects, empty))
+            for objects, empty in ((1, ()), (1, (0,)), (3, (1,)))
         ]
         for module, name, inputs in tracker_checks:
             eager_out, traced_out = module(*inputs), traced_tracker[name](*inputs)
@@ -442,15 +647,29 @@ def export(args: argparse.Namespace) -> None:
             "file": "memory_encoder.pt",
             "inputs": [
                 current,
-                spec("high_res_masks", ["B", 1, resolution, resolution], f32),
+                # R x R (the decoders' masks) or 4G x 4G (concept tracking's low-res masks).
+                spec("high_res_masks", ["B", 1, "H", "W"], f32),
                 spec("object_score_logits", ["B", 1], f32),
                 spec("binarize", [1], f32),
             ],
             "outputs": [spec("memory", ["B", grid * grid, mem_dim], "bfloat16")],
         },
+        "tracker_mask_decoder": {
+            "file": "tracker_mask_decoder.pt",
+            "inputs": [*trk_maps, spec("mask_inputs", ["B", 1, mask_size, mask_size], f32)],
+            "outputs": [
+                spec("low_res_masks", ["B", 1, mask_size, mask_size], f32),
+                spec("high_res_masks", ["B", 1, resolution, resolution], f32),
+                spec("object_pointer", ["B", tracker_width], f32),
+                spec("object_score_logits", ["B", 1], f32),
+            ],
+        },
     }
     if list(memory_size) != [4 * mask_size, 4 * mask_size]:
         raise SystemExit(f"memory encoder input {memory_size} is not 4 x the mask size {mask_size}")
+    concept = concept_manifest(model)
+    if concept["low_res_mask_size"] != mask_size:
+        raise SystemExit(f"low_res_mask_size {concept['low_res_mask_size']} is not the mask size {mask_size}")
 
     manifest = {
         "format": "sam3-bundle",
@@ -517,6 +736,7 @@ def export(args: argparse.Namespace) -> None:
             **tracker_modules,
         },
         "tracker": tracker_manifest(tracker),
+        "concept": concept,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {out / 'manifest.json'} ({time.time() - started:.1f}s in all)")

@@ -85,6 +85,7 @@ Napi::Object infoObject(Napi::Env env, const BundleInfo& info) {
   object.Set("torchVersion", info.torchVersion);
   object.Set("transformersVersion", info.transformersVersion);
   object.Set("videoAvailable", info.videoAvailable);
+  object.Set("conceptAvailable", info.conceptAvailable);
   object.Freeze();
   return object;
 }
@@ -289,6 +290,12 @@ Napi::Value EngineWrap::createTracker(const Napi::CallbackInfo& info) {
     parsed.width = integerArgument(options.Get("width"), "width");
     parsed.height = integerArgument(options.Get("height"), "height");
     parsed.memoryFrames = integerArgument(options.Get("memoryFrames"), "memoryFrames");
+    Napi::Value official = options.Get("officialPostprocess");
+    if (!official.IsUndefined()) {
+      parsed.officialPostprocess = booleanArgument(official, "officialPostprocess");
+    }
+    Napi::Value maxObjects = options.Get("maxObjects");
+    if (!maxObjects.IsUndefined()) parsed.maxObjects = integerArgument(maxObjects, "maxObjects");
     return TrackerWrap::wrap(env, engine_, engine_->createTracker(parsed));
   } catch (const CoreError& error) {
     throw toJsError(env, error);

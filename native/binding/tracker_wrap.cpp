@@ -60,8 +60,10 @@ Napi::Object frameObject(Napi::Env env, const TrackerFrame& frame) {
     const TrackedObject& tracked = frame.objects[i];
     Napi::Object object = Napi::Object::New(env);
     object.Set("objId", Napi::Number::New(env, static_cast<double>(tracked.objId)));
+    object.Set("conceptId", Napi::Number::New(env, static_cast<double>(tracked.conceptId)));
     object.Set("present", Napi::Boolean::New(env, tracked.present));
     object.Set("score", Napi::Number::New(env, tracked.score));
+    object.Set("trackerScore", Napi::Number::New(env, tracked.trackerScore));
     Napi::Array box = Napi::Array::New(env, 4);
     for (uint32_t k = 0; k < 4; ++k) box.Set(k, Napi::Number::New(env, tracked.box[k]));
     object.Set("box", box);
@@ -69,7 +71,34 @@ Napi::Object frameObject(Napi::Env env, const TrackerFrame& frame) {
     objects.Set(static_cast<uint32_t>(i), object);
   }
   result.Set("objects", objects);
+  result.Set("objectsDropped", Napi::Number::New(env, static_cast<double>(frame.objectsDropped)));
   return result;
+}
+
+Napi::Array frameList(Napi::Env env, const std::vector<TrackerFrame>& frames) {
+  Napi::Array list = Napi::Array::New(env, frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    list.Set(static_cast<uint32_t>(i), frameObject(env, frames[i]));
+  }
+  return list;
+}
+
+std::vector<int32_t> tokenList(const Napi::Value& value, const std::string& name) {
+  if (!value.IsArray()) badArgument(name + " must be an array of integers");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<int32_t> out;
+  out.reserve(array.Length());
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    if (!item.IsNumber()) badArgument(name + " must be an array of integers");
+    double number = item.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(number) || std::floor(number) != number || number < 0 ||
+        number > std::numeric_limits<int32_t>::max()) {
+      badArgument(name + " must be an array of non-negative 32-bit integers");
+    }
+    out.push_back(static_cast<int32_t>(number));
+  }
+  return out;
 }
 
 Napi::Array numberArray(Napi::Env env, const std::vector<int64_t>& values) {
@@ -93,8 +122,11 @@ Napi::Function TrackerWrap::define(Napi::Env env) {
   return DefineClass(env, "Tracker",
                      {
                          InstanceMethod<&TrackerWrap::addPrompt>("addPrompt"),
+                         InstanceMethod<&TrackerWrap::addConcept>("addConcept"),
                          InstanceMethod<&TrackerWrap::step>("step"),
                          InstanceMethod<&TrackerWrap::removeObject>("removeObject"),
+                         InstanceMethod<&TrackerWrap::removeConcept>("removeConcept"),
+                         InstanceMethod<&TrackerWrap::objectConcepts>("objectConcepts"),
                          InstanceMethod<&TrackerWrap::reset>("reset"),
                          InstanceMethod<&TrackerWrap::objectIds>("objectIds"),
                          InstanceMethod<&TrackerWrap::promptFrames>("promptFrames"),
@@ -148,16 +180,63 @@ Napi::Value TrackerWrap::addPrompt(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value TrackerWrap::addConcept(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    requireOpen();
+    Napi::Uint8Array rgb = bytesArgument(info[0], "rgb");
+    if (!info[1].IsObject()) badArgument("prompt must be an object");
+    Napi::Object object = info[1].As<Napi::Object>();
+    ConceptPrompt prompt;
+    prompt.frameIndex = indexMember(object, "frameIndex");
+    Napi::Value texts = object.Get("texts");
+    if (!texts.IsArray()) badArgument("texts must be an array");
+    Napi::Array list = texts.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string where = "texts[" + std::to_string(i) + "]";
+      Napi::Value item = list.Get(i);
+      if (!item.IsObject()) badArgument(where + " must be an object");
+      Napi::Object entry = item.As<Napi::Object>();
+      Napi::Value text = entry.Get("text");
+      if (!text.IsString()) badArgument(where + ".text must be a string");
+      ConceptText parsed;
+      parsed.text = text.As<Napi::String>().Utf8Value();
+      parsed.tokenIds = tokenList(entry.Get("tokenIds"), where + ".tokenIds");
+      parsed.attentionMask = tokenList(entry.Get("attentionMask"), where + ".attentionMask");
+      prompt.texts.push_back(std::move(parsed));
+    }
+    auto call = AsyncCall::start(env, {info.This(), rgb});
+    engine_->trackerAddConcept(
+        session_, frameArgument(rgb), std::move(prompt),
+        AsyncCall::completion<ConceptResult>(
+            call, [](Napi::Env env, const ConceptResult& result) -> Napi::Value {
+              Napi::Object out = Napi::Object::New(env);
+              out.Set("conceptIds", numberArray(env, result.conceptIds));
+              out.Set("frame", frameObject(env, result.frame));
+              return out;
+            }));
+    return call->promise();
+  });
+}
+
 Napi::Value TrackerWrap::step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return promiseOrRejection(env, [&]() -> Napi::Value {
     requireOpen();
     Napi::Uint8Array rgb = bytesArgument(info[0], "rgb");
-    int64_t frameIndex = integerArgument(info[1], "frameIndex");
-    bool reverse = booleanArgument(info[2], "reverse");
+    if (!info[1].IsObject()) badArgument("request must be an object");
+    Napi::Object object = info[1].As<Napi::Object>();
+    StepRequest request;
+    request.frameIndex = indexMember(object, "frameIndex");
+    request.reverse = booleanArgument(object.Get("reverse"), "reverse");
+    Napi::Value delay = object.Get("hotstartDelay");
+    request.hotstartDelay =
+        delay.IsNull() || delay.IsUndefined() ? -1 : integerArgument(delay, "hotstartDelay");
+    request.runStart = booleanArgument(object.Get("runStart"), "runStart");
+    request.runEnd = booleanArgument(object.Get("runEnd"), "runEnd");
     auto call = AsyncCall::start(env, {info.This(), rgb});
-    engine_->trackerStep(session_, frameArgument(rgb), frameIndex, reverse,
-                         AsyncCall::completion<TrackerFrame>(call, frameObject));
+    engine_->trackerStep(session_, frameArgument(rgb), request,
+                         AsyncCall::completion<std::vector<TrackerFrame>>(call, frameList));
     return call->promise();
   });
 }
@@ -173,6 +252,22 @@ Napi::Value TrackerWrap::removeObject(const Napi::CallbackInfo& info) {
         AsyncCall::completion<bool>(call, [](Napi::Env env, bool removed) -> Napi::Value {
           return Napi::Boolean::New(env, removed);
         }));
+    return call->promise();
+  });
+}
+
+Napi::Value TrackerWrap::removeConcept(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    requireOpen();
+    int64_t conceptId = integerArgument(info[0], "conceptId");
+    auto call = AsyncCall::start(env, {info.This()});
+    engine_->trackerRemoveConcept(
+        session_, conceptId,
+        AsyncCall::completion<std::vector<int64_t>>(
+            call, [](Napi::Env env, const std::vector<int64_t>& removed) -> Napi::Value {
+              return numberArray(env, removed);
+            }));
     return call->promise();
   });
 }
@@ -193,6 +288,10 @@ Napi::Value TrackerWrap::reset(const Napi::CallbackInfo& info) {
 
 Napi::Value TrackerWrap::objectIds(const Napi::CallbackInfo& info) {
   return numberArray(info.Env(), session_->objectIds());
+}
+
+Napi::Value TrackerWrap::objectConcepts(const Napi::CallbackInfo& info) {
+  return numberArray(info.Env(), session_->objectConcepts());
 }
 
 Napi::Value TrackerWrap::promptFrames(const Napi::CallbackInfo& info) {

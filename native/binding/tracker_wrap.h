@@ -22,9 +22,13 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
  private:
   // addPrompt(rgb, {frameIndex, objId, points, pointLabels, box, clearOld})
   Napi::Value addPrompt(const Napi::CallbackInfo& info);
-  // step(rgb, frameIndex, reverse)
+  // addConcept(rgb, {frameIndex, texts: [{text, tokenIds, attentionMask}]})
+  Napi::Value addConcept(const Napi::CallbackInfo& info);
+  // step(rgb, {frameIndex, reverse, hotstartDelay, runStart, runEnd}) -> frames emitted
   Napi::Value step(const Napi::CallbackInfo& info);
   Napi::Value removeObject(const Napi::CallbackInfo& info);
+  Napi::Value removeConcept(const Napi::CallbackInfo& info);
+  Napi::Value objectConcepts(const Napi::CallbackInfo& info);
   Napi::Value reset(const Napi::CallbackInfo& info);
   Napi::Value objectIds(const Napi::CallbackInfo& info);
   Napi::Value promptFrames(const Napi::CallbackInfo& info);

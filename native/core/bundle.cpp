@@ -57,6 +57,8 @@ const char* moduleName(ModuleKind kind) {
       return "tracker_decoder_multimask";
     case ModuleKind::kMemoryEncoder:
       return "memory_encoder";
+    case ModuleKind::kTrackerMaskDecoder:
+      return "tracker_mask_decoder";
   }
   return "module";
 }
@@ -210,6 +212,10 @@ std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& 
     bundle->noMemoryEmbedding_ =
         embedding.detach().to(device, at::kFloat).reshape({1, t.hiddenSize, 1, 1}).clone();
   }
+  if (m.concept) {
+    bundle->trackerMaskDecoder_ =
+        loadModule(path, name, m.concept->maskDecoder, "tracker_mask_decoder", device);
+  }
   return bundle;
 }
 
@@ -259,6 +265,14 @@ NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSiz
     case ModuleKind::kMemoryEncoder:
       spec = &trackerSpec().memoryEncoder;
       module = &memoryEncoder_;
+      break;
+    case ModuleKind::kTrackerMaskDecoder:
+      if (!manifest_.concept) {
+        throw CoreError(ErrorCode::kInternal,
+                        "bundle '" + name_ + "' has no concept-tracking modules");
+      }
+      spec = &manifest_.concept->maskDecoder;
+      module = &trackerMaskDecoder_;
       break;
   }
   const char* name = moduleName(kind);

@@ -26,6 +26,8 @@ enum class ModuleKind {
   kTrackerDecoder,
   kTrackerDecoderMultimask,
   kMemoryEncoder,
+  // Concept tracking (manifest.concept; format 3): a detection's mask as the tracker's output.
+  kTrackerMaskDecoder,
 };
 
 using NamedTensors = std::unordered_map<std::string, at::Tensor>;
@@ -45,6 +47,8 @@ class Bundle {
   const c10::Device& device() const { return device_; }
   // Whether the tracker modules are loaded (video sessions need them).
   bool hasTracker() const { return manifest_.tracker.has_value(); }
+  // Whether concept tracking's module and configuration are loaded (text prompts in video).
+  bool hasConcept() const { return manifest_.concept.has_value(); }
   // memory_attention's no_memory_embedding [1, 1, C]: added to the features of an initial
   // conditioning frame instead of attending to memories. Defined when hasTracker().
   const at::Tensor& noMemoryEmbedding() const { return noMemoryEmbedding_; }
@@ -72,6 +76,7 @@ class Bundle {
   torch::jit::Module trackerDecoder_;
   torch::jit::Module trackerDecoderMultimask_;
   torch::jit::Module memoryEncoder_;
+  torch::jit::Module trackerMaskDecoder_;
   at::Tensor noMemoryEmbedding_;
 };
 

@@ -188,6 +188,7 @@ BundleInfo infoOf(const Manifest& m) {
   info.torchVersion = m.torchVersion;
   info.transformersVersion = m.transformersVersion;
   info.videoAvailable = m.tracker.has_value();
+  info.conceptAvailable = m.concept.has_value();
   return info;
 }
 
@@ -334,20 +335,37 @@ void Engine::trackerAddPrompt(std::shared_ptr<TrackerSession> session, const Fra
       });
 }
 
-void Engine::trackerStep(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
-                         int64_t frameIndex, bool reverse, Done<TrackerFrame> done) {
+void Engine::trackerAddConcept(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
+                               ConceptPrompt prompt, Done<ConceptResult> done) {
   auto self = shared_from_this();
-  runOnExecutor<TrackerFrame>(*impl_->executor, impl_->tasksRun, std::move(done),
-                              [self, session = std::move(session), frame, frameIndex, reverse] {
-                                Impl& impl = *self->impl_;
-                                Bundle& bundle = impl.loadedBundle();
-                                checkSession(session, bundle);
-                                StageTimes times;
-                                TrackerFrame result = session->step(bundle, *impl.executor, frame,
-                                                                    frameIndex, reverse, times);
-                                impl.recordTimes(times);
-                                return result;
-                              });
+  runOnExecutor<ConceptResult>(
+      *impl_->executor, impl_->tasksRun, std::move(done),
+      [self, session = std::move(session), frame, prompt = std::move(prompt)] {
+        Impl& impl = *self->impl_;
+        Bundle& bundle = impl.loadedBundle();
+        checkSession(session, bundle);
+        StageTimes times;
+        ConceptResult result = session->addConcept(bundle, *impl.executor, frame, prompt, times);
+        impl.recordTimes(times);
+        return result;
+      });
+}
+
+void Engine::trackerStep(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
+                         StepRequest request, Done<std::vector<TrackerFrame>> done) {
+  auto self = shared_from_this();
+  runOnExecutor<std::vector<TrackerFrame>>(
+      *impl_->executor, impl_->tasksRun, std::move(done),
+      [self, session = std::move(session), frame, request] {
+        Impl& impl = *self->impl_;
+        Bundle& bundle = impl.loadedBundle();
+        checkSession(session, bundle);
+        StageTimes times;
+        std::vector<TrackerFrame> result =
+            session->step(bundle, *impl.executor, frame, request, times);
+        impl.recordTimes(times);
+        return result;
+      });
 }
 
 void Engine::trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_t objId,
@@ -358,6 +376,16 @@ void Engine::trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_
                         checkSession(session, self->impl_->loadedBundle());
                         return session->removeObject(objId);
                       });
+}
+
+void Engine::trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64_t conceptId,
+                                  Done<std::vector<int64_t>> done) {
+  auto self = shared_from_this();
+  runOnExecutor<std::vector<int64_t>>(*impl_->executor, impl_->tasksRun, std::move(done),
+                                      [self, session = std::move(session), conceptId] {
+                                        checkSession(session, self->impl_->loadedBundle());
+                                        return session->removeConcept(conceptId);
+                                      });
 }
 
 void Engine::trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done) {

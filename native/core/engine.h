@@ -42,6 +42,8 @@ struct BundleInfo {
   std::string transformersVersion;
   // The bundle carries the video tracker modules (format 2): createTracker works.
   bool videoAvailable = false;
+  // The bundle carries concept tracking (format 3): text prompts in video work.
+  bool conceptAvailable = false;
 };
 
 // Either a value or the error that replaced it.
@@ -200,9 +202,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // kMaxTrackerClicks clicks, a box with clearOld false, neither click nor box).
   void trackerAddPrompt(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
                         TrackerPrompt prompt, Done<TrackerFrame> done);
+  void trackerAddConcept(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
+                         ConceptPrompt prompt, Done<ConceptResult> done);
   void trackerStep(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
-                   int64_t frameIndex, bool reverse, Done<TrackerFrame> done);
+                   StepRequest request, Done<std::vector<TrackerFrame>> done);
   void trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_t objId, Done<bool> done);
+  void trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64_t conceptId,
+                            Done<std::vector<int64_t>> done);
   void trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done);
   // Executor tasks completed so far (failed ones included): tests count frames computed.
   int64_t tasksRun() const;

@@ -28,6 +28,10 @@ const std::array<const char*, 5> kTrackerDecoderOutputs = {
     "low_res_masks", "high_res_masks", "object_pointer", "object_score_logits", "iou_scores"};
 const std::array<const char*, 4> kMemoryEncoderInputs = {"current", "high_res_masks",
                                                          "object_score_logits", "binarize"};
+const std::array<const char*, 4> kTrackerMaskDecoderInputs = {"tracker_fpn_0", "tracker_fpn_1",
+                                                              "tracker_fpn_2", "mask_inputs"};
+const std::array<const char*, 4> kTrackerMaskDecoderOutputs = {
+    "low_res_masks", "high_res_masks", "object_pointer", "object_score_logits"};
 
 int ModuleSpec::inputIndex(const std::string& name) const {
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -98,6 +102,22 @@ int64_t positiveField(const json::Value& parent, const std::string& path, const 
   int64_t value = intField(parent, path, key);
   if (value <= 0) invalid(childPath(path, key), "expected a positive integer");
   return value;
+}
+
+int64_t nonNegativeField(const json::Value& parent, const std::string& path,
+                         const std::string& key) {
+  int64_t value = intField(parent, path, key);
+  if (value < 0) invalid(childPath(path, key), "expected a non-negative integer");
+  return value;
+}
+
+// A finite number (JSON has no NaN or infinity, but a huge literal overflows to infinity).
+double finiteField(const json::Value& parent, const std::string& path, const std::string& key) {
+  const json::Value& value = member(parent, path, key);
+  if (!value.isNumber() || !std::isfinite(value.asNumber())) {
+    invalid(childPath(path, key), "expected a finite number");
+  }
+  return value.asNumber();
 }
 
 std::array<float, 3> tripleField(const json::Value& parent, const std::string& key,
@@ -358,6 +378,74 @@ TrackerSpec trackerSpec(const json::Value& root, const json::Value& modules, con
   return t;
 }
 
+// The `concept` block and tracker_mask_decoder (docs/bundle-format.md, docs/video-concepts.md).
+ConceptSpec conceptSpec(const json::Value& root, const json::Value& modules, const Manifest& m) {
+  const json::Value& block = objectField(root, "", "concept");
+  const std::string p = "concept";
+  ConceptSpec k;
+  k.scoreThresholdDetection = finiteField(block, p, "score_threshold_detection");
+  k.detNmsThresh = finiteField(block, p, "det_nms_thresh");
+  k.assocIouThresh = finiteField(block, p, "assoc_iou_thresh");
+  k.trkAssocIouThresh = finiteField(block, p, "trk_assoc_iou_thresh");
+  k.newDetThresh = finiteField(block, p, "new_det_thresh");
+  k.reconditionOnTrkMasks = boolField(block, p, "recondition_on_trk_masks");
+  k.hotstartDelay = nonNegativeField(block, p, "hotstart_delay");
+  k.hotstartUnmatchThresh = nonNegativeField(block, p, "hotstart_unmatch_thresh");
+  k.hotstartDupThresh = nonNegativeField(block, p, "hotstart_dup_thresh");
+  k.suppressUnmatchedOnlyWithinHotstart =
+      boolField(block, p, "suppress_unmatched_only_within_hotstart");
+  k.initTrkKeepAlive = nonNegativeField(block, p, "init_trk_keep_alive");
+  k.maxTrkKeepAlive = nonNegativeField(block, p, "max_trk_keep_alive");
+  k.minTrkKeepAlive = intField(block, p, "min_trk_keep_alive");  // -1 in the real config
+  k.suppressOverlappingBasedOnRecentOcclusionThreshold =
+      finiteField(block, p, "suppress_overlapping_based_on_recent_occlusion_threshold");
+  k.decreaseTrkKeepAliveForEmptyMasklets =
+      boolField(block, p, "decrease_trk_keep_alive_for_empty_masklets");
+  k.fillHoleArea = nonNegativeField(block, p, "fill_hole_area");
+  k.maxNumObjects = nonNegativeField(block, p, "max_num_objects");
+  k.reconditionEveryNthFrame = nonNegativeField(block, p, "recondition_every_nth_frame");
+  k.highConfThresh = finiteField(block, p, "high_conf_thresh");
+  k.highIouThresh = finiteField(block, p, "high_iou_thresh");
+  k.lowResMaskSize = positiveField(block, p, "low_res_mask_size");
+  const int64_t G = m.featureSize, R = m.resolution;
+  if (k.lowResMaskSize != 4 * G) {
+    invalid("concept.low_res_mask_size",
+            "is " + std::to_string(k.lowResMaskSize) +
+                ", expected 4 x feature_size = " + std::to_string(4 * G));
+  }
+
+  k.maskDecoder = moduleSpec(modules, "tracker_mask_decoder");
+  const int64_t C = m.tracker->hiddenSize;
+  std::string path = "modules.tracker_mask_decoder.inputs";
+  const ModuleSpec& decoder = k.maskDecoder;
+  requireNames(decoder.inputs, kTrackerMaskDecoderInputs, path, true);
+  for (int level = 0; level < 3; ++level) {
+    const std::string feature = "tracker_fpn_" + std::to_string(level);
+    const TensorSpec& made = specNamed(m.visionEncoder.outputs, feature);
+    std::vector<int64_t> dims;
+    for (const Dimension& dim : made.shape) dims.push_back(dim.isSymbolic() ? -1 : dim.size);
+    dims[0] = 1;
+    requireShape(decoder.inputs, feature, dims, path);
+  }
+  requireShape(decoder.inputs, "mask_inputs", {-1, 1, 4 * G, 4 * G}, path);
+  requireDtype(decoder.inputs, "mask_inputs", "float32", path);
+  path = "modules.tracker_mask_decoder.outputs";
+  requireNames(decoder.outputs, kTrackerMaskDecoderOutputs, path, true);
+  requireShape(decoder.outputs, "low_res_masks", {-1, 1, 4 * G, 4 * G}, path);
+  requireShape(decoder.outputs, "high_res_masks", {-1, 1, R, R}, path);
+  requireShape(decoder.outputs, "object_pointer", {-1, C}, path);
+  requireShape(decoder.outputs, "object_score_logits", {-1, 1}, path);
+
+  // Concept tracking encodes the tracker's 4G x 4G low-res masks: the memory encoder must
+  // take them (format 3 declares its mask side symbolic).
+  const TensorSpec& masks = specNamed(m.tracker->memoryEncoder.inputs, "high_res_masks");
+  if (!masks.shape[2].isSymbolic() || !masks.shape[3].isSymbolic()) {
+    invalid("modules.memory_encoder.inputs",
+            "high_res_masks needs symbolic sides for concept tracking's low-res masks");
+  }
+  return k;
+}
+
 }  // namespace
 
 Manifest parseManifest(const std::string& text) {
@@ -373,10 +461,11 @@ Manifest parseManifest(const std::string& text) {
   if (stringField(root, "", "format") != "sam3-bundle")
     invalid("format", "expected \"sam3-bundle\"");
   m.formatVersion = intField(root, "", "format_version");
-  // Version 2 adds the optional video tracker; images read the same fields in both.
-  if (m.formatVersion != 1 && m.formatVersion != 2) {
+  // Version 2 adds the optional video tracker, version 3 concept tracking; images read the
+  // same fields in all three.
+  if (m.formatVersion < 1 || m.formatVersion > 3) {
     invalid("format_version", "unsupported version " + std::to_string(m.formatVersion) +
-                                  " (this build reads 1 and 2)");
+                                  " (this build reads 1 to 3)");
   }
 
   const json::Value& model = objectField(root, "", "model");
@@ -479,6 +568,10 @@ Manifest parseManifest(const std::string& text) {
   validatePointDecoder(m.pointDecoderMultimask, "point_decoder_multimask", 3, m);
   if (m.formatVersion >= 2 && root.find("tracker") != nullptr) {
     m.tracker = trackerSpec(root, modules, m);
+  }
+  if (m.formatVersion >= 3 && root.find("concept") != nullptr) {
+    if (!m.tracker) invalid("concept", "requires the tracker block");
+    m.concept = conceptSpec(root, modules, m);
   }
   return m;
 }

@@ -65,6 +65,24 @@ struct TrackerSpec {
   ModuleSpec memoryEncoder;
 };
 
+// Concept tracking's configuration (manifest `concept` block, bundle format 3): the thresholds
+// of transformers' Sam3VideoConfig under their own names (docs/video-concepts.md), and the
+// module that enters a detection into the tracker as a mask.
+struct ConceptSpec {
+  double scoreThresholdDetection = 0.5, detNmsThresh = 0.1, assocIouThresh = 0.1,
+         trkAssocIouThresh = 0.5, newDetThresh = 0.7;
+  bool reconditionOnTrkMasks = true;
+  int64_t hotstartDelay = 15, hotstartUnmatchThresh = 8, hotstartDupThresh = 8;
+  bool suppressUnmatchedOnlyWithinHotstart = true;
+  int64_t initTrkKeepAlive = 30, maxTrkKeepAlive = 30, minTrkKeepAlive = -1;
+  double suppressOverlappingBasedOnRecentOcclusionThreshold = 0.7;
+  bool decreaseTrkKeepAliveForEmptyMasklets = false;
+  int64_t fillHoleArea = 16, maxNumObjects = 10000, reconditionEveryNthFrame = 16;
+  double highConfThresh = 0.8, highIouThresh = 0.8;
+  int64_t lowResMaskSize = 288;  // 4G: the side of the tracker's low-res masks
+  ModuleSpec maskDecoder;        // tracker_mask_decoder
+};
+
 struct Manifest {
   int64_t formatVersion = 0;
   std::string modelId;
@@ -93,6 +111,9 @@ struct Manifest {
   ModuleSpec pointDecoderMultimask;
   // Present when the bundle carries the video tracker (format 2); images work without it.
   std::optional<TrackerSpec> tracker;
+  // Present when the bundle carries concept tracking (format 3, requires `tracker`): text
+  // prompts in video.
+  std::optional<ConceptSpec> concept;
 };
 
 // Names the modules must expose (docs/bundle-format.md, "Module signatures").
@@ -105,6 +126,8 @@ extern const std::array<const char*, 7> kMemoryAttentionInputs;
 extern const std::array<const char*, 5> kTrackerDecoderInputs;
 extern const std::array<const char*, 5> kTrackerDecoderOutputs;
 extern const std::array<const char*, 4> kMemoryEncoderInputs;
+extern const std::array<const char*, 4> kTrackerMaskDecoderInputs;
+extern const std::array<const char*, 4> kTrackerMaskDecoderOutputs;
 
 // Parses and validates manifest.json text. Throws CoreError(MODEL_LOAD) naming the offending
 // field (e.g. "manifest.json: modules.detector.inputs[3].shape: expected an array").

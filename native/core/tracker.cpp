@@ -14,59 +14,25 @@
 #include "executor.h"
 #include "image_pipeline.h"
 #include "postprocess.h"
+#include "tracker_state.h"
+#include "concept.h"
 
 // Line numbers (L<n>) cite transformers 5.17's modeling_sam3_tracker_video.py, as TRACKER.md.
 namespace sam3 {
 
+using namespace tracking;
+
 namespace {
 
 std::atomic<int64_t> trackerBytes{0};
-
-[[noreturn]] void badInput(const std::string& message) {
-  throw CoreError(ErrorCode::kBadInput, message);
-}
-
-// One object's prompt on one frame as the decoder takes it: points in pixels of the R x R
-// model input, labels 1/0 (clicks) and 2/3 (box corners).
-struct FramePrompt {
-  std::vector<float> xy;
-  std::vector<int64_t> labels;
-};
-
-// What one frame's computation leaves for later frames of one object (the reference's
-// store_output dict, without what no later frame reads).
-struct StoredOutput {
-  at::Tensor memory;       // [G*G, M] bfloat16, rounded as the reference stores it
-  at::Tensor pointer;      // [C] float32
-  at::Tensor lowResMasks;  // [4G, 4G] float32 logits, conditioning outputs only (reused output)
-  float scoreLogit = 0;
-  float iou = 0;
-  uint64_t written = 0;  // write sequence number: eviction order of non-conditioning outputs
-};
-
-int64_t bytesOf(const at::Tensor& tensor) { return tensor.defined() ? tensorBytes(tensor) : 0; }
-
-int64_t bytesOf(const StoredOutput& out) {
-  return bytesOf(out.memory) + bytesOf(out.pointer) + bytesOf(out.lowResMasks);
-}
-
-struct ObjectState {
-  int64_t id = 0;
-  std::map<int64_t, FramePrompt> prompts;  // point_inputs_per_obj
-  // cond_frame_outputs, kept for the session's life; condOrder is the reference dict's
-  // insertion order (it breaks ties in the conditioning-frame selection).
-  std::map<int64_t, StoredOutput> cond;
-  std::vector<int64_t> condOrder;
-  std::map<int64_t, StoredOutput> nonCond;  // non_cond_frame_outputs, at most memoryFrames
-  std::set<int64_t> framesTracked;          // frames_tracked_per_obj (keys only are read)
-};
 
 // What forward decides for one object before any model call.
 struct Planned {
   size_t object = 0;  // index into State::objects
   bool isInit = false;
   bool reverse = false;
-  const FramePrompt* prompt = nullptr;  // the frame's points when the object had new inputs
+  const FramePrompt* prompt = nullptr;   // the frame's points when the object had new inputs
+  const at::Tensor* mask = nullptr;      // or its mask input (a detection entering the tracker)
 };
 
 // One computed object's results on this frame.
@@ -81,44 +47,50 @@ struct Computed {
 
 }  // namespace
 
-struct TrackerSession::State {
-  std::vector<ObjectState> objects;  // creation order = the reference's object index order
-  std::vector<int64_t> withNewInputs;
-  uint64_t writes = 0;
-  // The vision cache (max_vision_features_cache_size = 1): tracker_fpn_0..2 of one frame.
-  int64_t featuresFrame = -1;
-  at::Tensor features[3];
+namespace tracking {
 
-  int64_t bytes() const {
-    int64_t total = 0;
-    for (const at::Tensor& tensor : features) total += bytesOf(tensor);
-    for (const ObjectState& object : objects) {
-      for (const auto& entry : object.cond) total += bytesOf(entry.second);
-      for (const auto& entry : object.nonCond) total += bytesOf(entry.second);
-    }
-    return total;
+void badInput(const std::string& message) { throw CoreError(ErrorCode::kBadInput, message); }
+
+int64_t bytesOf(const at::Tensor& tensor) { return tensor.defined() ? tensorBytes(tensor) : 0; }
+
+int64_t bytesOf(const StoredOutput& out) {
+  return bytesOf(out.memory) + bytesOf(out.pointer) + bytesOf(out.lowResMasks);
+}
+
+}  // namespace tracking
+
+int64_t TrackerSession::State::bytes() const {
+  using tracking::bytesOf;
+  int64_t total = 0;
+  for (const at::Tensor& tensor : features) total += bytesOf(tensor);
+  for (const at::Tensor& tensor : detectorFeatures) total += bytesOf(tensor);
+  for (const tracking::ObjectState& object : objects) {
+    for (const auto& entry : object.cond) total += bytesOf(entry.second);
+    for (const auto& entry : object.nonCond) total += bytesOf(entry.second);
+    for (const auto& entry : object.maskInputs) total += bytesOf(entry.second);
   }
-
-  ObjectState* find(int64_t objId) {
-    for (ObjectState& object : objects) {
-      if (object.id == objId) return &object;
-    }
-    return nullptr;
+  for (const tracking::Concept& concept : concepts.concepts) {
+    total += bytesOf(concept.features) + bytesOf(concept.mask);
   }
-};
+  for (const tracking::HeldFrame& held : concepts.held) {
+    for (const at::Tensor& mask : held.lowRes) total += bytesOf(mask);
+  }
+  return total;
+}
 
-namespace {
+tracking::ObjectState* TrackerSession::State::find(int64_t objId) {
+  const size_t index = indexOf(objId);
+  return index == objects.size() ? nullptr : &objects[index];
+}
 
-using State = TrackerSession::State;
+size_t TrackerSession::State::indexOf(int64_t objId) const {
+  for (size_t i = 0; i < objects.size(); ++i) {
+    if (objects[i].id == objId) return i;
+  }
+  return objects.size();
+}
 
-// The session, the bundle and the tracker configuration one forward works with.
-struct Context {
-  State& state;
-  Bundle& bundle;
-  const TrackerSpec& spec;
-  const TrackerOptions& options;
-  StageClock& clock;
-};
+namespace tracking {
 
 void checkFrame(const TrackerOptions& options, const FrameRequest& frame, int64_t frameIndex) {
   if (frameIndex < 0 || frameIndex >= options.numFrames) {
@@ -184,23 +156,31 @@ FramePrompt framePrompt(const TrackerPrompt& prompt, int64_t resolution) {
   return out;
 }
 
-// tracker_fpn_0..2 of the frame, computed once per frame (the reference's cache of size 1).
-void ensureFeatures(Context& c, const FrameRequest& frame, int64_t frameIndex) {
-  if (c.state.featuresFrame == frameIndex) return;
+// tracker_fpn_0..2 of the frame, computed once per frame (the reference's cache of size 1);
+// with `detector`, the detector's fpn_0..2 of the same vision-encoder pass too.
+void ensureFeatures(Context& c, const FrameRequest& frame, int64_t frameIndex, bool detector) {
+  State& s = c.state;
+  if (s.featuresFrame == frameIndex && (!detector || s.detectorFeatures[0].defined())) return;
   const Manifest& m = c.bundle.manifest();
-  c.state.featuresFrame = -1;
-  for (at::Tensor& tensor : c.state.features) tensor = at::Tensor();
+  s.featuresFrame = -1;
+  for (at::Tensor& tensor : s.features) tensor = at::Tensor();
+  for (at::Tensor& tensor : s.detectorFeatures) tensor = at::Tensor();
   ImageNormalization normalization{m.imageMean, m.imageStd};
   at::Tensor pixels = preprocessImage(frame.rgb, c.options.width, c.options.height, m.resolution,
                                       normalization, c.bundle.device());
   c.clock.lap("preprocess");
   NamedTensors outputs = c.bundle.call(ModuleKind::kVisionEncoder, {{"pixel_values", pixels}}, {});
   for (int level = 0; level < 3; ++level) {
-    c.state.features[level] = owned(outputs.at(kVisionEncoderOutputs[3 + level]));
+    s.features[level] = owned(outputs.at(kVisionEncoderOutputs[3 + level]));
+    if (detector) s.detectorFeatures[level] = owned(outputs.at(kVisionEncoderOutputs[level]));
   }
-  c.state.featuresFrame = frameIndex;
+  s.featuresFrame = frameIndex;
   c.clock.lap("vision_encoder");
 }
+
+}  // namespace tracking
+
+namespace {
 
 // _select_closest_cond_frames (L2240): up to maxCond conditioning frames, the closest before
 // and at-or-after the frame first, then the rest by distance (ties in insertion order).
@@ -428,9 +408,45 @@ std::vector<Computed> decode(Context& c, const std::vector<Planned>& plan,
   return computed;
 }
 
+// _use_mask_as_output (L2183) for every planned object with a mask input: one batched call of
+// the bundle's tracker_mask_decoder.
+void decodeMasks(Context& c, const std::vector<Planned>& plan, std::vector<Computed>& computed) {
+  std::vector<int64_t> members;
+  std::vector<at::Tensor> masks;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (plan[i].mask == nullptr) continue;
+    members.push_back(static_cast<int64_t>(i));
+    masks.push_back(*plan[i].mask);
+  }
+  if (members.empty()) return;
+  const int64_t B = static_cast<int64_t>(members.size());
+  NamedTensors outputs = c.bundle.call(ModuleKind::kTrackerMaskDecoder,
+                                       {{"tracker_fpn_0", c.state.features[0]},
+                                        {"tracker_fpn_1", c.state.features[1]},
+                                        {"tracker_fpn_2", c.state.features[2]},
+                                        {"mask_inputs", at::cat(masks, 0)}},
+                                       {{"B", B}});
+  at::Tensor scores =
+      outputs.at("object_score_logits").to(at::kCPU, at::kFloat).reshape({B}).contiguous();
+  for (int64_t b = 0; b < B; ++b) {
+    Computed& out = computed[static_cast<size_t>(members[static_cast<size_t>(b)])];
+    out.lowResMasks = outputs.at("low_res_masks")[b].to(at::kFloat);
+    out.highResMasks = outputs.at("high_res_masks")[b];
+    out.pointer = outputs.at("object_pointer")[b].to(at::kFloat);
+    out.scoreLogit = scores.data_ptr<float>()[b];
+    out.iou = 1.0f;  // the reference's dummy IoU of a mask input
+  }
+  c.clock.lap("tracker_mask_decoder");
+}
+
+}  // namespace
+
+namespace tracking {
+
 // forward(frame, reverse) (L1797) over all objects. Nothing is stored until every model call
-// and the output encoding succeeded, so a failure leaves the session as it was.
-TrackerFrame forward(Context& c, const FrameRequest& frameRequest, int64_t frame, bool reverse) {
+// succeeded.
+FrameLogits forwardObjects(Context& c, const FrameRequest& frameRequest, int64_t frame,
+                           bool reverse, bool encodeMemory) {
   State& s = c.state;
   const TrackerSpec& t = c.spec;
   std::vector<int64_t> withNewInputs = s.withNewInputs;
@@ -451,10 +467,10 @@ TrackerFrame forward(Context& c, const FrameRequest& frameRequest, int64_t frame
       // this call runs forward too.
       if (planned.isInit) reverse = false;
       auto prompt = object.prompts.find(frame);
-      if (prompt != object.prompts.end()) {
-        planned.prompt = &prompt->second;
-        withNewInputs.erase(pending);
-      }
+      auto mask = object.maskInputs.find(frame);
+      if (prompt != object.prompts.end()) planned.prompt = &prompt->second;
+      if (mask != object.maskInputs.end()) planned.mask = &mask->second;
+      if (planned.prompt != nullptr || planned.mask != nullptr) withNewInputs.erase(pending);
     }
     planned.reverse = reverse;
     planOf[i] = plan.size();
@@ -462,85 +478,84 @@ TrackerFrame forward(Context& c, const FrameRequest& frameRequest, int64_t frame
   }
 
   const int64_t G = c.bundle.manifest().featureSize;
-  std::vector<Computed> computed;
+  std::vector<Computed> computed(plan.size());
   if (!plan.empty()) {
-    ensureFeatures(c, frameRequest, frame);
+    ensureFeatures(c, frameRequest, frame, /*detector=*/false);
     const int64_t C = t.hiddenSize;
-    at::Tensor conditioned = at::empty({static_cast<int64_t>(plan.size()), C, G, G},
-                                       at::TensorOptions().device(c.bundle.device()));
-    std::vector<Planned> attending;
-    std::vector<int64_t> attendingRows;
+    // Objects through the SAM heads: all but those with a mask input (L2660).
+    std::vector<Planned> heads;
+    std::vector<size_t> headRows;
     for (size_t i = 0; i < plan.size(); ++i) {
-      if (plan[i].isInit) {
-        // An initial conditioning frame sees no memory (L2533-2542).
-        conditioned[static_cast<int64_t>(i)].copy_(
-            (s.features[2] + c.bundle.noMemoryEmbedding())[0]);
-      } else {
-        attending.push_back(plan[i]);
-        attendingRows.push_back(static_cast<int64_t>(i));
+      if (plan[i].mask != nullptr) continue;
+      heads.push_back(plan[i]);
+      headRows.push_back(i);
+    }
+    if (!heads.empty()) {
+      at::Tensor conditioned = at::empty({static_cast<int64_t>(heads.size()), C, G, G},
+                                         at::TensorOptions().device(c.bundle.device()));
+      std::vector<Planned> attending;
+      std::vector<int64_t> attendingRows;
+      for (size_t i = 0; i < heads.size(); ++i) {
+        if (heads[i].isInit) {
+          // An initial conditioning frame sees no memory (L2533-2542).
+          conditioned[static_cast<int64_t>(i)].copy_(
+              (s.features[2] + c.bundle.noMemoryEmbedding())[0]);
+        } else {
+          attending.push_back(heads[i]);
+          attendingRows.push_back(static_cast<int64_t>(i));
+        }
       }
+      if (!attending.empty()) {
+        at::Tensor attended = attendMemories(c, attending, frame);
+        at::Tensor rows =
+            at::tensor(at::ArrayRef<int64_t>(attendingRows.data(), attendingRows.size()),
+                       at::kLong)
+                .to(conditioned.device());
+        conditioned.index_copy_(0, rows, attended.to(at::kFloat));
+      }
+      std::vector<Computed> decoded = decode(c, heads, conditioned);
+      for (size_t i = 0; i < heads.size(); ++i) computed[headRows[i]] = std::move(decoded[i]);
     }
-    if (!attending.empty()) {
-      at::Tensor attended = attendMemories(c, attending, frame);
-      at::Tensor rows =
-          at::tensor(at::ArrayRef<int64_t>(attendingRows.data(), attendingRows.size()), at::kLong)
-              .to(conditioned.device());
-      conditioned.index_copy_(0, rows, attended.to(at::kFloat));
-    }
-    computed = decode(c, plan, conditioned);
+    decodeMasks(c, plan, computed);
 
-    // _batch_encode_memories (L2761): one call for every computed object, binarized masks for
-    // all of them when any had points on this frame (L2799).
-    std::vector<at::Tensor> highRes, scores;
-    bool binarize = false;
-    for (size_t i = 0; i < plan.size(); ++i) {
-      highRes.push_back(computed[i].highResMasks);
-      scores.push_back(at::full({1, 1}, computed[i].scoreLogit, at::kFloat));
-      binarize = binarize || plan[i].prompt != nullptr;
+    if (encodeMemory) {
+      // _batch_encode_memories (L2761): one call for every computed object, binarized masks
+      // for all of them when any had inputs on this frame (L2799).
+      std::vector<at::Tensor> highRes, scores;
+      bool binarize = false;
+      for (size_t i = 0; i < plan.size(); ++i) {
+        highRes.push_back(computed[i].highResMasks);
+        scores.push_back(at::full({1, 1}, computed[i].scoreLogit, at::kFloat));
+        binarize = binarize || plan[i].prompt != nullptr || plan[i].mask != nullptr;
+      }
+      NamedTensors encoded =
+          c.bundle.call(ModuleKind::kMemoryEncoder,
+                        {{"current", s.features[2]},
+                         {"high_res_masks", at::stack(highRes, 0)},
+                         {"object_score_logits", at::cat(scores, 0)},
+                         {"binarize", at::full({1}, binarize ? 1.0f : 0.0f, at::kFloat)}},
+                        {});
+      const at::Tensor& memory = encoded.at("memory");
+      for (size_t i = 0; i < plan.size(); ++i) {
+        computed[i].memory = owned(memory[static_cast<int64_t>(i)]);
+      }
+      c.clock.lap("memory_encoder");
     }
-    NamedTensors encoded =
-        c.bundle.call(ModuleKind::kMemoryEncoder,
-                      {{"current", s.features[2]},
-                       {"high_res_masks", at::stack(highRes, 0)},
-                       {"object_score_logits", at::cat(scores, 0)},
-                       {"binarize", at::full({1}, binarize ? 1.0f : 0.0f, at::kFloat)}},
-                      {});
-    const at::Tensor& memory = encoded.at("memory");
-    for (size_t i = 0; i < plan.size(); ++i) {
-      computed[i].memory = owned(memory[static_cast<int64_t>(i)]);
-    }
-    c.clock.lap("memory_encoder");
   }
 
-  // Outputs of every object on this frame, from the reused or computed low-res logits.
-  TrackerFrame result;
-  result.frameIndex = frame;
-  std::vector<at::Tensor> logits;
+  FrameLogits result;
   for (size_t i = 0; i < s.objects.size(); ++i) {
     const ObjectState& object = s.objects[i];
-    TrackedObject out;
-    out.objId = object.id;
     if (planOf[i]) {
       const Computed& fresh = computed[*planOf[i]];
-      logits.push_back(fresh.lowResMasks[0]);
-      out.present = fresh.scoreLogit > 0;
-      out.score = fresh.iou;
+      result.lowRes.push_back(fresh.lowResMasks[0]);
+      result.scoreLogit.push_back(fresh.scoreLogit);
+      result.iou.push_back(fresh.iou);
     } else {
       const StoredOutput& reused = object.cond.at(frame);
-      logits.push_back(reused.lowResMasks);
-      out.present = reused.scoreLogit > 0;
-      out.score = reused.iou;
-    }
-    result.objects.push_back(std::move(out));
-  }
-  if (!logits.empty()) {
-    std::vector<MaskBounds> bounds;
-    c.clock.lap("postprocess");
-    std::vector<std::string> masks =
-        encodeMasks(at::stack(logits, 0), c.options.height, c.options.width, c.clock, &bounds);
-    for (size_t i = 0; i < result.objects.size(); ++i) {
-      result.objects[i].mask = std::move(masks[i]);
-      result.objects[i].box = normalizedBox(bounds[i], c.options.height, c.options.width);
+      result.lowRes.push_back(reused.lowResMasks);
+      result.scoreLogit.push_back(reused.scoreLogit);
+      result.iou.push_back(reused.iou);
     }
   }
 
@@ -571,6 +586,66 @@ TrackerFrame forward(Context& c, const FrameRequest& frameRequest, int64_t frame
     }
   }
   s.withNewInputs = std::move(withNewInputs);
+  return result;
+}
+
+void encodeMemories(Context& c, int64_t frame, const std::vector<size_t>& rows,
+                    const at::Tensor& masks, const at::Tensor& scoreLogits, bool binarize) {
+  if (rows.empty()) return;
+  State& s = c.state;
+  NamedTensors encoded =
+      c.bundle.call(ModuleKind::kMemoryEncoder,
+                    {{"current", s.features[2]},
+                     {"high_res_masks", masks.to(c.bundle.device(), at::kFloat)},
+                     {"object_score_logits", scoreLogits.to(c.bundle.device(), at::kFloat)},
+                     {"binarize", at::full({1}, binarize ? 1.0f : 0.0f, at::kFloat)}},
+                    {});
+  const at::Tensor& memory = encoded.at("memory");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ObjectState& object = s.objects[rows[i]];
+    at::Tensor row = owned(memory[static_cast<int64_t>(i)]);
+    auto cond = object.cond.find(frame);
+    if (cond != object.cond.end()) cond->second.memory = row;
+    auto nonCond = object.nonCond.find(frame);
+    if (nonCond != object.nonCond.end()) nonCond->second.memory = row;
+  }
+  c.clock.lap("memory_encoder");
+}
+
+bool eraseObject(State& s, int64_t objId) {
+  const size_t index = s.indexOf(objId);
+  if (index == s.objects.size()) return false;
+  s.objects.erase(s.objects.begin() + static_cast<std::ptrdiff_t>(index));
+  s.withNewInputs.erase(std::remove(s.withNewInputs.begin(), s.withNewInputs.end(), objId),
+                        s.withNewInputs.end());
+  return true;
+}
+
+}  // namespace tracking
+
+namespace {
+
+// The clicked-object frame: every object's output, from its low-res logits, in creation order.
+TrackerFrame encodeTrackerFrame(Context& c, int64_t frame, const FrameLogits& logits) {
+  TrackerFrame result;
+  result.frameIndex = frame;
+  for (size_t i = 0; i < c.state.objects.size(); ++i) {
+    TrackedObject out;
+    out.objId = c.state.objects[i].id;
+    out.present = logits.scoreLogit[i] > 0;
+    out.score = logits.iou[i];
+    result.objects.push_back(std::move(out));
+  }
+  if (!logits.lowRes.empty()) {
+    std::vector<MaskBounds> bounds;
+    c.clock.lap("postprocess");
+    std::vector<std::string> masks = encodeMasks(at::stack(logits.lowRes, 0), c.options.height,
+                                                 c.options.width, c.clock, &bounds);
+    for (size_t i = 0; i < result.objects.size(); ++i) {
+      result.objects[i].mask = std::move(masks[i]);
+      result.objects[i].box = normalizedBox(bounds[i], c.options.height, c.options.width);
+    }
+  }
   return result;
 }
 
@@ -625,14 +700,17 @@ void TrackerSession::freeLocked() {
   trackerBytes -= byteSize_;
   byteSize_ = 0;
   objectIds_.clear();
+  objectConcepts_.clear();
   promptFrames_.clear();
 }
 
 void TrackerSession::publishLocked() {
   objectIds_.clear();
-  std::set<int64_t> frames;
+  objectConcepts_.clear();
+  std::set<int64_t> frames = state_->concepts.promptFrames;
   for (const ObjectState& object : state_->objects) {
     objectIds_.push_back(object.id);
+    objectConcepts_.push_back(object.conceptId);
     for (const auto& entry : object.cond) frames.insert(entry.first);
   }
   promptFrames_.assign(frames.begin(), frames.end());
@@ -644,6 +722,11 @@ void TrackerSession::publishLocked() {
 std::vector<int64_t> TrackerSession::objectIds() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return objectIds_;
+}
+
+std::vector<int64_t> TrackerSession::objectConcepts() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return objectConcepts_;
 }
 
 std::vector<int64_t> TrackerSession::promptFrames() const {
@@ -667,6 +750,23 @@ bool TrackerSession::released() const {
   return closed_;
 }
 
+namespace {
+
+// Runs one operation on the state; if it throws, the state is as it was before (tensors are
+// never written in place, so a copy of the state is a cheap snapshot).
+template <typename Body>
+auto atomically(State& state, Body body) -> decltype(body()) {
+  State before = state;
+  try {
+    return body();
+  } catch (...) {
+    state = std::move(before);
+    throw;
+  }
+}
+
+}  // namespace
+
 TrackerFrame TrackerSession::addPrompt(Bundle& bundle, const Executor& executor,
                                        const FrameRequest& frame, const TrackerPrompt& prompt,
                                        std::map<std::string, double>& times) {
@@ -674,70 +774,89 @@ TrackerFrame TrackerSession::addPrompt(Bundle& bundle, const Executor& executor,
   State& s = task.state();
   const TrackerSpec& spec = trackerSpecOf(bundle);
   checkFrame(options_, frame, prompt.frameIndex);
-  if (prompt.objId < 0) badInput("objId must be a non-negative integer");
+  if (prompt.objId < 1) badInput("objId must be a positive integer");
   FramePrompt added = framePrompt(prompt, bundle.manifest().resolution);
-
-  const int64_t f = prompt.frameIndex;
-  ObjectState* object = s.find(prompt.objId);
-  std::optional<FramePrompt> previous;
-  if (object != nullptr) {
-    auto found = object->prompts.find(f);
-    if (found != object->prompts.end()) previous = found->second;
+  const bool concepts = s.concepts.active();
+  if (concepts && s.find(prompt.objId) == nullptr) {
+    badInput("objId " + std::to_string(prompt.objId) +
+             ": no such object; a session tracking text concepts takes clicks only to refine "
+             "its objects");
   }
-  // Without clearOld, the clicks join the object's earlier ones on this frame.
-  FramePrompt merged = added;
-  if (!prompt.clearOld && previous) {
-    merged = *previous;
-    merged.xy.insert(merged.xy.end(), added.xy.begin(), added.xy.end());
-    merged.labels.insert(merged.labels.end(), added.labels.begin(), added.labels.end());
-    if (merged.labels.size() > kMaxTrackerClicks) {
-      badInput("pointLabels: the object would have more than " + std::to_string(kMaxTrackerClicks) +
-               " clicks on frame " + std::to_string(f));
-    }
-  }
-
-  const bool created = object == nullptr;
-  if (created) {
-    s.objects.emplace_back();
-    s.objects.back().id = prompt.objId;
-    object = &s.objects.back();
-  }
-  object->prompts[f] = std::move(merged);
-  const std::vector<int64_t> pendingBefore = s.withNewInputs;
-  // The processor replaces the list with the prompted objects.
-  s.withNewInputs = {prompt.objId};
 
   StageClock clock(executor);
   Context context{s, bundle, spec, options_, clock};
-  try {
-    TrackerFrame result = forward(context, frame, f, /*reverse=*/false);
-    times = clock.times();
-    return result;
-  } catch (...) {
-    s.withNewInputs = pendingBefore;
-    if (created) {
-      s.objects.pop_back();
-    } else {
-      ObjectState* restored = s.find(prompt.objId);
-      if (previous) {
-        restored->prompts[f] = *previous;
-      } else {
-        restored->prompts.erase(f);
+  TrackerFrame result = atomically(s, [&] {
+    const int64_t f = prompt.frameIndex;
+    ObjectState* object = s.find(prompt.objId);
+    if (object == nullptr) {
+      s.objects.emplace_back();
+      object = &s.objects.back();
+      object->id = prompt.objId;
+      s.maxObjId = std::max(s.maxObjId, prompt.objId);
+    }
+    // Without clearOld, the clicks join the object's earlier ones on this frame.
+    FramePrompt merged = added;
+    auto previous = object->prompts.find(f);
+    if (!prompt.clearOld && previous != object->prompts.end()) {
+      merged = previous->second;
+      merged.xy.insert(merged.xy.end(), added.xy.begin(), added.xy.end());
+      merged.labels.insert(merged.labels.end(), added.labels.begin(), added.labels.end());
+      if (merged.labels.size() > kMaxTrackerClicks) {
+        badInput("pointLabels: the object would have more than " +
+                 std::to_string(kMaxTrackerClicks) + " clicks on frame " + std::to_string(f));
       }
     }
-    throw;
-  }
+    object->prompts[f] = std::move(merged);
+    // Clicks and a mask input never share a frame (the processor drops the mask, L2648).
+    object->maskInputs.erase(f);
+    // The processor replaces the list with the prompted objects.
+    s.withNewInputs = {prompt.objId};
+    s.concepts.held.clear();
+    FrameLogits logits = forwardObjects(context, frame, f, /*reverse=*/false,
+                                        /*encodeMemory=*/true);
+    if (concepts) return refinedFrame(context, f, prompt.objId, logits);
+    return encodeTrackerFrame(context, f, logits);
+  });
+  times = clock.times();
+  return result;
 }
 
-TrackerFrame TrackerSession::step(Bundle& bundle, const Executor& executor,
-                                  const FrameRequest& frame, int64_t frameIndex, bool reverse,
-                                  std::map<std::string, double>& times) {
+ConceptResult TrackerSession::addConcept(Bundle& bundle, const Executor& executor,
+                                         const FrameRequest& frame, const ConceptPrompt& prompt,
+                                         std::map<std::string, double>& times) {
   Task task(*this);
+  State& s = task.state();
   const TrackerSpec& spec = trackerSpecOf(bundle);
-  checkFrame(options_, frame, frameIndex);
+  checkFrame(options_, frame, prompt.frameIndex);
+  if (!s.concepts.active() && !s.objects.empty()) {
+    badInput(
+        "texts: this session tracks objects created by clicks; text prompts need a session "
+        "without them (reset it first)");
+  }
   StageClock clock(executor);
-  Context context{task.state(), bundle, spec, options_, clock};
-  TrackerFrame result = forward(context, frame, frameIndex, reverse);
+  Context context{s, bundle, spec, options_, clock};
+  ConceptResult result =
+      atomically(s, [&] { return tracking::addConcepts(context, frame, prompt); });
+  times = clock.times();
+  return result;
+}
+
+std::vector<TrackerFrame> TrackerSession::step(Bundle& bundle, const Executor& executor,
+                                               const FrameRequest& frame,
+                                               const StepRequest& request,
+                                               std::map<std::string, double>& times) {
+  Task task(*this);
+  State& s = task.state();
+  const TrackerSpec& spec = trackerSpecOf(bundle);
+  checkFrame(options_, frame, request.frameIndex);
+  StageClock clock(executor);
+  Context context{s, bundle, spec, options_, clock};
+  std::vector<TrackerFrame> result = atomically(s, [&] {
+    if (s.concepts.active()) return detTrackStep(context, frame, request);
+    FrameLogits logits = forwardObjects(context, frame, request.frameIndex, request.reverse,
+                                        /*encodeMemory=*/true);
+    return std::vector<TrackerFrame>{encodeTrackerFrame(context, request.frameIndex, logits)};
+  });
   times = clock.times();
   return result;
 }
@@ -745,13 +864,15 @@ TrackerFrame TrackerSession::step(Bundle& bundle, const Executor& executor,
 bool TrackerSession::removeObject(int64_t objId) {
   Task task(*this);
   State& s = task.state();
-  auto found = std::find_if(s.objects.begin(), s.objects.end(),
-                            [objId](const ObjectState& object) { return object.id == objId; });
-  if (found == s.objects.end()) return false;
-  s.objects.erase(found);
-  s.withNewInputs.erase(std::remove(s.withNewInputs.begin(), s.withNewInputs.end(), objId),
-                        s.withNewInputs.end());
-  return true;
+  s.concepts.held.clear();
+  return removeTrackedObject(s, objId);
+}
+
+std::vector<int64_t> TrackerSession::removeConcept(int64_t conceptId) {
+  Task task(*this);
+  State& s = task.state();
+  s.concepts.held.clear();
+  return tracking::removeConcept(s, conceptId);
 }
 
 int64_t TrackerSession::reset() {
@@ -760,6 +881,7 @@ int64_t TrackerSession::reset() {
   const int64_t cleared = static_cast<int64_t>(s.objects.size());
   s.objects.clear();
   s.withNewInputs.clear();
+  resetConcepts(s);
   return cleared;
 }
 

@@ -23,6 +23,12 @@ struct TrackerOptions {
   int64_t height = 0;
   // Non-conditioning frames kept per object; the least recently written is evicted first.
   int64_t memoryFrames = 64;
+  // Concept tracking: mask NMS, hole filling and sprinkle removal as the official SAM3
+  // (docs/video-concepts.md "Post-processing switch"); off = as transformers without kernels.
+  bool officialPostprocess = true;
+  // Most objects the session tracks (0: the manifest's max_num_objects); concept detections
+  // beyond it are dropped, the lowest scores first, and counted in TrackerFrame::objectsDropped.
+  int64_t maxObjects = 0;
 };
 
 // Clicks and an optional box for one object on one frame (the reference's add_point_inputs).
@@ -38,15 +44,49 @@ struct TrackerPrompt {
 
 struct TrackedObject {
   int64_t objId = 0;
-  bool present = false;        // object score logit > 0
-  float score = 0;             // predicted IoU of the chosen mask
+  int64_t conceptId = 0;       // the text concept that found it; 0 for clicked objects
+  bool present = false;        // object score logit > 0 (concepts: the mask is not empty)
+  // Clicked objects: predicted IoU of the chosen mask. Concept objects: the detection score
+  // (1.0 once refined by clicks).
+  float score = 0;
+  float trackerScore = 0;      // concept objects: the tracker's score on this frame
   std::array<float, 4> box{};  // bounds of the binarized mask: cx, cy, w, h normalized
   std::string mask;            // COCO RLE counts at the session's width x height
 };
 
 struct TrackerFrame {
   int64_t frameIndex = 0;
-  std::vector<TrackedObject> objects;  // in creation order
+  // Clicked objects: all, in creation order. Concepts: those shown on the frame, by id.
+  std::vector<TrackedObject> objects;
+  int64_t objectsDropped = 0;  // new detections dropped on this frame by the object limit
+};
+
+// One text of a concept prompt: tokens as the text encoder takes them (context length L).
+struct ConceptText {
+  std::string text;  // the same text twice is the same concept
+  std::vector<int32_t> tokenIds;
+  std::vector<int32_t> attentionMask;
+};
+
+// Text prompts on one frame: each text becomes a concept, then the frame is detected and
+// tracked (docs/video-concepts.md, operation 1).
+struct ConceptPrompt {
+  int64_t frameIndex = 0;
+  std::vector<ConceptText> texts;
+};
+
+struct ConceptResult {
+  std::vector<int64_t> conceptIds;  // one per text, in order
+  TrackerFrame frame;
+};
+
+// One frame of a propagation (docs/video-concepts.md, operation 2).
+struct StepRequest {
+  int64_t frameIndex = 0;
+  bool reverse = false;
+  int64_t hotstartDelay = -1;  // concepts: frames outputs are held back; -1: the manifest's
+  bool runStart = false;       // first frame of a run: drops what an earlier run left held
+  bool runEnd = false;         // last frame of a run: every held frame is emitted
 };
 
 // Caller-owned pixels of one frame: width * height * 3 bytes, row-major RGB, valid and
@@ -77,6 +117,8 @@ class TrackerSession {
   uint64_t bundleId() const { return bundleId_; }
 
   std::vector<int64_t> objectIds() const;
+  // The concept of each object of objectIds() (0: clicked).
+  std::vector<int64_t> objectConcepts() const;
   // Frames holding a conditioning output of any object, ascending.
   std::vector<int64_t> promptFrames() const;
   // Exact bytes of the tensors held (memories, pointers, masks, the cached frame features).
@@ -87,15 +129,24 @@ class TrackerSession {
   bool released() const;
 
   // Executor thread only, through Engine (one task each). `times` receives stage times.
-  // addPrompt: the reference's add_point_inputs then forward(frame, reverse=false).
+  // addPrompt: the reference's add_point_inputs then forward(frame, reverse=false); in a
+  // session tracking concepts, the refinement of an existing object (operation 3).
   TrackerFrame addPrompt(Bundle& bundle, const Executor& executor, const FrameRequest& frame,
                          const TrackerPrompt& prompt, std::map<std::string, double>& times);
-  // forward(frameIndex, reverse).
-  TrackerFrame step(Bundle& bundle, const Executor& executor, const FrameRequest& frame,
-                    int64_t frameIndex, bool reverse, std::map<std::string, double>& times);
+  // Concept tracking starts or grows (operation 1).
+  ConceptResult addConcept(Bundle& bundle, const Executor& executor, const FrameRequest& frame,
+                           const ConceptPrompt& prompt, std::map<std::string, double>& times);
+  // Clicked objects: forward(frameIndex, reverse), one frame out. Concepts: one det-track
+  // step; the frames it emits (none while they are held back for hotstart).
+  std::vector<TrackerFrame> step(Bundle& bundle, const Executor& executor,
+                                 const FrameRequest& frame, const StepRequest& request,
+                                 std::map<std::string, double>& times);
   // False when there is no such object.
   bool removeObject(int64_t objId);
-  // Clears every object (the cached frame features stay); returns how many there were.
+  // Removes a concept and its objects; the ids removed (BAD_INPUT for an unknown concept).
+  std::vector<int64_t> removeConcept(int64_t conceptId);
+  // Clears every object and concept (the cached frame features stay); returns how many
+  // objects there were.
   int64_t reset();
 
  private:
@@ -113,6 +164,7 @@ class TrackerSession {
   std::unique_ptr<State> state_;
   // Published at the end of each task.
   std::vector<int64_t> objectIds_;
+  std::vector<int64_t> objectConcepts_;
   std::vector<int64_t> promptFrames_;
   int64_t byteSize_ = 0;
 };

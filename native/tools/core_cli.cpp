@@ -7,6 +7,7 @@
 //   sam3_core_cli bench <bundle> [--device D] [--size WxH] [--prompts N] [--iters K]
 //       Random image and prompts; prints the mean milliseconds per stage.
 //   sam3_core_cli track <bundle> <rgb-file> <width> <height> [--device D] [--objects K]
+//                 [--tokens ID,ID,... [--max-objects N] [--hotstart-delay D]]
 //       <rgb-file>: raw RGB frames back to back. One click per object on frame 0 (spread as
 //       bench/video.ts spreads them), then every later frame forward; prints frames per second
 //       and the mean milliseconds per stage of the propagated frames.
@@ -15,9 +16,26 @@
 //   sam3_core_cli preprocess <rgb-file> <width> <height> <size> <out-file> [--mean a,b,c]
 //                            [--std a,b,c]
 //       Writes pixel_values as float32 CHW (mean and std default to 0.5 each).
+//   sam3_core_cli postprocess < request.json
+//       The official mask post-processing (native/core/mask_postprocess.h) on one JSON request
+//       read from stdin, or on a JSON array of requests (answered by an array, in order). Mask
+//       data are flat or nested arrays of numbers (bools allowed) in row-major order; each
+//       request has an "op":
+//         {"op": "components", "shape": [..., H, W], "mask": [...]}
+//             -> {"areas": [...]}: 8-connected component sizes (0 on background) per H x W mask
+//         {"op": "fill_holes", "shape": [..., H, W], "logits": [...], "max_area": K,
+//          "fill_holes": true, "remove_sprinkles": true}   (both flags optional, default true)
+//             -> {"logits": [...]}: fill_holes_in_mask_scores per H x W mask
+//         {"op": "mask_iou", "shape": [H, W], "a": [n * H * W], "b": [m * H * W]}
+//             -> {"shape": [n, m], "iou": [n * m]}: IoU of the binarized (> 0) masks
+//         {"op": "nms", "shape": [H, W], "probs": [n], "masks": [n * H * W],
+//          "prob_threshold": p, "iou_threshold": t}
+//             -> {"keep": [n bools]}
+//       Inputs are read as float32; output floats are printed exactly (%.17g of the float).
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -28,11 +46,15 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "engine.h"
 #include "errors.h"
 #include "image_pipeline.h"
+#include "json.h"
+#include "mask_postprocess.h"
 #include "runtime_info.h"
 
 namespace {
@@ -301,6 +323,11 @@ int track(const Options& options) {
   int64_t width = parseInt(options.positional[2], "width");
   int64_t height = parseInt(options.positional[3], "height");
   int64_t objects = parseInt(flag(options, "objects", "1"), "--objects");
+  // --tokens: a text concept instead of clicks (its CLIP token ids, comma-separated, without
+  // padding), tracked with --hotstart-delay and at most --max-objects objects.
+  const std::string tokens = flag(options, "tokens", "");
+  const int64_t maxObjects = parseInt(flag(options, "max-objects", "0"), "--max-objects");
+  const int64_t hotstartDelay = parseInt(flag(options, "hotstart-delay", "0"), "--hotstart-delay");
   std::ifstream file(options.positional[1], std::ios::binary);
   std::vector<uint8_t> video((std::istreambuf_iterator<char>(file)),
                              std::istreambuf_iterator<char>());
@@ -314,10 +341,32 @@ int track(const Options& options) {
   trackerOptions.numFrames = frames;
   trackerOptions.width = width;
   trackerOptions.height = height;
+  trackerOptions.maxObjects = maxObjects;
   auto session = engine->createTracker(trackerOptions);
   auto frameAt = [&](int64_t index) {
     return sam3::FrameRequest{video.data() + static_cast<size_t>(index) * frameBytes, frameBytes};
   };
+  if (!tokens.empty()) {
+    sam3::ConceptText text;
+    text.text = "cli";
+    std::stringstream list(tokens);
+    for (std::string item; std::getline(list, item, ',');) {
+      text.tokenIds.push_back(static_cast<int32_t>(parseInt(item, "--tokens")));
+    }
+    const int64_t L = engine->info().contextLength;
+    if (static_cast<int64_t>(text.tokenIds.size()) > L) {
+      throw CoreError(ErrorCode::kBadInput, "--tokens: at most the context length of ids");
+    }
+    text.attentionMask.assign(text.tokenIds.size(), 1);
+    text.tokenIds.resize(static_cast<size_t>(L), text.tokenIds.back());
+    text.attentionMask.resize(static_cast<size_t>(L), 0);
+    sam3::ConceptPrompt prompt;
+    prompt.texts = {text};
+    auto result = waitFor<sam3::ConceptResult>(
+        [&](auto done) { engine->trackerAddConcept(session, frameAt(0), prompt, done); });
+    std::cout << "concept on frame 0: " << result.frame.objects.size() << " objects\n";
+    objects = 0;
+  }
   for (int64_t k = 0; k < objects; ++k) {
     sam3::TrackerPrompt prompt;
     prompt.objId = k + 1;
@@ -331,9 +380,16 @@ int track(const Options& options) {
   size_t present = 0;
   auto start = std::chrono::steady_clock::now();
   for (int64_t index = 1; index < frames; ++index) {
-    auto result = waitFor<sam3::TrackerFrame>(
-        [&](auto done) { engine->trackerStep(session, frameAt(index), index, false, done); });
-    for (const auto& object : result.objects) present += object.present ? 1 : 0;
+    sam3::StepRequest request;
+    request.frameIndex = index;
+    request.hotstartDelay = hotstartDelay;
+    request.runStart = index == 1;
+    request.runEnd = index == frames - 1;
+    auto result = waitFor<std::vector<sam3::TrackerFrame>>(
+        [&](auto done) { engine->trackerStep(session, frameAt(index), request, done); });
+    for (const auto& frame : result) {
+      for (const auto& object : frame.objects) present += object.present ? 1 : 0;
+    }
     for (const auto& [stage, ms] : engine->lastStageTimes()) totals[stage] += ms;
   }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -414,12 +470,196 @@ int preprocess(const Options& options) {
   return 0;
 }
 
+// --- postprocess: JSON in, JSON out (see the usage above).
+
+const sam3::json::Value& member(const sam3::json::Value& request, const std::string& key) {
+  const sam3::json::Value* value = request.find(key);
+  if (value == nullptr)
+    throw CoreError(ErrorCode::kBadInput, "postprocess: missing \"" + key + "\"");
+  return *value;
+}
+
+double numberMember(const sam3::json::Value& request, const std::string& key) {
+  const sam3::json::Value& value = member(request, key);
+  if (!value.isNumber()) {
+    throw CoreError(ErrorCode::kBadInput, "postprocess: \"" + key + "\" must be a number");
+  }
+  return value.asNumber();
+}
+
+bool flagMember(const sam3::json::Value& request, const std::string& key, bool fallback) {
+  const sam3::json::Value* value = request.find(key);
+  if (value == nullptr) return fallback;
+  if (!value->isBool()) {
+    throw CoreError(ErrorCode::kBadInput, "postprocess: \"" + key + "\" must be a bool");
+  }
+  return value->asBool();
+}
+
+// Numbers (and bools, as 0 and 1) of a flat or nested array, in order, as float32.
+void flattenInto(const sam3::json::Value& value, const std::string& key, std::vector<float>& out) {
+  if (value.isNumber()) {
+    out.push_back(static_cast<float>(value.asNumber()));
+  } else if (value.isBool()) {
+    out.push_back(value.asBool() ? 1.0f : 0.0f);
+  } else if (value.isArray()) {
+    for (const sam3::json::Value& item : value.items()) flattenInto(item, key, out);
+  } else {
+    throw CoreError(ErrorCode::kBadInput, "postprocess: \"" + key + "\" holds a non-number");
+  }
+}
+
+std::vector<float> floatsMember(const sam3::json::Value& request, const std::string& key,
+                                int64_t expected) {
+  std::vector<float> values;
+  flattenInto(member(request, key), key, values);
+  if (expected >= 0 && static_cast<int64_t>(values.size()) != expected) {
+    throw CoreError(ErrorCode::kBadInput, "postprocess: \"" + key + "\" holds " +
+                                              std::to_string(values.size()) + " values, expected " +
+                                              std::to_string(expected));
+  }
+  return values;
+}
+
+// "shape": [..., H, W] (exactly [H, W] when `plain`); returns {batch, H, W}.
+std::array<int64_t, 3> shapeMember(const sam3::json::Value& request, bool plain) {
+  const sam3::json::Value& shape = member(request, "shape");
+  const size_t dims = shape.isArray() ? shape.items().size() : 0;
+  if (dims < 2 || (plain && dims != 2)) {
+    throw CoreError(ErrorCode::kBadInput, plain ? "postprocess: \"shape\" is [H, W]"
+                                                : "postprocess: \"shape\" is [..., H, W]");
+  }
+  std::array<int64_t, 3> out = {1, 0, 0};
+  for (size_t d = 0; d < dims; ++d) {
+    const sam3::json::Value& item = shape.items()[d];
+    const double size = item.isNumber() ? item.asNumber() : -1;
+    if (!(size >= 0 && size <= 1e9) || size != static_cast<double>(static_cast<int64_t>(size))) {
+      throw CoreError(ErrorCode::kBadInput, "postprocess: \"shape\" holds sizes >= 0");
+    }
+    const int64_t value = static_cast<int64_t>(size);
+    if (d + 2 < dims) out[0] *= value;
+    if (d + 2 == dims) out[1] = value;
+    if (d + 1 == dims) out[2] = value;
+  }
+  return out;
+}
+
+template <typename T>
+void appendJsonArray(std::ostringstream& out, const T* values, size_t count) {
+  out << "[";
+  char text[40];
+  for (size_t i = 0; i < count; ++i) {
+    if (i) out << ", ";
+    if constexpr (std::is_same_v<T, float>) {
+      std::snprintf(text, sizeof(text), "%.17g", static_cast<double>(values[i]));
+      out << text;
+    } else {
+      out << values[i];
+    }
+  }
+  out << "]";
+}
+
+std::string postprocessAnswer(const sam3::json::Value& request) {
+  if (!request.isObject())
+    throw CoreError(ErrorCode::kBadInput, "postprocess: a request is an object");
+  const sam3::json::Value& opValue = member(request, "op");
+  const std::string op = opValue.isString() ? opValue.asString() : "";
+  std::ostringstream out;
+  if (op == "components" || op == "fill_holes") {
+    const auto [batch, height, width] = shapeMember(request, false);
+    const int64_t pixels = height * width;
+    if (op == "components") {
+      std::vector<float> values = floatsMember(request, "mask", batch * pixels);
+      std::vector<uint8_t> mask(values.size());
+      for (size_t i = 0; i < values.size(); ++i) mask[i] = values[i] != 0.0f;
+      std::vector<int32_t> areas(values.size());
+      for (int64_t b = 0; b < batch; ++b) {
+        sam3::componentAreas(mask.data() + b * pixels, height, width, areas.data() + b * pixels);
+      }
+      out << "{\"areas\": ";
+      appendJsonArray(out, areas.data(), areas.size());
+    } else {
+      std::vector<float> logits = floatsMember(request, "logits", batch * pixels);
+      const double maxArea = numberMember(request, "max_area");
+      if (!(std::abs(maxArea) <= 1e15) ||
+          maxArea != static_cast<double>(static_cast<int64_t>(maxArea))) {
+        throw CoreError(ErrorCode::kBadInput, "postprocess: \"max_area\" must be an integer");
+      }
+      const bool fillHoles = flagMember(request, "fill_holes", true);
+      const bool removeSprinkles = flagMember(request, "remove_sprinkles", true);
+      for (int64_t b = 0; b < batch; ++b) {
+        sam3::fillHolesInMaskScores(logits.data() + b * pixels, height, width,
+                                    static_cast<int64_t>(maxArea), fillHoles, removeSprinkles);
+      }
+      out << "{\"logits\": ";
+      appendJsonArray(out, logits.data(), logits.size());
+    }
+  } else if (op == "mask_iou" || op == "nms") {
+    const auto [batch, height, width] = shapeMember(request, true);
+    (void)batch;
+    const int64_t pixels = height * width;
+    auto masksMember = [&](const std::string& key, int64_t expectedCount) {
+      std::vector<float> values = floatsMember(request, key, -1);
+      const int64_t count = pixels > 0 ? static_cast<int64_t>(values.size()) / pixels : 0;
+      if (count * pixels != static_cast<int64_t>(values.size()) ||
+          (expectedCount >= 0 && count != expectedCount)) {
+        throw CoreError(ErrorCode::kBadInput, "postprocess: \"" + key +
+                                                  "\" must hold whole H x W masks" +
+                                                  (expectedCount >= 0 ? ", one per prob" : ""));
+      }
+      return std::make_pair(values, count);
+    };
+    if (op == "mask_iou") {
+      const auto [a, n] = masksMember("a", -1);
+      const auto [b, m] = masksMember("b", -1);
+      std::vector<float> ious = sam3::maskIou(a.data(), n, b.data(), m, pixels);
+      out << "{\"shape\": [" << n << ", " << m << "], \"iou\": ";
+      appendJsonArray(out, ious.data(), ious.size());
+    } else {
+      std::vector<float> probs = floatsMember(request, "probs", -1);
+      const auto [masks, n] = masksMember("masks", static_cast<int64_t>(probs.size()));
+      (void)n;
+      std::vector<bool> keep =
+          sam3::nmsMasks(probs, masks.data(), pixels, numberMember(request, "prob_threshold"),
+                         numberMember(request, "iou_threshold"));
+      out << "{\"keep\": [";
+      for (size_t i = 0; i < keep.size(); ++i)
+        out << (i ? ", " : "") << (keep[i] ? "true" : "false");
+      out << "]";
+    }
+  } else {
+    throw CoreError(ErrorCode::kBadInput,
+                    "postprocess: \"op\" is components, fill_holes, mask_iou or nms");
+  }
+  out << "}";
+  return out.str();
+}
+
+int postprocess(const Options& options) {
+  if (!options.positional.empty() || !options.flags.empty()) {
+    throw CoreError(ErrorCode::kBadInput, "usage: postprocess < request.json");
+  }
+  const std::string text((std::istreambuf_iterator<char>(std::cin)), {});
+  const sam3::json::Value request = sam3::json::parse(text);
+  if (request.isArray()) {
+    std::cout << "[";
+    for (size_t i = 0; i < request.items().size(); ++i) {
+      std::cout << (i ? ",\n" : "\n") << postprocessAnswer(request.items()[i]);
+    }
+    std::cout << "\n]\n";
+  } else {
+    std::cout << postprocessAnswer(request) << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: sam3_core_cli info|segment|bench|track|resize|preprocess ... (see "
-                 "native/tools/core_cli.cpp)\n";
+    std::cerr << "usage: sam3_core_cli info|segment|bench|track|resize|preprocess|postprocess "
+                 "... (see native/tools/core_cli.cpp)\n";
     return 2;
   }
   std::string command = argv[1];
@@ -431,6 +671,7 @@ int main(int argc, char** argv) {
     if (command == "track") return track(options);
     if (command == "resize") return resize(options);
     if (command == "preprocess") return preprocess(options);
+    if (command == "postprocess") return postprocess(options);
     std::cerr << "unknown command " << command << "\n";
     return 2;
   } catch (const CoreError& e) {

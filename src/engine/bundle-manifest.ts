@@ -1,6 +1,7 @@
 /**
  * Reads and validates `<bundle>/manifest.json` (docs/bundle-format.md): format version 1
- * (images), or 2 (images plus the video tracker modules, docs/video-internals.md section 1).
+ * (images), 2 (images plus the video tracker modules, docs/video-internals.md section 1) or 3
+ * (plus concept tracking, docs/video-concepts.md).
  *
  * Only the fields TypeScript uses are checked here (model identity, resolution, text
  * settings); native/core validates the module signatures when it loads the bundle. Other
@@ -12,7 +13,7 @@ import Ajv2020, { type ErrorObject, type JSONSchemaType } from 'ajv/dist/2020';
 
 export const MANIFEST_FILE = 'manifest.json';
 /** Format versions this server reads; whether video is served is the engine's call (info). */
-export const SUPPORTED_FORMAT_VERSIONS = [1, 2];
+export const SUPPORTED_FORMAT_VERSIONS = [1, 2, 3];
 
 export interface BundleManifest {
   format: 'sam3-bundle';
@@ -40,6 +41,12 @@ export interface BundleManifest {
     bos_id: number;
     eos_id: number;
     pad_id: number;
+  };
+  /** Concept tracking (format 3, docs/video-concepts.md): the thresholds TypeScript uses. */
+  concept?: {
+    /** Frames a propagation holds outputs back by default (hotstart). */
+    hotstart_delay: number;
+    max_num_objects: number;
   };
 }
 
@@ -80,6 +87,15 @@ const manifestSchema: JSONSchemaType<BundleManifest> = {
         bos_id: nonNegativeInteger,
         eos_id: nonNegativeInteger,
         pad_id: nonNegativeInteger,
+      },
+    },
+    concept: {
+      type: 'object',
+      nullable: true,
+      required: ['hotstart_delay', 'max_num_objects'],
+      properties: {
+        hotstart_delay: nonNegativeInteger,
+        max_num_objects: nonNegativeInteger,
       },
     },
   },

@@ -17,7 +17,8 @@
 import type { Config } from '../config';
 import type { Logger } from '../logging';
 import type { NativeAddon, NativeEngine } from '../native/types';
-import { readBundleManifest, type BundleManifest } from './bundle-manifest';
+import { bundleVocabPath, readBundleManifest, type BundleManifest } from './bundle-manifest';
+import { ClipTokenizer } from './tokenizer';
 import { Segmenter } from './segmenter';
 import { VideoSessions } from './video/sessions';
 
@@ -224,7 +225,7 @@ export class Models {
       this.failVideo('the model failed to load; see the server logs');
       return;
     }
-    await Promise.all([this.loadImage(manifest, bundleDir), this.loadVideo()]);
+    await Promise.all([this.loadImage(manifest, bundleDir), this.loadVideo(manifest, bundleDir)]);
     if (this.isStopping()) await this.close();
   }
 
@@ -301,7 +302,7 @@ export class Models {
     }
   }
 
-  private async loadVideo(): Promise<void> {
+  private async loadVideo(manifest: BundleManifest, bundleDir: string): Promise<void> {
     if (this.videoState !== 'loading') return;
     const { config, logger } = this.options;
     const pool = this.pool as DevicePool;
@@ -320,6 +321,23 @@ export class Models {
           '(tools/export_sam3.py) to serve video';
         logger.warn(`video sessions unavailable: ${this.videoWhy}`);
         return;
+      }
+      const concepts =
+        first.info.conceptAvailable && manifest.concept !== undefined
+          ? {
+              tokenizer: await ClipTokenizer.fromFile(
+                bundleVocabPath(bundleDir, manifest),
+                manifest.text.context_length,
+              ),
+              hotstartDelay: manifest.concept.hotstart_delay,
+              officialPostprocess: config.videoOfficialPostprocess,
+            }
+          : null;
+      if (concepts === null) {
+        logger.warn(
+          'text prompts in video are unavailable: the model bundle has no concept-tracking ' +
+            'modules (bundle format 3); clicked objects are tracked',
+        );
       }
       const sessions = new VideoSessions({
         engines,
@@ -342,6 +360,7 @@ export class Models {
         frameWindow: config.videoFrameWindow,
         memoryFrames: config.videoMemoryFrames,
         maxObjects: config.videoMaxObjects,
+        concepts,
         ffmpegPath: config.ffmpegPath,
         ffprobePath: config.ffprobePath,
       });

@@ -26,6 +26,8 @@ import type {
   TrackerFrame,
   TrackerOptions,
   TrackerPrompt,
+  StepRequest,
+  ConceptPrompt,
 } from './types';
 
 const BUILD_HINT =
@@ -70,12 +72,27 @@ class Tracker implements NativeTracker {
     return callNative(() => this.native.addPrompt(rgb, prompt));
   }
 
-  step(rgb: Buffer, frameIndex: number, reverse: boolean): Promise<TrackerFrame> {
-    return callNative(() => this.native.step(rgb, frameIndex, reverse));
+  step(rgb: Buffer, request: StepRequest): Promise<TrackerFrame[]> {
+    return callNative(() => this.native.step(rgb, request));
+  }
+
+  addConcept(
+    rgb: Buffer,
+    prompt: ConceptPrompt,
+  ): Promise<{ conceptIds: number[]; frame: TrackerFrame }> {
+    return callNative(() => this.native.addConcept(rgb, prompt));
   }
 
   removeObject(objId: number): Promise<boolean> {
     return callNative(() => this.native.removeObject(objId));
+  }
+
+  removeConcept(conceptId: number): Promise<number[]> {
+    return callNative(() => this.native.removeConcept(conceptId));
+  }
+
+  objectConcepts(): number[] {
+    return this.native.objectConcepts();
   }
 
   reset(): Promise<number> {
@@ -131,7 +148,8 @@ class Engine implements NativeEngine {
   }
 
   createTracker(options: TrackerOptions): NativeTracker {
-    return new Tracker(callNativeSync(() => this.native.createTracker(options)));
+    const full = { officialPostprocess: true, maxObjects: 0, ...options };
+    return new Tracker(callNativeSync(() => this.native.createTracker(full)));
   }
 
   tasksRun(): number {

@@ -56,6 +56,8 @@ export interface BundleInfo {
   transformersVersion: string;
   /** The bundle carries the video tracker modules (format 2): createTracker works. */
   videoAvailable: boolean;
+  /** The bundle carries concept tracking (format 3): text prompts in video work. */
+  conceptAvailable: boolean;
 }
 
 /** Image features computed once by encodeImage; owned by C++ (device memory). */
@@ -147,6 +149,13 @@ export interface TrackerOptions {
   height: number;
   /** Non-conditioning frames kept per object; the least recently written is evicted first. */
   memoryFrames: number;
+  /**
+   * Concept tracking: mask NMS, hole filling and sprinkle removal as the official SAM3
+   * (false: as transformers without its kernels; docs/video-concepts.md).
+   */
+  officialPostprocess?: boolean;
+  /** Most objects tracked (default 0: the bundle's max_num_objects); extra detections are dropped. */
+  maxObjects?: number;
 }
 
 /** Clicks and an optional box for one object on one frame (the reference's add_point_inputs). */
@@ -169,10 +178,14 @@ export interface TrackerPrompt {
 
 export interface TrackedObject {
   objId: number;
-  /** The object score logit is > 0. */
+  /** The text concept that found it (docs/video-concepts.md); 0 for clicked objects. */
+  conceptId: number;
+  /** The object score logit is > 0 (concept objects: the returned mask is not empty). */
   present: boolean;
-  /** Predicted IoU of the chosen mask. */
+  /** Clicked objects: predicted IoU of the chosen mask. Concepts: the detection score (1 once refined). */
   score: number;
+  /** Concept objects: the tracker's score on this frame (0 for clicked objects). */
+  trackerScore: number;
   /** Bounds of the binarized mask: cx, cy, w, h normalized; zeros when empty. */
   box: [number, number, number, number];
   /** COCO RLE counts at the tracker's width x height. */
@@ -181,8 +194,28 @@ export interface TrackedObject {
 
 export interface TrackerFrame {
   frameIndex: number;
-  /** Every object, in creation order. */
+  /** Clicked objects: every object, in creation order. Concepts: those shown, by id. */
   objects: TrackedObject[];
+  /** New detections dropped on this frame by the object limit. */
+  objectsDropped: number;
+}
+
+/** Text prompts on one frame (each text a concept; the same text twice is one concept). */
+export interface ConceptPrompt {
+  frameIndex: number;
+  texts: { text: string; tokenIds: number[]; attentionMask: number[] }[];
+}
+
+/** One frame of a propagation (docs/video-concepts.md, operation 2). */
+export interface StepRequest {
+  frameIndex: number;
+  reverse: boolean;
+  /** Concepts: frames outputs are held back for hotstart; null: the bundle's default. */
+  hotstartDelay: number | null;
+  /** First frame of a run (drops frames an earlier, cancelled run left held). */
+  runStart: boolean;
+  /** Last frame of a run: every held frame is emitted. */
+  runEnd: boolean;
 }
 
 /**
@@ -202,15 +235,27 @@ export interface NativeTracker {
   addPrompt(rgb: Buffer, prompt: TrackerPrompt): Promise<TrackerFrame>;
   /**
    * Runs one frame for every object (the reference's forward(frameIndex, reverse)): an
-   * object's prompt frames reuse their outputs; other frames attend to its memories.
+   * object's prompt frames reuse their outputs; other frames attend to its memories. Clicked
+   * objects: resolves with that frame. Concepts: one det-track step, resolving with the
+   * frames the hotstart buffer lets out (none, one, or every held frame at runEnd).
    */
-  step(rgb: Buffer, frameIndex: number, reverse: boolean): Promise<TrackerFrame>;
+  step(rgb: Buffer, request: StepRequest): Promise<TrackerFrame[]>;
+  /**
+   * Concept tracking starts or grows: each text becomes a concept, then the frame is detected
+   * and tracked. BAD_INPUT in a session holding clicked objects or for a bundle without
+   * concept tracking.
+   */
+  addConcept(rgb: Buffer, prompt: ConceptPrompt): Promise<{ conceptIds: number[]; frame: TrackerFrame }>;
   /** Forgets an object; false when there is no such object. */
   removeObject(objId: number): Promise<boolean>;
-  /** Forgets every object; resolves with how many there were. */
+  /** Forgets a concept and its objects; resolves with the ids removed (BAD_INPUT: unknown). */
+  removeConcept(conceptId: number): Promise<number[]>;
+  /** Forgets every object and concept; resolves with how many objects there were. */
   reset(): Promise<number>;
   /** As of the last completed call, in creation order. */
   objectIds(): number[];
+  /** The concept of each object of objectIds() (0: clicked). */
+  objectConcepts(): number[];
   /** Frames holding a conditioning (prompt) output of any object, ascending. */
   promptFrames(): number[];
   /** Exact bytes of the tensors held (as of the last completed call; 0 after release). */

@@ -21,6 +21,7 @@ import {
   propagateResponseSchema,
   propagateStreamMessageSchema,
   removeObjectResponseSchema,
+  removeConceptResponseSchema,
   resetSessionResponseSchema,
   segmentResponseSchema,
   serverInfoSchema,
@@ -309,6 +310,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
         PropagateStreamMessage: propagateStreamMessageSchema,
         SessionStatus: sessionStatusResponseSchema,
         RemoveObjectResponse: removeObjectResponseSchema,
+        RemoveConceptResponse: removeConceptResponseSchema,
         ResetSessionResponse: resetSessionResponseSchema,
         CloseSessionResponse: closeSessionResponseSchema,
         SessionList: sessionsListResponseSchema,
@@ -446,11 +448,15 @@ function videoPaths(options: OpenApiOptions): Record<string, unknown> {
       post: {
         operationId: 'promptVideoObject',
         security: apiKeySecurity,
-        summary: 'Add or refine one object with clicks and/or a box on a frame',
+        summary: 'Track a text concept, or add or refine one object with clicks and/or a box',
         description:
+          'Text prompts (alone in the request, obj_id null) start concept tracking: every ' +
+          'instance of each text on this frame becomes an object, and later frames find new ' +
+          'instances as they appear; the answer lists the objects shown on this frame. ' +
           `Point prompts (all their clicks, at most ${MAX_OBJECT_CLICKS}, are one object's ` +
           `clicks on this frame and replace its earlier clicks there) and at most one box, for ` +
-          `the object obj_id (null: a new object). At most ${limits.maxObjects} objects per ` +
+          `the object obj_id (null: a new object; in a session tracking text concepts, obj_id ` +
+          `names the object to refine). At most ${limits.maxObjects} objects per ` +
           `session. The answer holds every object of the session on that frame.`,
         parameters: [sessionIdParameter],
         requestBody: json('VideoPromptRequest', {
@@ -462,8 +468,10 @@ function videoPaths(options: OpenApiOptions): Record<string, unknown> {
           '200': jsonResponse('Every object on the prompted frame.', 'VideoPromptResponse'),
           ...videoErrorResponses({
             '400': errorResponse(
-              'Malformed request, frame out of range, or prompts with no single meaning ' +
-                '(text prompts: concept tracking is not available yet).',
+              'Malformed request, frame out of range, or prompts with no single meaning (text ' +
+                'with clicks or boxes, clicks for a new object in a session tracking text ' +
+                'concepts, text in a session of clicked objects, or a bundle without concept ' +
+                'tracking).',
               ['invalid_request', 'invalid_json', 'invalid_prompt'],
             ),
             '409': errorResponse('Busy, or too many objects.', [
@@ -564,6 +572,30 @@ function videoPaths(options: OpenApiOptions): Record<string, unknown> {
         ],
         responses: {
           '200': jsonResponse('The object is gone.', 'RemoveObjectResponse'),
+          ...videoErrorResponses({ '409': busyResponse }),
+        },
+      },
+    },
+    '/api/v1/video/session/{session_id}/concept/{concept_id}': {
+      delete: {
+        operationId: 'removeVideoConcept',
+        security: apiKeySecurity,
+        summary: 'Stop tracking a text concept',
+        description:
+          'Its objects are removed and the detector no longer looks for it. (Removing one ' +
+          'object of a concept lets the detector find that instance again later, as a new ' +
+          'object; removing the concept stops that.)',
+        parameters: [
+          sessionIdParameter,
+          {
+            name: 'concept_id',
+            in: 'path',
+            required: true,
+            schema: { type: 'integer', minimum: 1, maximum: MAX_OBJECT_ID },
+          },
+        ],
+        responses: {
+          '200': jsonResponse('The concept and its objects are gone.', 'RemoveConceptResponse'),
           ...videoErrorResponses({ '409': busyResponse }),
         },
       },

@@ -625,9 +625,10 @@ const propagateProperties = {
     minimum: 0,
     maximum: MAX_HOTSTART_DELAY,
     description:
-      'Frames of delay before text-prompted (concept) tracks are emitted. Accepted for ' +
-      'compatibility; it has no effect on click and box tracking, the only tracking this ' +
-      'server offers so far.',
+      'Text-prompted (concept) tracking: frames a frame is held back before it is emitted, so ' +
+      'that tracks that do not survive (hotstart) are removed from it; also the window of the ' +
+      "hotstart rules. Default and maximum: the model's hotstart_delay (15 for SAM3); 0 emits " +
+      'every frame at once and removes no track by hotstart. No effect on clicked objects.',
   },
 } as const;
 
@@ -691,6 +692,14 @@ const normalizedBoxSchema = {
   maxItems: 4,
 } as const;
 
+const objectsDroppedSchema = {
+  type: 'integer',
+  minimum: 1,
+  description:
+    'Text concepts: new detections on this frame not tracked because the session holds the ' +
+    'most objects allowed (VIDEO_MAX_OBJECTS, or the model limit); absent when none.',
+} as const;
+
 export const videoPromptResponseSchema = {
   type: 'object',
   description: 'Every object of the session on the prompted frame; the arrays are aligned.',
@@ -711,6 +720,27 @@ export const videoPromptResponseSchema = {
       description: 'Whether the tracker sees each object on this frame (object score > 0).',
       items: { type: 'boolean' },
     },
+    concepts: {
+      type: 'array',
+      description: 'Text prompts: the concept of each text, in order (the same text is one concept).',
+      items: {
+        type: 'object',
+        required: ['concept_id', 'text'],
+        additionalProperties: false,
+        properties: { concept_id: { type: 'integer', minimum: 1 }, text: { type: 'string' } },
+      },
+    },
+    concept_ids: {
+      type: 'array',
+      description: 'Text prompts: the concept of each object.',
+      items: { type: 'integer', minimum: 1 },
+    },
+    tracker_scores: {
+      type: 'array',
+      description: "Text prompts: the tracker's score of each object.",
+      items: unitInterval,
+    },
+    objects_dropped: objectsDroppedSchema,
     status: { type: 'string', const: 'prompt_added' },
   },
 } as const;
@@ -723,18 +753,40 @@ const trackedObjectSchema = {
     id: { type: 'integer', minimum: 1 },
     mask: rleMaskSchema,
     box: normalizedBoxSchema,
-    score: { ...unitInterval, description: 'Predicted IoU of the mask.' },
-    present: { type: 'boolean', description: 'Object score > 0 on this frame.' },
+    score: {
+      ...unitInterval,
+      description:
+        'Clicked objects: predicted IoU of the mask. Text concepts: the detection score (1 ' +
+        'once refined by clicks).',
+    },
+    present: {
+      type: 'boolean',
+      description: 'Clicked objects: object score > 0 on this frame. Concepts: the mask is not empty.',
+    },
+    concept_id: {
+      type: 'integer',
+      minimum: 1,
+      description: 'Objects found by a text prompt: their concept.',
+    },
+    tracker_score: {
+      ...unitInterval,
+      description: "Objects found by a text prompt: the tracker's score on this frame.",
+    },
   },
 } as const;
+
 
 const frameResultProperties = {
   frame_index: { type: 'integer', minimum: 0 },
   objects: {
     type: 'array',
-    description: 'Every object of the session, in creation order.',
+    description:
+      'Clicked objects: every object of the session, in creation order. Text concepts: the ' +
+      'objects shown on the frame, by id (tracks removed by hotstart, suppressed or empty are ' +
+      'left out).',
     items: trackedObjectSchema,
   },
+  objects_dropped: objectsDroppedSchema,
 } as const;
 
 export const propagateResponseSchema = {
@@ -800,10 +852,25 @@ export const sessionStatusResponseSchema = {
     'frames_processed',
     'total_frames',
     'gpu_memory_used_mb',
+    'concepts',
   ],
   additionalProperties: false,
   properties: {
     session_id: { type: 'string' },
+    concepts: {
+      type: 'array',
+      description: 'Text concepts being tracked, with their current objects (empty for clicks).',
+      items: {
+        type: 'object',
+        required: ['concept_id', 'text', 'object_ids'],
+        additionalProperties: false,
+        properties: {
+          concept_id: { type: 'integer', minimum: 1 },
+          text: { type: 'string' },
+          object_ids: { type: 'array', items: { type: 'integer', minimum: 1 } },
+        },
+      },
+    },
     status: { type: 'string', enum: ['ready', 'propagating'] },
     current_objects: {
       type: 'array',
@@ -835,6 +902,22 @@ export const removeObjectResponseSchema = {
   properties: {
     session_id: { type: 'string' },
     obj_id: { type: 'integer', minimum: 1 },
+    status: { type: 'string', const: 'removed' },
+  },
+} as const;
+
+export const removeConceptResponseSchema = {
+  type: 'object',
+  required: ['session_id', 'concept_id', 'removed_objects', 'status'],
+  additionalProperties: false,
+  properties: {
+    session_id: { type: 'string' },
+    concept_id: { type: 'integer', minimum: 1 },
+    removed_objects: {
+      type: 'array',
+      description: 'The ids of the objects the concept had, now gone.',
+      items: { type: 'integer', minimum: 1 },
+    },
     status: { type: 'string', const: 'removed' },
   },
 } as const;

@@ -213,6 +213,56 @@ export function movingShapesFrames(width: number, height: number, count: number)
   return frames;
 }
 
+/**
+ * Frames for concept tracking: a red disc enters from the left and leaves on the right, a
+ * yellow disc crosses it from the right, a green square appears half way through, and a blue
+ * rectangle leaves through the bottom; a plain graded background.
+ */
+export function conceptShapesFrames(width: number, height: number, count: number): Buffer[] {
+  const frames: Buffer[] = [];
+  const radius = Math.max(3, Math.round(Math.min(width, height) / 7));
+  const side = Math.max(3, Math.round(Math.min(width, height) / 5));
+  const rectW = Math.max(3, Math.round(width / 5));
+  const rectH = Math.max(3, Math.round(height / 4));
+  const at = (from: number, to: number, i: number): number =>
+    Math.round(from + ((to - from) * i) / Math.max(1, count - 1));
+  for (let i = 0; i < count; i += 1) {
+    const frame = Buffer.alloc(width * height * 3);
+    const redX = at(-radius, width + radius, i);
+    const yellowX = at(width + radius, -radius, i);
+    const discY = Math.round(height / 3);
+    const yellowY = Math.round(height / 3 + radius / 2);
+    const squareOn = i >= Math.floor(count / 2);
+    const squareX = Math.round(width / 2 - side / 2);
+    const squareY = Math.round((3 * height) / 4 - side / 2);
+    const rectX = Math.round(width / 10);
+    const rectY = at(Math.round(height / 2), height + rectH, i);
+    for (let y = 0; y < height; y += 1) {
+      for (let x = 0; x < width; x += 1) {
+        const offset = 3 * (y * width + x);
+        let rgb: [number, number, number] = [
+          70 + Math.floor((30 * x) / width),
+          80 + Math.floor((30 * y) / height),
+          90,
+        ];
+        if (x >= rectX && x < rectX + rectW && y >= rectY && y < rectY + rectH) {
+          rgb = [30, 40, 220];
+        }
+        if (squareOn && x >= squareX && x < squareX + side && y >= squareY && y < squareY + side) {
+          rgb = [30, 200, 60];
+        }
+        if ((x - yellowX) ** 2 + (y - yellowY) ** 2 <= radius ** 2) rgb = [230, 210, 40];
+        if ((x - redX) ** 2 + (y - discY) ** 2 <= radius ** 2) rgb = [220, 30, 30];
+        frame[offset] = rgb[0];
+        frame[offset + 1] = rgb[1];
+        frame[offset + 2] = rgb[2];
+      }
+    }
+    frames.push(frame);
+  }
+  return frames;
+}
+
 /** Writes RGB24 `frames` as a lossless MP4 (libx264rgb -qp 0) at `file`: decodes exactly. */
 export async function writeLosslessVideo(
   file: string,

@@ -38,7 +38,7 @@ interface Manifest extends BundleManifest {
   mask_size: number;
   hidden_size: number;
   versions: { torch: string; transformers: string };
-  modules: Record<string, { inputs: TensorSpec[]; outputs: TensorSpec[] }>;
+  modules: Record<string, { file: string; inputs: TensorSpec[]; outputs: TensorSpec[] }>;
 }
 
 const BYTES_PER_ELEMENT: Record<string, number> = {
@@ -168,6 +168,7 @@ describe('native engine on a tiny random bundle', () => {
         torchVersion: manifest.versions.torch,
         transformersVersion: manifest.versions.transformers,
         videoAvailable: true, // the exporter writes the tracker modules
+        conceptAvailable: true, // and concept tracking's (format 3)
       },
     );
     assert.ok(Object.isFrozen(engine.info));
@@ -391,12 +392,58 @@ describe('native engine on a tiny random bundle', () => {
     const write = (value: unknown) =>
       writeFileSync(path.join(broken, 'manifest.json'), JSON.stringify(value));
 
-    write({ ...manifest, format_version: 3 });
+    write({ ...manifest, format_version: 4 });
     await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), (error) => {
       expectCode('MODEL_LOAD')(error);
       assert.match((error as Error).message, /format_version/);
       return true;
     });
+
+    // The concept block: every field required and checked, the error naming it.
+    const concept = (manifest as unknown as { concept: Record<string, unknown> }).concept;
+    const badConcepts: [Record<string, unknown>, RegExp][] = [
+      [
+        { ...concept, hotstart_delay: -1 },
+        /concept\.hotstart_delay: expected a non-negative integer/,
+      ],
+      [{ ...concept, hotstart_delay: 1.5 }, /concept\.hotstart_delay: expected an integer/],
+      [{ ...concept, new_det_thresh: 'high' }, /concept\.new_det_thresh: expected a finite number/],
+      [{ ...concept, new_det_thresh: null }, /concept\.new_det_thresh: expected a finite number/],
+      [
+        { ...concept, recondition_on_trk_masks: 1 },
+        /concept\.recondition_on_trk_masks: expected a boolean/,
+      ],
+      [
+        { ...concept, low_res_mask_size: 288 },
+        /concept\.low_res_mask_size: is 288, expected 4 x feature_size/,
+      ],
+      [
+        Object.fromEntries(Object.entries(concept).filter(([key]) => key !== 'fill_hole_area')),
+        /concept\.fill_hole_area: missing/,
+      ],
+    ];
+    for (const [block, message] of badConcepts) {
+      write({ ...manifest, concept: block });
+      await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), (error) => {
+        expectCode('MODEL_LOAD')(error);
+        assert.match((error as Error).message, message);
+        return true;
+      });
+    }
+    const withoutMaskDecoder = { ...manifest.modules };
+    delete withoutMaskDecoder.tracker_mask_decoder;
+    write({ ...manifest, modules: withoutMaskDecoder });
+    await assert.rejects(
+      addon.Engine.load({ bundleDir: broken, device: 'cpu' }),
+      /modules\.tracker_mask_decoder: missing/,
+    );
+    const withoutTracker: Record<string, unknown> = { ...manifest };
+    delete withoutTracker.tracker;
+    write(withoutTracker);
+    await assert.rejects(
+      addon.Engine.load({ bundleDir: broken, device: 'cpu' }),
+      /concept: requires the tracker block/,
+    );
 
     const detector = manifest.modules.detector;
     write({
@@ -428,6 +475,33 @@ describe('native engine on a tiny random bundle', () => {
       assert.match((error as Error).message, /line 1, column 26/);
       return true;
     });
+  });
+
+  test('a format-2 bundle (no concept block) serves video without concept tracking', async () => {
+    const formatTwo = path.join(workDir, 'format-2-bundle');
+    mkdirSync(formatTwo);
+    const names = Object.keys(manifest.modules).filter((name) => name !== 'tracker_mask_decoder');
+    for (const name of names) {
+      const file = manifest.modules[name].file;
+      copyFileSync(path.join(bundleDir, file), path.join(formatTwo, file));
+    }
+    const rest = Object.fromEntries(Object.entries(manifest).filter(([key]) => key !== 'concept'));
+    writeFileSync(
+      path.join(formatTwo, 'manifest.json'),
+      JSON.stringify({
+        ...rest,
+        format_version: 2,
+        modules: Object.fromEntries(names.map((name) => [name, manifest.modules[name]])),
+      }),
+    );
+    const older = await addon.Engine.load({ bundleDir: formatTwo, device: 'cpu' });
+    try {
+      assert.equal(older.info.formatVersion, 2);
+      assert.equal(older.info.videoAvailable, true);
+      assert.equal(older.info.conceptAvailable, false);
+    } finally {
+      await older.close();
+    }
   });
 
   test('devices: malformed names are BAD_INPUT, absent GPUs DEVICE_UNAVAILABLE', async () => {

@@ -29,6 +29,24 @@ import {
 } from '../helpers/video-reference';
 import { decodeAll, writeLosslessVideo } from '../helpers/videos';
 
+/** One frame of a clicked-object propagation (the tracker's step emits exactly that frame). */
+async function stepOne(
+  tracker: NativeTracker,
+  rgb: Buffer,
+  frameIndex: number,
+  reverse: boolean,
+): Promise<TrackerFrame> {
+  const frames = await tracker.step(rgb, {
+    frameIndex,
+    reverse,
+    hotstartDelay: null,
+    runStart: false,
+    runEnd: false,
+  });
+  assert.equal(frames.length, 1);
+  return frames[0];
+}
+
 const WIDTH = 96;
 const HEIGHT = 72;
 const FRAMES = 8;
@@ -298,7 +316,7 @@ describe('video tracker on a tiny random bundle', () => {
           assert.equal(order.length, expectedFrames.length, `${where}: frames visited`);
           for (const [k, [frameIndex, reverse]] of order.entries()) {
             const started = performance.now();
-            const frame = await tracker.step(frames[frameIndex], frameIndex, reverse);
+            const frame = await stepOne(tracker, frames[frameIndex], frameIndex, reverse);
             stepMs.push(performance.now() - started);
             assertSameFrame(`${where} / frame ${frameIndex}`, frame, expectedFrames[k]);
             compared += 1;
@@ -345,15 +363,15 @@ describe('video tracker on a tiny random bundle', () => {
     assert.equal(tracker.byteSize(), 0);
     await tracker.addPrompt(frames[0], clickAt(0, 1));
     assert.equal(tracker.byteSize(), features + promptFrame);
-    await tracker.step(frames[1], 1, false);
+    await stepOne(tracker, frames[1], 1, false);
     assert.equal(tracker.byteSize(), features + promptFrame + frameMemory);
-    for (let f = 2; f <= 4; f++) await tracker.step(frames[f], f, false);
+    for (let f = 2; f <= 4; f++) await stepOne(tracker, frames[f], f, false);
     // memoryFrames = 2: frames 3 and 4 stay, the prompt frame stays for the session's life.
     assert.equal(tracker.byteSize(), features + promptFrame + 2 * frameMemory);
     // A second object prompted on frame 4: object 1's output there is recomputed in place.
     await tracker.addPrompt(frames[4], clickAt(4, 2, 0.7, 0.6));
     assert.equal(tracker.byteSize(), features + 2 * promptFrame + 2 * frameMemory);
-    await tracker.step(frames[5], 5, false);
+    await stepOne(tracker, frames[5], 5, false);
     assert.equal(tracker.byteSize(), features + 2 * promptFrame + 3 * frameMemory);
     assert.equal(addon.liveTrackerBytes() - live, tracker.byteSize());
 
@@ -383,7 +401,7 @@ describe('video tracker on a tiny random bundle', () => {
     assert.equal(await tracker.removeObject(5), true);
     assert.deepEqual(tracker.objectIds(), [2]);
     assert.deepEqual(tracker.promptFrames(), [1]);
-    const frame = await tracker.step(frames[2], 2, false);
+    const frame = await stepOne(tracker, frames[2], 2, false);
     assert.deepEqual(
       frame.objects.map((o) => o.objId),
       [2],
@@ -391,7 +409,7 @@ describe('video tracker on a tiny random bundle', () => {
     assert.equal(await tracker.reset(), 1);
     assert.deepEqual(tracker.objectIds(), []);
     assert.deepEqual(tracker.promptFrames(), []);
-    assert.deepEqual(await tracker.step(frames[2], 2, false), { frameIndex: 2, objects: [] });
+    assert.deepEqual(await stepOne(tracker, frames[2], 2, false), { frameIndex: 2, objects: [], objectsDropped: 0 });
     tracker.release();
   });
 
@@ -399,9 +417,9 @@ describe('video tracker on a tiny random bundle', () => {
     const before = engine.tasksRun();
     const sequential = engine.createTracker(options);
     const expected: TrackerFrame[] = [await sequential.addPrompt(frames[0], clickAt(0, 1))];
-    for (let f = 1; f <= 3; f++) expected.push(await sequential.step(frames[f], f, false));
+    for (let f = 1; f <= 3; f++) expected.push(await stepOne(sequential, frames[f], f, false));
     // Frame 0 holds the prompt's output: reused without a model call, still one task.
-    expected.push(await sequential.step(frames[0], 0, true));
+    expected.push(await stepOne(sequential, frames[0], 0, true));
     assert.equal(await sequential.reset(), 1);
     assert.equal(engine.tasksRun() - before, 6);
     sequential.release();
@@ -409,8 +427,8 @@ describe('video tracker on a tiny random bundle', () => {
     const queued = engine.createTracker(options);
     const pending = [
       queued.addPrompt(frames[0], clickAt(0, 1)),
-      ...[1, 2, 3].map((f) => queued.step(frames[f], f, false)),
-      queued.step(frames[0], 0, true),
+      ...[1, 2, 3].map((f) => stepOne(queued, frames[f], f, false)),
+      stepOne(queued, frames[0], 0, true),
     ];
     assert.deepEqual(await Promise.all(pending), expected);
     assert.equal(engine.tasksRun() - before, 11);
@@ -440,11 +458,11 @@ describe('video tracker on a tiny random bundle', () => {
     await bad({}, /rgb/, frames[0].subarray(3));
     await bad({ objId: 1.5 }, /objId/);
     await assert.rejects(
-      tracker.step(frames[0], FRAMES, false),
+      stepOne(tracker, frames[0], FRAMES, false),
       expectCode('BAD_INPUT', /frameIndex/),
     );
     await assert.rejects(
-      tracker.step(frames[0], 0, 'no' as unknown as boolean),
+      stepOne(tracker, frames[0], 0, 'no' as unknown as boolean),
       expectCode('BAD_INPUT', /reverse/),
     );
     // Nothing was added by the refused prompts.
@@ -471,12 +489,12 @@ describe('video tracker on a tiny random bundle', () => {
     await tracker.addPrompt(frames[0], clickAt(0, 1));
     // The executor is busy with the image while the step waits behind it.
     const busy = engine.encodeImage(frames[5], WIDTH, HEIGHT);
-    const queued = tracker.step(frames[1], 1, false);
+    const queued = stepOne(tracker, frames[1], 1, false);
     tracker.release();
     await assert.rejects(queued, expectCode('SESSION_CLOSED'));
     (await busy).release();
     await assert.rejects(tracker.addPrompt(frames[0], clickAt(0, 1)), expectCode('SESSION_CLOSED'));
-    await assert.rejects(tracker.step(frames[1], 1, false), expectCode('SESSION_CLOSED'));
+    await assert.rejects(stepOne(tracker, frames[1], 1, false), expectCode('SESSION_CLOSED'));
     await assert.rejects(tracker.removeObject(1), expectCode('SESSION_CLOSED'));
     await assert.rejects(tracker.reset(), expectCode('SESSION_CLOSED'));
     assert.deepEqual(tracker.objectIds(), []);

@@ -90,4 +90,6 @@ def tiny_config(preset: str = "tiny"):
             hidden_size=width, mlp_dim=ffn, num_attention_heads=heads, iou_head_hidden_dim=width
         ),
     )
-    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker)
+    # low_res_mask_size: the side of the tracker's low-res masks (4G); the default, 288, is the
+    # real model's.
+    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)

@@ -1,7 +1,8 @@
 """Fixed-signature wrappers around transformers' SAM3 video tracker, for torch.jit.trace.
 
-The three modules of the video half of the bundle (docs/video-internals.md section 1,
-docs/bundle-format.md): `memory_attention`, `tracker_decoder(_multimask)` and `memory_encoder`.
+The modules of the video half of the bundle (docs/video-internals.md section 1,
+docs/bundle-format.md): `memory_attention`, `tracker_decoder(_multimask)`, `memory_encoder` and,
+for concept tracking (docs/video-concepts.md), `tracker_mask_decoder`.
 The per-frame bookkeeping of the reference (which memories and pointers a frame attends to, when
 memories are encoded) lives in native/core; these graphs are the tensor computations between.
 
@@ -13,7 +14,8 @@ the reference submodules (projections, layer norms, rotary embedding, the refere
 attention); only the cross attention is written out here, because the reference's has no mask
 argument. The decoders run the reference's `_single_frame_forward` step by step on its own
 submodules, batched over objects; the memory encoder is `_encode_new_memory` with the
-binarize flag as an input.
+binarize flag as an input; the mask decoder is `_use_mask_as_output` (a detection's mask as the
+tracker's output), batched the same way.
 """
 
 from __future__ import annotations
@@ -77,6 +79,40 @@ def tracker_manifest(tracker) -> dict:
         "sigmoid_scale_for_mem_enc": float(config.sigmoid_scale_for_mem_enc),
         "sigmoid_bias_for_mem_enc": float(config.sigmoid_bias_for_mem_enc),
     }
+
+
+# Sam3VideoConfig's settings of concept tracking (docs/video-concepts.md), by their own names:
+# the manifest's `concept` block.
+CONCEPT_FIELDS: dict[str, type] = {
+    "score_threshold_detection": float,
+    "det_nms_thresh": float,
+    "assoc_iou_thresh": float,
+    "trk_assoc_iou_thresh": float,
+    "new_det_thresh": float,
+    "recondition_on_trk_masks": bool,
+    "hotstart_delay": int,
+    "hotstart_unmatch_thresh": int,
+    "hotstart_dup_thresh": int,
+    "suppress_unmatched_only_within_hotstart": bool,
+    "init_trk_keep_alive": int,
+    "max_trk_keep_alive": int,
+    "min_trk_keep_alive": int,
+    "suppress_overlapping_based_on_recent_occlusion_threshold": float,
+    "decrease_trk_keep_alive_for_empty_masklets": bool,
+    "fill_hole_area": int,
+    "max_num_objects": int,
+    "recondition_every_nth_frame": int,
+    "high_conf_thresh": float,
+    "high_iou_thresh": float,
+    "low_res_mask_size": int,
+}
+
+
+def concept_manifest(video_model) -> dict:
+    """The manifest's `concept` block (docs/bundle-format.md): every threshold and count of the
+    checkpoint's Sam3VideoConfig that concept tracking follows, under the config's own names."""
+    config = video_model.config
+    return {name: kind(getattr(config, name)) for name, kind in CONCEPT_FIELDS.items()}
 
 
 def image_position_encoding(video_model) -> torch.Tensor:
@@ -258,9 +294,14 @@ class TrackerDecoder(nn.Module):
         self.multimask_output = multimask_output
 
     def forward(self, conditioned, tracker_fpn_0, tracker_fpn_1, points, point_labels):
+        return self.decode(conditioned, tracker_fpn_0, tracker_fpn_1, points, point_labels)
+
+    def decode(self, conditioned, tracker_fpn_0, tracker_fpn_1, points, point_labels, input_masks=None):
+        """forward, with the prompt encoder's optional dense mask prompt `input_masks`
+        [B, 1, 4G, 4G] (TrackerMaskDecoder's)."""
         batch, hidden = conditioned.shape[:2]
         sparse, dense = self.prompt_encoder(
-            input_points=points, input_labels=point_labels, input_boxes=None, input_masks=None
+            input_points=points, input_labels=point_labels, input_boxes=None, input_masks=input_masks
         )
         masks, iou, tokens, scores = self.mask_decoder(
             image_embeddings=conditioned,
@@ -296,10 +337,73 @@ class TrackerDecoder(nn.Module):
         return low_res, high_res, pointer.reshape(batch, hidden), scores.reshape(batch, 1), iou.reshape(batch, 1)
 
 
+class TrackerMaskDecoder(nn.Module):
+    """The reference `_use_mask_as_output`, batched over objects: a detection enters the tracker
+    as a binary mask instead of clicks (Sam3VideoModel._tracker_add_new_objects).
+
+    in: tracker_fpn_0 [1, C/8, 4G, 4G], tracker_fpn_1 [1, C/4, 2G, 2G] (through conv_s0 / conv_s1,
+    as the vision encoder outputs them), tracker_fpn_2 [1, C, G, G] (raw: no memory, no
+    no-memory embedding, as the reference passes it), mask_inputs [B, 1, 4G, 4G] (0 / 1).
+    out: low_res_masks [B, 1, 4G, 4G], high_res_masks [B, 1, R, R], object_pointer [B, C],
+    object_score_logits [B, 1] (+10 where the mask has a foreground pixel, else -10).
+
+    The masks are the input itself: resized to R x R (bilinear, antialiased), x 20 - 10, and that
+    resized back to 4G x 4G. The pointer comes from one SAM decoder pass on the raw features with
+    the mask as dense prompt (`mask_downsample`, then resized to the prompt encoder's mask size),
+    the dummy point (0, 0) labelled -1 and three masks (the reference's default
+    `multimask_output=True`: the best predicted IoU picks the token); it is the no-object
+    pointer where that decoder's own object score is <= 0 and again where the mask is empty.
+    The reference's IoU output (all ones) is not an output. Written out on the reference
+    submodules rather than calling `_use_mask_as_output`, whose `_single_frame_forward` indexes
+    the best mask wrongly for a batch of more than one (see TrackerDecoder).
+    """
+
+    OUT_SCALE, OUT_BIAS = 20.0, -10.0  # the reference's constants: sigmoid(-10) = 4.5e-5
+
+    def __init__(self, video_model):
+        super().__init__()
+        tracker = video_model.tracker_model
+        self.decoder = TrackerDecoder(video_model, multimask_output=True)
+        self.mask_downsample = tracker.mask_downsample
+        self.no_object_pointer = tracker.no_object_pointer
+        self.resolution = int(tracker.image_size)
+        self.mask_input_size = tuple(int(s) for s in tracker.prompt_encoder.mask_input_size)
+
+    def forward(self, tracker_fpn_0, tracker_fpn_1, tracker_fpn_2, mask_inputs):
+        batch = mask_inputs.shape[0]
+        masks = mask_inputs
+        if tuple(masks.shape[-2:]) != (self.resolution, self.resolution):
+            masks = F.interpolate(
+                masks.float(), size=(self.resolution, self.resolution), align_corners=False, mode="bilinear",
+                antialias=True,
+            ).to(mask_inputs.dtype)
+        high_res = masks * self.OUT_SCALE + self.OUT_BIAS
+        low_res = F.interpolate(
+            high_res.float(), size=self.mask_input_size, align_corners=False, mode="bilinear", antialias=True
+        ).to(tracker_fpn_2.dtype)
+        prompt = self.mask_downsample(masks.to(tracker_fpn_2.dtype))
+        if tuple(prompt.shape[-2:]) != self.mask_input_size:
+            prompt = F.interpolate(
+                prompt.float(), size=self.mask_input_size, align_corners=False, mode="bilinear", antialias=True
+            ).to(prompt.dtype)
+        # _single_frame_forward without points: one point (0, 0) labelled -1.
+        points = torch.zeros_like(mask_inputs[:, :, :1, :2])
+        labels = -torch.ones_like(mask_inputs[:, :, :1, 0], dtype=torch.long)
+        _, _, pointer, _, _ = self.decoder.decode(
+            tracker_fpn_2.expand(batch, -1, -1, -1), tracker_fpn_0, tracker_fpn_1, points, labels, input_masks=prompt
+        )
+        appearing = torch.any(mask_inputs.flatten(1).float() > 0.0, dim=1)[:, None].to(tracker_fpn_2.dtype)
+        object_score_logits = self.OUT_SCALE * appearing + self.OUT_BIAS
+        pointer = appearing * pointer
+        pointer = pointer + (1 - appearing) * self.no_object_pointer.reshape(1, -1)
+        return low_res, high_res, pointer, object_score_logits
+
+
 class MemoryEncoder(nn.Module):
     """The reference `_encode_new_memory`, batched over objects, with the binarize switch as input.
 
-    in: current [1, C, G, G] (raw tracker_fpn_2), high_res_masks [B, 1, R, R],
+    in: current [1, C, G, G] (raw tracker_fpn_2), high_res_masks [B, 1, H, W] (R x R from the
+    decoders, or the 4G x 4G low-res masks concept tracking encodes; resized to 16G x 16G inside),
     object_score_logits [B, 1], binarize [1] (1: masks binarized at > 0, 0: sigmoid).
     out: memory [B, G*G, M] bfloat16.
     """

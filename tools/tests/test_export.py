@@ -44,7 +44,7 @@ def load_module(bundle: Path, name: str):
 def test_manifest_describes_the_exported_modules(bundle, eager):
     manifest = json.loads((bundle / "manifest.json").read_text())
     config = eager.config.detector_config
-    assert manifest["format"] == "sam3-bundle" and manifest["format_version"] == 2
+    assert manifest["format"] == "sam3-bundle" and manifest["format_version"] == 3
     assert manifest["model"]["random_weights"] is True and manifest["model"]["seed"] == 3
     assert manifest["resolution"] == config.vision_config.backbone_config.image_size
     assert manifest["num_queries"] == config.detr_decoder_config.num_queries

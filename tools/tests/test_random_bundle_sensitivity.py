@@ -398,7 +398,8 @@ def test_float_noise_passes_the_parity_criterion(tracker, scenario):
 
 def test_the_scaled_weights_are_the_documented_factors(one_thread):
     """build_random_model = the plain random model with RANDOM_MEMORY_PATH_SCALES applied (and
-    the object-score bias); nothing else differs."""
+    the object-score bias, and the detector's make_detections, which touches no tracker weight);
+    nothing else differs."""
     import re
 
     from transformers import Sam3VideoModel
@@ -408,6 +409,7 @@ def test_the_scaled_weights_are_the_documented_factors(one_thread):
         RANDOM_MEMORY_PATH_SCALES,
         RANDOM_OBJECT_SCORE_BIAS,
         build_random_model,
+        make_detections,
         randomize_zero_parameters,
     )
     from sam3_tools.configs import tiny_config
@@ -415,6 +417,10 @@ def test_the_scaled_weights_are_the_documented_factors(one_thread):
     torch.manual_seed(0)
     plain = Sam3VideoModel(tiny_config("tiny")).eval()
     randomize_zero_parameters(plain)
+    before = {name: parameter.detach().clone() for name, parameter in plain.named_parameters()}
+    make_detections(plain)
+    changed = {name for name, parameter in plain.named_parameters() if not torch.equal(parameter, before[name])}
+    assert changed and all(name.startswith("detector_model.") for name in changed), changed
     plain = dict(plain.named_parameters())
     scaled = dict(build_random_model("tiny", 0).named_parameters())
     assert scaled.keys() == plain.keys()
@@ -433,3 +439,84 @@ def test_the_scaled_weights_are_the_documented_factors(one_thread):
         else:
             assert torch.equal(parameter, plain[name]), name
     assert all(matched.values()), matched
+
+
+# The tests' synthetic videos: movingShapesFrames 96 x 72 (above) and conceptShapesFrames 112 x 84
+# (test/helpers/videos.ts), as the concept parity tests use them.
+def concept_shapes(width: int = 112, height: int = 84, count: int = 14) -> list[np.ndarray]:
+    """test/helpers/videos.ts conceptShapesFrames: a red disc entering from the left, a yellow
+    disc crossing it from the right, a green square appearing half way, a blue rectangle leaving
+    through the bottom, over a graded background."""
+    radius = max(3, js_round(min(width, height) / 7))
+    side = max(3, js_round(min(width, height) / 5))
+    rect_w, rect_h = max(3, js_round(width / 5)), max(3, js_round(height / 4))
+
+    def at(start: float, end: float, i: int) -> int:
+        return js_round(start + (end - start) * i / max(1, count - 1))
+
+    yy, xx = np.mgrid[:height, :width]
+    frames = []
+    for i in range(count):
+        red_x, yellow_x = at(-radius, width + radius, i), at(width + radius, -radius, i)
+        disc_y, yellow_y = js_round(height / 3), js_round(height / 3 + radius / 2)
+        square_x, square_y = js_round(width / 2 - side / 2), js_round(3 * height / 4 - side / 2)
+        rect_x, rect_y = js_round(width / 10), at(js_round(height / 2), height + rect_h, i)
+        rgb = np.empty((height, width, 3), np.uint8)
+        rgb[..., 0] = 70 + (30 * xx) // width
+        rgb[..., 1] = 80 + (30 * yy) // height
+        rgb[..., 2] = 90
+        rgb[(xx >= rect_x) & (xx < rect_x + rect_w) & (yy >= rect_y) & (yy < rect_y + rect_h)] = (30, 40, 220)
+        if i >= count // 2:
+            square = (xx >= square_x) & (xx < square_x + side) & (yy >= square_y) & (yy < square_y + side)
+            rgb[square] = (30, 200, 60)
+        rgb[(xx - yellow_x) ** 2 + (yy - yellow_y) ** 2 <= radius**2] = (230, 210, 40)
+        rgb[(xx - red_x) ** 2 + (yy - disc_y) ** 2 <= radius**2] = (220, 30, 30)
+        frames.append(rgb)
+    return frames
+
+
+@pytest.mark.parametrize("preset,seed", PRESETS, ids=[preset for preset, _ in PRESETS])
+@torch.no_grad()
+def test_the_random_detector_detects_a_few_instances_that_change_as_the_shapes_move(one_thread, preset, seed):
+    """export_sam3.make_detections: on the tests' synthetic videos, prompted "object" (text-only,
+    one padding box, as the bundle's detector and the concept oracle take it), a few queries per
+    frame score above new_det_thresh (0.7) and not all of them, which ones changing between
+    frames, and their masks (logits >= 0.5, the tracker's mask inputs) are neither empty nor the
+    whole frame. Counts are printed with -s."""
+    from export_sam3 import build_random_model
+    from sam3_tools.patches import install_roi_align
+    from sam3_tools.reference_pipeline import PADDING_LABEL, preprocess
+    from sam3_tools.vocab import open_clip_vocab
+    from tokenizer_reference import build_tokenizer
+
+    import tempfile
+
+    install_roi_align()
+    model = build_random_model(preset, seed)
+    detector = model.detector_model
+    resolution = model.config.tracker_config.image_size
+    queries = model.config.detector_config.detr_decoder_config.num_queries
+    with tempfile.TemporaryDirectory() as directory:
+        tokens = build_tokenizer(str(open_clip_vocab()), directory)(
+            ["object"], padding="max_length", truncation=True, max_length=32, return_tensors="pt"
+        )
+    text = detector.get_text_features(
+        input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], return_dict=True
+    )
+    for name, frames in (("movingShapes", moving_shapes()), ("conceptShapes", concept_shapes())):
+        counts, detected, areas = [], [], []
+        for rgb in frames:
+            out = detector(
+                vision_embeds=detector.get_vision_features(pixel_values=preprocess(rgb, resolution)),
+                text_embeds=text, attention_mask=tokens["attention_mask"], input_boxes=torch.zeros(1, 1, 4),
+                input_boxes_labels=torch.full((1, 1), PADDING_LABEL, dtype=torch.long),
+            )
+            scores = (out.pred_logits.sigmoid() * out.presence_logits.sigmoid())[0]
+            keep = scores > 0.7
+            counts.append(int(keep.sum()))
+            detected.append(frozenset(torch.nonzero(keep).flatten().tolist()))
+            areas += (out.pred_masks[0][keep] >= 0.5).flatten(1).float().mean(1).tolist()
+        print(f"{preset} {name}: detections > 0.7 per frame {counts}, mask areas {min(areas):.2f}-{max(areas):.2f}")
+        assert sum(counts) >= len(frames) // 2 and max(counts) <= min(10, queries // 3), counts
+        assert len(set(detected)) >= 3, "the detected queries hardly change between frames"
+        assert 0.01 <= min(areas) and max(areas) <= 0.6, areas

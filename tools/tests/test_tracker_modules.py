@@ -1,11 +1,13 @@
 """The bundle's tracker modules (docs/video-internals.md section 1) against transformers' video
 tracker: memory attention over fixed-capacity masked slots vs the reference's unpadded memory
 attention, the tracker decoders vs `_single_frame_forward`, the memory encoder vs
-`_encode_new_memory` (bit-exact in bfloat16), and the traced graphs of an exported bundle vs eager.
+`_encode_new_memory` (bit-exact in bfloat16, on the decoders' R x R masks and on concept
+tracking's 4G x 4G low-res masks), the mask decoder vs `_use_mask_as_output`, and the traced
+graphs of exported bundles (presets tiny and tiny-b) vs eager and vs the reference.
 
 Tolerances: 1e-4 absolute for float32 outputs (the masked attention sums the same keys in a
-different order; observed max differences are printed by the tests with -s), 0 for the
-bfloat16 memories.
+different order; observed max differences are printed by the tests with -s), 1e-5 for the mask
+decoder, 0 for the bfloat16 memories.
 """
 
 import json
@@ -35,15 +37,20 @@ def build_model(preset: str, seed: int):
     return model
 
 
-@pytest.fixture(scope="module")
-def model():
-    model = build_model("tiny-b", 11)
-    tracker = model.tracker_model
+def sign_varying_object_scores(model):
+    """An object-score head whose sign depends on the prompt: present and absent objects both occur."""
+    head = model.tracker_model.mask_decoder.pred_obj_score_head.proj_out
     with torch.no_grad():
-        # An object-score head whose sign depends on the prompt: present and absent objects both occur.
-        head = tracker.mask_decoder.pred_obj_score_head.proj_out
         head.weight.mul_(60.0)
         head.bias.fill_(0.69)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = sign_varying_object_scores(build_model("tiny-b", 11))
+    tracker = model.tracker_model
+    with torch.no_grad():
         # Memory attention weights of a trained model's scale (std ~ 1 / sqrt(width) instead of
         # 0.02), and temporal encodings of unit scale, so that the memories, their temporal
         # positions and the pointers visibly change its output.
@@ -248,16 +255,20 @@ def test_tracker_decoders_equal_the_reference_single_frame_forward(model):
     assert presence == {True, False}
 
 
+@pytest.mark.parametrize("side", ["R", "4G"])
 @torch.no_grad()
-def test_memory_encoder_equals_the_reference_bit_exactly(model):
+def test_memory_encoder_equals_the_reference_bit_exactly(model, side):
+    """On the decoders' R x R masks, and on the 4G x 4G low-res masks concept tracking encodes
+    (Sam3VideoModel._tracker_update_memories; resized inside to 16G x 16G, bilinear,
+    antialiased, as the reference does)."""
     from sam3_tools.tracker_modules import MemoryEncoder, memory_position_encoding
 
     tracker = model.tracker_model
     g = geometry(model)
-    resolution = g["resolution"]
+    size = g["resolution"] if side == "R" else 4 * g["grid"]
     generator = torch.Generator().manual_seed(7)
     current = torch.randn(1, g["hidden"], g["grid"], g["grid"], generator=generator)
-    masks = torch.randn(3, 1, resolution, resolution, generator=generator) * 6
+    masks = torch.randn(3, 1, size, size, generator=generator) * 6
     masks[2] = -1024.0  # an absent object, as the decoder fills it
     scores = torch.tensor([[3.5], [0.0], [-2.0]])  # present, on the boundary (absent), absent
     encoder = MemoryEncoder(model).eval()
@@ -277,11 +288,92 @@ def test_memory_encoder_equals_the_reference_bit_exactly(model):
     assert not torch.equal(outputs[0], outputs[1])
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
+def detection_masks(objects: int, side: int, generator, empty=()) -> torch.Tensor:
+    """Binary masks [B, 1, side, side] float32 (0 / 1, as concept tracking stores a detection's
+    logits >= 0.5): a disc and a random speckle each; the `empty` rows all zero."""
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    masks = torch.zeros(objects, 1, side, side)
+    for row in range(objects):
+        cy, cx = (torch.rand(2, generator=generator) * side).tolist()
+        radius = 2 + torch.rand(1, generator=generator).item() * side / 3
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        speckle = torch.rand(side, side, generator=generator) > 0.97
+        masks[row, 0] = (disc | speckle).float()
+    masks[list(empty)] = 0.0
+    return masks
+
+
+def reference_mask_outputs(tracker, fpn_0, fpn_1, fpn_2, masks):
+    """`_use_mask_as_output` per object (the reference adds each new object's mask alone, batch
+    1): [low_res_masks, high_res_masks, object_pointer, object_score_logits] batched, and the
+    decoder's own object score logits per object (hooked)."""
+    scores = []
+    hook = tracker.mask_decoder.register_forward_hook(lambda module, args, output: scores.append(output[3].item()))
+    rows = []
+    try:
+        for row in range(masks.shape[0]):
+            ref = tracker._use_mask_as_output(fpn_2, [fpn_0, fpn_1], masks[row : row + 1])
+            assert torch.all(ref.iou_scores == 1.0)
+            rows.append([
+                ref.pred_masks, ref.high_res_masks, ref.object_pointer.reshape(1, -1),
+                ref.object_score_logits.reshape(1, 1),
+            ])
+    finally:
+        hook.remove()
+    return [torch.cat(column) for column in zip(*rows)], scores
+
+
+@pytest.mark.parametrize("decoder_present", [True, False], ids=["decoder-present", "decoder-absent"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-b"])
+@torch.no_grad()
+def test_tracker_mask_decoder_equals_the_reference_use_mask_as_output(preset, decoder_present):
+    """A detection's mask as the tracker's output, B = 1 and 3 objects in one call against one
+    reference call per object, masks with and without foreground: an empty mask gives the score
+    -10 and the no-object pointer; a mask with foreground the score +10 and the pointer of the
+    decoder pass on it, unless that pass calls the object absent (then the no-object pointer,
+    the score still +10). The random decoder's own object score hardly depends on its inputs, so
+    its sign is set through the score head's bias (+-2)."""
+    from sam3_tools.tracker_modules import TrackerMaskDecoder
+
+    model = build_model(preset, 12)
+    tracker = model.tracker_model
+    with torch.no_grad():
+        tracker.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(2.0 if decoder_present else -2.0)
+    g = geometry(model)
+    grid, hidden = g["grid"], g["hidden"]
+    generator = torch.Generator().manual_seed(13)
+    decoder = TrackerMaskDecoder(model).eval()
+    worst = 0.0
+    for objects, empty in ((1, ()), (1, (0,)), (3, (1,)), (3, ())):
+        fpn_0 = torch.randn(1, hidden // 8, 4 * grid, 4 * grid, generator=generator)
+        fpn_1 = torch.randn(1, hidden // 4, 2 * grid, 2 * grid, generator=generator)
+        fpn_2 = torch.randn(1, hidden, grid, grid, generator=generator)
+        masks = detection_masks(objects, 4 * grid, generator, empty)
+        got = decoder(fpn_0, fpn_1, fpn_2, masks)
+        want, decoder_scores = reference_mask_outputs(tracker, fpn_0, fpn_1, fpn_2, masks)
+        assert len(got) == len(want) == 4
+        for got_tensor, want_tensor in zip(got, want):
+            assert got_tensor.shape == want_tensor.shape and got_tensor.dtype == want_tensor.dtype
+            worst = max(worst, (got_tensor - want_tensor).abs().max().item())
+        for row in range(objects):
+            foreground = bool(masks[row].any())
+            assert (decoder_scores[row] > 0) == decoder_present
+            assert got[3][row].item() == (10.0 if foreground else -10.0)
+            absent = not foreground or not decoder_present
+            assert torch.equal(got[2][row], tracker.no_object_pointer[0]) == absent
+        # The masks are the input's: +10 inside, -10 outside (at R x R, before resizing back).
+        assert torch.equal(got[1] > 0, torch.nn.functional.interpolate(
+            masks, size=got[1].shape[-2:], mode="bilinear", align_corners=False, antialias=True) > 0.5)
+    print(f"tracker mask decoder ({preset}, decoder present {decoder_present}) vs reference: max |diff| {worst:.3g}")
+    assert worst <= 1e-5
+
+
+@pytest.fixture(scope="module", params=[("tiny", 5), ("tiny-b", 6)], ids=["tiny", "tiny-b"])
+def bundle(request, tmp_path_factory):
+    preset, seed = request.param
+    out = tmp_path_factory.mktemp(preset)
     subprocess.run(
-        [sys.executable, str(TOOLS / "export_sam3.py"), "--tiny-random", "--seed", "5", "--preset", "tiny",
+        [sys.executable, str(TOOLS / "export_sam3.py"), "--tiny-random", "--seed", str(seed), "--preset", preset,
          "--out", str(out)],
         check=True, capture_output=True,
     )
@@ -294,20 +386,34 @@ def test_exported_tracker_modules_equal_eager(bundle):
     point counts, against the eager wrappers built from the bundle's own hf/ checkpoint."""
     from transformers import Sam3VideoModel
 
-    from sam3_tools.tracker_modules import MemoryAttention, MemoryEncoder, TrackerDecoder
+    from sam3_tools.tracker_modules import (
+        CONCEPT_FIELDS,
+        MemoryAttention,
+        MemoryEncoder,
+        TrackerDecoder,
+        TrackerMaskDecoder,
+    )
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     model = Sam3VideoModel.from_pretrained(bundle / "hf").eval()
     g = geometry(model)
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert manifest["tracker"] == {
         "mem_dim": 64, "num_maskmem": 7, "max_cond_frames_in_attn": 4, "max_object_pointers": 16,
         "memory_slots": 10, "pointer_slots": 32,
         "multimask_output_in_sam": True, "multimask_min_pt_num": 0, "multimask_max_pt_num": 1,
         "multimask_output_for_tracking": True, "sigmoid_scale_for_mem_enc": 20.0, "sigmoid_bias_for_mem_enc": -10.0,
     }
+    # Every threshold of the checkpoint's Sam3VideoConfig, by its own name (the transformers defaults;
+    # low_res_mask_size the presets' 4G).
+    assert list(manifest["concept"]) == list(CONCEPT_FIELDS)
+    assert manifest["concept"] == {name: getattr(model.config, name) for name in CONCEPT_FIELDS}
+    assert manifest["concept"]["new_det_thresh"] == 0.7 and manifest["concept"]["min_trk_keep_alive"] == -1
+    assert manifest["concept"]["low_res_mask_size"] == manifest["mask_size"] == 4 * g["grid"]
+    assert manifest["modules"]["memory_encoder"]["inputs"][1]["shape"] == ["B", 1, "H", "W"]
     modules = {name: torch.jit.load(str(bundle / manifest["modules"][name]["file"])) for name in (
-        "memory_attention", "tracker_decoder", "tracker_decoder_multimask", "memory_encoder")}
+        "memory_attention", "tracker_decoder", "tracker_decoder_multimask", "memory_encoder",
+        "tracker_mask_decoder")}
     # The random bundle's object-score bias (docs/bundle-format.md).
     assert model.tracker_model.mask_decoder.pred_obj_score_head.proj_out.bias.item() == 2.0
     assert torch.equal(modules["memory_attention"].no_memory_embedding, model.tracker_model.no_memory_embedding)
@@ -349,10 +455,20 @@ def test_exported_tracker_modules_equal_eager(bundle):
             points = torch.rand(objects, 1, count, 2, generator=generator) * resolution
             conditioned = torch.randn(objects, hidden, grid, grid, generator=generator)
             check(name, TrackerDecoder(model, multimask).eval(), (conditioned, fpn_0, fpn_1, points, labels))
-    for objects, binarize in ((1, 0.0), (3, 1.0), (4, 0.0)):
-        masks = torch.randn(objects, 1, resolution, resolution, generator=generator) * 5
+    # R x R masks (the decoders'), then 4G x 4G (concept tracking's low-res masks).
+    for objects, binarize, side in ((1, 0.0, resolution), (3, 1.0, resolution), (4, 0.0, resolution),
+                                    (1, 0.0, 4 * grid), (3, 0.0, 4 * grid), (2, 1.0, 4 * grid)):
+        masks = torch.randn(objects, 1, side, side, generator=generator) * 5
         scores = torch.randn(objects, 1, generator=generator)
         check("memory_encoder", MemoryEncoder(model).eval(), (current, masks, scores, torch.tensor([binarize])))
+    # The mask decoder: eager wrapper and transformers' _use_mask_as_output (one call per object).
+    for objects, empty in ((1, ()), (1, (0,)), (3, (1,))):
+        masks = detection_masks(objects, 4 * grid, generator, empty)
+        inputs = (fpn_0, fpn_1, current, masks)
+        check("tracker_mask_decoder", TrackerMaskDecoder(model).eval(), inputs)
+        want, _ = reference_mask_outputs(model.tracker_model, *inputs)
+        for got, expected in zip(modules["tracker_mask_decoder"](*inputs), want):
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 class ModuleTracker:

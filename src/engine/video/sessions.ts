@@ -21,7 +21,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../logging';
 import type { NativeEngine, NativeTracker, TrackerFrame } from '../../native/types';
 import { PromptPlanError, type NormalizedBox, type PromptInput } from '../prompt-plan';
-import type { RleMask } from '../segmenter';
+import type { PromptTokenizer, RleMask } from '../segmenter';
 import { FrameSource } from './frame-source';
 import { probeVideo, type VideoInfo } from './probe';
 import { downloadVideo } from './url-fetch';
@@ -64,12 +64,26 @@ export interface ObjectResult {
   score: number;
   /** Whether the tracker sees the object on this frame (object score logit > 0). */
   present: boolean;
+  /** Objects found by a text prompt: their concept and the tracker's score on this frame. */
+  conceptId?: number;
+  trackerScore?: number;
 }
 
 export interface FrameResult {
   frameIndex: number;
-  /** Every object of the session, in creation order. */
+  /**
+   * Clicked objects: every object of the session, in creation order. Concepts: the objects
+   * shown on the frame, by id (docs/video-concepts.md).
+   */
   objects: ObjectResult[];
+  /** Concepts: new detections on this frame dropped by the object limit. */
+  objectsDropped?: number;
+}
+
+/** A text concept of a session. */
+export interface ConceptInfo {
+  id: number;
+  text: string;
 }
 
 export interface PromptRequest {
@@ -80,8 +94,12 @@ export interface PromptRequest {
 }
 
 export interface PromptResult extends FrameResult {
-  /** The object the prompt went to. */
-  objId: number;
+  /** Clicks: the object the prompt went to. Text: the objects found on the frame. */
+  objIds: number[];
+  /** Text prompts: the concept of each text, in order. */
+  concepts?: ConceptInfo[];
+  /** The session tracks text concepts (its objects carry conceptId and trackerScore). */
+  conceptSession: boolean;
 }
 
 export type PropagationDirection = 'forward' | 'backward' | 'both';
@@ -92,6 +110,8 @@ export interface PropagateRequest {
   startFrameIndex?: number;
   /** Frames processed per direction; default: to the end of the video. */
   maxFrames?: number;
+  /** Concepts: frames of hotstart delay before a frame is emitted; default: the bundle's. */
+  hotstartDelay?: number;
 }
 
 export interface PropagateHooks {
@@ -117,6 +137,8 @@ export interface SessionState {
   device: string;
   createdAt: Date;
   objectIds: number[];
+  /** Text concepts with their objects (empty for clicked objects). */
+  concepts: (ConceptInfo & { objectIds: number[] })[];
   /** Distinct frames with tracking results (prompted or propagated) since start or reset. */
   framesProcessed: number;
   totalFrames: number;
@@ -152,6 +174,15 @@ export interface VideoSessionsOptions {
   frameWindow: number;
   memoryFrames: number;
   maxObjects: number;
+  /**
+   * Concept tracking (text prompts), when the bundle has it: the tokenizer of the text
+   * prompts, the bundle's hotstart delay, the official post-processing switch.
+   */
+  concepts: {
+    tokenizer: PromptTokenizer;
+    hotstartDelay: number;
+    officialPostprocess: boolean;
+  } | null;
   ffmpegPath: string;
   ffprobePath: string;
   /** Clock (ms) for idle times; tests may pass their own. */
@@ -237,6 +268,14 @@ export function propagationOrder(
 
 type Operation = 'prompt' | 'propagate' | 'remove' | 'reset';
 
+/** The runs of a propagation order: maximal stretches in one direction. */
+function runBoundaries(order: readonly { reverse: boolean }[]): { start: boolean; end: boolean }[] {
+  return order.map((step, i) => ({
+    start: i === 0 || order[i - 1].reverse !== step.reverse,
+    end: i === order.length - 1 || order[i + 1].reverse !== step.reverse,
+  }));
+}
+
 interface Session {
   readonly id: string;
   readonly device: string;
@@ -251,6 +290,8 @@ interface Session {
   running: Promise<void> | null;
   abort: AbortController | null;
   readonly processed: Set<number>;
+  /** Text concepts by id (the tracker allocates the ids). */
+  readonly concepts: Map<number, string>;
 }
 
 function toFrameResult(frame: TrackerFrame, width: number, height: number): FrameResult {
@@ -263,7 +304,11 @@ function toFrameResult(frame: TrackerFrame, width: number, height: number): Fram
       box: object.box,
       score: object.score,
       present: object.present,
+      ...(object.conceptId > 0
+        ? { conceptId: object.conceptId, trackerScore: object.trackerScore }
+        : {}),
     })),
+    ...(frame.objectsDropped > 0 ? { objectsDropped: frame.objectsDropped } : {}),
   };
 }
 
@@ -351,6 +396,8 @@ export class VideoSessions {
         width: info.width,
         height: info.height,
         memoryFrames: this.options.memoryFrames,
+        officialPostprocess: this.options.concepts?.officialPostprocess ?? true,
+        maxObjects: this.options.maxObjects,
       });
       if (!this.accepting) throw new VideoSessionError('not_ready', 'the server is shutting down');
       this.sessions.set(sessionId, {
@@ -366,6 +413,7 @@ export class VideoSessions {
         running: null,
         abort: null,
         processed: new Set(),
+        concepts: new Map(),
       });
       this.options.logger.info(`video session ${sessionId} started on ${device}`, {
         sessionId,
@@ -392,13 +440,15 @@ export class VideoSessions {
     return this.exclusive(session, 'prompt', async () => {
       this.checkFrame(session, request.frameIndex, '/frame_index');
       const plan = planVideoPrompt(request.prompts);
-      if (plan.kind === 'concept') {
+      if (plan.kind === 'concept') return this.promptConcepts(session, request, plan.texts);
+      const known = session.tracker.objectIds();
+      if (session.concepts.size > 0 && (request.objId === null || !known.includes(request.objId))) {
         throw new PromptPlanError(
-          '/prompts: text prompts in video start concept tracking, which comes in a later ' +
-            'version of this server; prompt each object with point prompts and/or one box',
+          '/obj_id: this session tracks text concepts; clicks and boxes refine one of its ' +
+            `objects (give its obj_id: ${known.join(', ') || 'none yet'}), new objects come ` +
+            'from the text prompts',
         );
       }
-      const known = session.tracker.objectIds();
       const objId = request.objId ?? (known.length === 0 ? 1 : Math.max(...known) + 1);
       if (!known.includes(objId) && known.length >= this.options.maxObjects) {
         throw new VideoSessionError(
@@ -419,8 +469,65 @@ export class VideoSessions {
         clearOld: true,
       });
       session.processed.add(request.frameIndex);
-      return { ...toFrameResult(frame, session.info.width, session.info.height), objId };
+      return {
+        ...toFrameResult(frame, session.info.width, session.info.height),
+        objIds: [objId],
+        conceptSession: session.concepts.size > 0,
+      };
     });
+  }
+
+  /** Text prompts on a frame: concept tracking starts or grows (docs/video-concepts.md). */
+  private async promptConcepts(
+    session: Session,
+    request: PromptRequest,
+    texts: string[],
+  ): Promise<PromptResult> {
+    const concepts = this.options.concepts;
+    if (concepts === null) {
+      throw new PromptPlanError(
+        '/prompts: text prompts in video need a model bundle with concept tracking (bundle ' +
+          'format 3, tools/export_sam3.py); this one tracks clicked objects only',
+      );
+    }
+    if (request.prompts.some((prompt) => prompt.type !== 'text')) {
+      throw new PromptPlanError(
+        '/prompts: in video, text prompts go alone (exemplar boxes and clicks with a text are ' +
+          'not supported); refine a found object with clicks and its obj_id afterwards',
+      );
+    }
+    if (request.objId !== null) {
+      throw new PromptPlanError(
+        '/obj_id: text prompts find their own objects; obj_id must be null with them',
+      );
+    }
+    if (session.concepts.size === 0 && session.tracker.objectIds().length > 0) {
+      throw new PromptPlanError(
+        '/prompts: this session tracks objects created by clicks; text prompts need a session ' +
+          'without them (reset it first, or start another session)',
+      );
+    }
+    const unique = [...new Set(texts)];
+    const tokens = concepts.tokenizer.encodeBatch(unique);
+    const L = concepts.tokenizer.contextLength;
+    const rgb = await session.frames.getFrame(request.frameIndex);
+    const { conceptIds, frame } = await session.tracker.addConcept(rgb, {
+      frameIndex: request.frameIndex,
+      texts: unique.map((text, row) => ({
+        text,
+        tokenIds: [...tokens.ids.subarray(row * L, (row + 1) * L)],
+        attentionMask: [...tokens.mask.subarray(row * L, (row + 1) * L)],
+      })),
+    });
+    conceptIds.forEach((id, row) => session.concepts.set(id, unique[row]));
+    session.processed.add(request.frameIndex);
+    const result = toFrameResult(frame, session.info.width, session.info.height);
+    return {
+      ...result,
+      objIds: result.objects.map((object) => object.id),
+      concepts: conceptIds.map((id, row) => ({ id, text: unique[row] })),
+      conceptSession: true,
+    };
   }
 
   async propagate(
@@ -431,8 +538,16 @@ export class VideoSessions {
     const session = this.get(sessionId);
     return this.exclusive(session, 'propagate', async (own) => {
       const { tracker, info } = session;
-      if (tracker.objectIds().length === 0) {
+      if (tracker.objectIds().length === 0 && session.concepts.size === 0) {
         throw new PromptPlanError('the session has no objects: add one with a prompt first');
+      }
+      const defaultDelay = this.options.concepts?.hotstartDelay ?? 0;
+      if (request.hotstartDelay !== undefined && request.hotstartDelay > defaultDelay) {
+        throw new VideoSessionError(
+          'invalid_request',
+          `/hotstart_delay: at most ${defaultDelay} (the model's hotstart delay) ` +
+            `(got ${request.hotstartDelay})`,
+        );
       }
       let start = request.startFrameIndex;
       if (start === undefined) start = tracker.promptFrames()[0] ?? 0;
@@ -441,14 +556,25 @@ export class VideoSessions {
       const started = performance.now();
       let processed = 0;
       const stopped = (): boolean => own.aborted || hooks.signal?.aborted === true;
-      for (const { frameIndex, reverse } of order) {
+      const runs = runBoundaries(order);
+      for (const [i, { frameIndex, reverse }] of order.entries()) {
         if (stopped()) break;
         const rgb = await session.frames.getFrame(frameIndex);
         if (stopped()) break;
-        const frame = await tracker.step(rgb, frameIndex, reverse);
-        session.processed.add(frameIndex);
+        const frames = await tracker.step(rgb, {
+          frameIndex,
+          reverse,
+          hotstartDelay: request.hotstartDelay ?? null,
+          runStart: runs[i].start,
+          runEnd: runs[i].end,
+        });
         processed += 1;
-        await hooks.onFrame(toFrameResult(frame, info.width, info.height));
+        // Concepts hold frames back for hotstart: a step emits none, one, or (at the end of
+        // a run) every frame held.
+        for (const frame of frames) {
+          session.processed.add(frame.frameIndex);
+          await hooks.onFrame(toFrameResult(frame, info.width, info.height));
+        }
       }
       if (own.aborted && hooks.signal?.aborted !== true) {
         throw new VideoSessionError(
@@ -483,12 +609,26 @@ export class VideoSessions {
     });
   }
 
-  /** Clears every object; returns how many there were. */
+  /** Removes a text concept and its objects; resolves with the ids removed. */
+  async removeConcept(sessionId: string, conceptId: number): Promise<number[]> {
+    const session = this.get(sessionId);
+    return this.exclusive(session, 'remove', async () => {
+      if (!session.concepts.has(conceptId)) {
+        throw new VideoSessionError('not_found', `session ${sessionId} has no concept ${conceptId}`);
+      }
+      const removed = await session.tracker.removeConcept(conceptId);
+      session.concepts.delete(conceptId);
+      return removed;
+    });
+  }
+
+  /** Clears every object and concept; returns how many objects there were. */
   async reset(sessionId: string): Promise<number> {
     const session = this.get(sessionId);
     return this.exclusive(session, 'reset', async () => {
       const cleared = await session.tracker.reset();
       session.processed.clear();
+      session.concepts.clear();
       return cleared;
     });
   }
@@ -637,11 +777,22 @@ export class VideoSessions {
       device: session.device,
       createdAt: session.createdAt,
       objectIds: session.tracker.objectIds(),
+      concepts: this.conceptsOf(session),
       framesProcessed: session.processed.size,
       totalFrames: session.info.totalFrames,
       memoryBytes: session.tracker.byteSize() + session.frames.byteSize,
       videoInfo: session.info,
     };
+  }
+
+  private conceptsOf(session: Session): SessionState['concepts'] {
+    const ids = session.tracker.objectIds();
+    const conceptOf = session.tracker.objectConcepts();
+    return [...session.concepts].map(([id, text]) => ({
+      id,
+      text,
+      objectIds: ids.filter((_, i) => conceptOf[i] === id),
+    }));
   }
 
   /** Removes the session now, cancels and awaits its operation, releases everything. */

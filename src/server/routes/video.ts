@@ -48,15 +48,50 @@ export interface VideoRouteOptions {
   validatePropagate: (body: unknown) => PropagateRequestBody;
 }
 
-/** A frame of a propagation stream, as the WebSocket and NDJSON streams send it. */
-export interface FrameMessage {
-  type: 'frame';
-  frame_index: number;
-  objects: FrameResult['objects'];
+type ObjectResult = FrameResult['objects'][number];
+
+/** One object as the API sends it. */
+export interface ApiObject {
+  id: number;
+  mask: ObjectResult['mask'];
+  box: ObjectResult['box'];
+  score: number;
+  present: boolean;
+  concept_id?: number;
+  tracker_score?: number;
 }
 
+function apiObject(object: ObjectResult): ApiObject {
+  return {
+    id: object.id,
+    mask: object.mask,
+    box: object.box,
+    score: object.score,
+    present: object.present,
+    ...(object.conceptId !== undefined
+      ? { concept_id: object.conceptId, tracker_score: object.trackerScore }
+      : {}),
+  };
+}
+
+/** One frame's results as the API sends them (propagate results, stream messages). */
+export function apiFrame(frame: FrameResult): {
+  frame_index: number;
+  objects: ApiObject[];
+  objects_dropped?: number;
+} {
+  return {
+    frame_index: frame.frameIndex,
+    objects: frame.objects.map(apiObject),
+    ...(frame.objectsDropped !== undefined ? { objects_dropped: frame.objectsDropped } : {}),
+  };
+}
+
+/** A frame of a propagation stream, as the WebSocket and NDJSON streams send it. */
+export type FrameMessage = { type: 'frame' } & ReturnType<typeof apiFrame>;
+
 export function frameMessage(frame: FrameResult): FrameMessage {
-  return { type: 'frame', frame_index: frame.frameIndex, objects: frame.objects };
+  return { type: 'frame', ...apiFrame(frame) };
 }
 
 export function completeMessage(totalFrames: number): { type: 'complete'; total_frames: number } {
@@ -73,6 +108,7 @@ export function propagateRequest(body: PropagateRequestBody): PropagateRequest {
     direction: body.direction ?? 'forward',
     startFrameIndex: body.start_frame_index,
     maxFrames: body.max_frames,
+    hotstartDelay: body.hotstart_delay,
   };
 }
 
@@ -84,12 +120,12 @@ export function sessionIdParam(value: string | string[] | undefined): string {
   return value;
 }
 
-function objectIdParam(value: string | string[] | undefined): number {
+function objectIdParam(value: string | string[] | undefined, name = 'obj_id'): number {
   const id = typeof value === 'string' && /^[1-9][0-9]{0,9}$/.test(value) ? Number(value) : NaN;
   if (!(id <= MAX_OBJECT_ID)) {
     throw new ApiError(
       'invalid_request',
-      `invalid request: obj_id must be an integer from 1 to ${MAX_OBJECT_ID}`,
+      `invalid request: ${name} must be an integer from 1 to ${MAX_OBJECT_ID}`,
     );
   }
   return id;
@@ -118,6 +154,11 @@ function describeSession(state: SessionState): Record<string, unknown> {
     session_id: state.sessionId,
     status: state.status,
     current_objects: state.objectIds,
+    concepts: state.concepts.map((concept) => ({
+      concept_id: concept.id,
+      text: concept.text,
+      object_ids: concept.objectIds,
+    })),
     frames_processed: state.framesProcessed,
     total_frames: state.totalFrames,
     gpu_memory_used_mb: state.memoryBytes / BYTES_PER_MB,
@@ -302,6 +343,16 @@ export function videoRoutes(options: VideoRouteOptions): Router {
       boxes: result.objects.map((o) => o.box),
       scores: result.objects.map((o) => o.score),
       present: result.objects.map((o) => o.present),
+      ...(result.concepts !== undefined
+        ? { concepts: result.concepts.map((c) => ({ concept_id: c.id, text: c.text })) }
+        : {}),
+      ...(result.conceptSession
+        ? {
+            concept_ids: result.objects.map((o) => o.conceptId as number),
+            tracker_scores: result.objects.map((o) => o.trackerScore as number),
+          }
+        : {}),
+      ...(result.objectsDropped !== undefined ? { objects_dropped: result.objectsDropped } : {}),
       status: 'prompt_added',
     });
   });
@@ -319,14 +370,11 @@ export function videoRoutes(options: VideoRouteOptions): Router {
       await streamPropagation(req, res, sessions, sessionId, body, controller, maxBufferedBytes);
       return;
     }
-    const results: Record<string, { frame_index: number; objects: FrameResult['objects'] }> = {};
+    const results: Record<string, ReturnType<typeof apiFrame>> = {};
     const summary = await sessions.propagate(sessionId, propagateRequest(body), {
       signal: controller.signal,
       onFrame: (frame) => {
-        results[String(frame.frameIndex)] = {
-          frame_index: frame.frameIndex,
-          objects: frame.objects,
-        };
+        results[String(frame.frameIndex)] = apiFrame(frame);
       },
     });
     if (controller.signal.aborted) return;
@@ -349,6 +397,19 @@ export function videoRoutes(options: VideoRouteOptions): Router {
     const objId = objectIdParam(req.params.objId);
     await sessions.removeObject(sessionId, objId);
     res.json({ session_id: sessionId, obj_id: objId, status: 'removed' });
+  });
+
+  router.delete('/api/v1/video/session/:id/concept/:conceptId', async (req, res) => {
+    const sessions = engineState.requireVideo();
+    const sessionId = sessionIdParam(req.params.id);
+    const conceptId = objectIdParam(req.params.conceptId, 'concept_id');
+    const removed = await sessions.removeConcept(sessionId, conceptId);
+    res.json({
+      session_id: sessionId,
+      concept_id: conceptId,
+      removed_objects: removed,
+      status: 'removed',
+    });
   });
 
   router.post('/api/v1/video/session/:id/reset', async (req, res) => {
