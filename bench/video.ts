@@ -1,5 +1,6 @@
 /**
  * npm run bench:video [-- --full] [-- --frames N]
+ * npm run bench:video -- --text: text prompts in video instead (bench/video-concepts.ts).
  *
  * Click tracking through the HTTP API against the Python reference (transformers'
  * Sam3TrackerVideoModel, eager fp32; tools/video_reference.py) on the same bundle and the same
@@ -17,6 +18,7 @@ import { postJson, startTestServer, type TestServer } from '../test/helpers/serv
 import { runVideoReference, type ReferenceOp } from '../test/helpers/video-reference';
 import { movingShapesFrames, writeLosslessVideo } from '../test/helpers/videos';
 import { benchBundle, flag, numberOption } from './common';
+import { runTextBench } from './video-concepts';
 
 const WIDTH = 160;
 const HEIGHT = 120;
@@ -103,6 +105,10 @@ async function referenceRun(
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  if (flag(argv, '--text')) {
+    await runTextBench(argv);
+    return;
+  }
   const full = flag(argv, '--full');
   const frames = numberOption(argv, '--frames', full ? 3 : 24);
   const objectCounts = full ? [1] : [1, 3, 8];

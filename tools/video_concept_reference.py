@@ -3,7 +3,7 @@
 of operations, as JSON. The reference side of docs/video-concepts.md.
 
   video_concept_reference.py --bundle <bundle dir> [--model <hf dir>] [--device cpu]
-                             [--threads N] [--official-postprocess] < script.json
+                             [--threads N] [--max-objects N] [--official-postprocess] < script.json
 
 (--threads 1 on small CPU machines: on a loaded 2-core machine torch's default of two threads
 made a det-track step of the tiny model some 30x slower than one thread.)
@@ -527,6 +527,10 @@ def main() -> None:
         "--official-postprocess", action="store_true",
         help="mask NMS, hole filling and sprinkle removal with the twins of sam3_tools/mask_postprocess.py",
     )
+    parser.add_argument(
+        "--max-objects", type=int, default=0,
+        help="the model's max_num_objects (0: the checkpoint's), as the server's VIDEO_MAX_OBJECTS",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -536,6 +540,8 @@ def main() -> None:
     reference = ConceptVideoReference(
         args.model or str(args.bundle / "hf"), args.device, tokenizer_for(args.bundle), args.official_postprocess
     )
+    if args.max_objects > 0:
+        reference.model.max_num_objects = min(reference.model.max_num_objects, args.max_objects)
     load_ms = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     frames = decode_video(script["video"], script.get("raw"))

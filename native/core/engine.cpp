@@ -104,11 +104,15 @@ struct Engine::Impl {
 
   mutable std::mutex timesMutex;
   StageTimes lastTimes;
+  StageTimes totalTimes;
   std::atomic<int64_t> tasksRun{0};
 
   void recordTimes(const StageTimes& times) {
     std::lock_guard<std::mutex> lock(timesMutex);
-    for (const auto& [stage, ms] : times) lastTimes[stage] = ms;
+    for (const auto& [stage, ms] : times) {
+      lastTimes[stage] = ms;
+      totalTimes[stage] += ms;
+    }
   }
 
   Bundle& loadedBundle() {
@@ -402,6 +406,11 @@ int64_t Engine::tasksRun() const { return impl_->tasksRun.load(); }
 StageTimes Engine::lastStageTimes() const {
   std::lock_guard<std::mutex> lock(impl_->timesMutex);
   return impl_->lastTimes;
+}
+
+StageTimes Engine::stageTotals() const {
+  std::lock_guard<std::mutex> lock(impl_->timesMutex);
+  return impl_->totalTimes;
 }
 
 void Engine::close(std::function<void()> drained) {

@@ -214,6 +214,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   int64_t tasksRun() const;
 
   StageTimes lastStageTimes() const;
+  // Milliseconds per stage summed over every task so far (benchmarks take differences).
+  StageTimes stageTotals() const;
 
   // Refuses new work, runs what is queued, frees the modules, then calls `drained` (on the
   // executor thread, or at once if that thread already ended).

@@ -376,7 +376,7 @@ int track(const Options& options) {
     waitFor<sam3::TrackerFrame>(
         [&](auto done) { engine->trackerAddPrompt(session, frameAt(0), prompt, done); });
   }
-  std::map<std::string, double> totals;
+  const sam3::StageTimes before = engine->stageTotals();
   size_t present = 0;
   auto start = std::chrono::steady_clock::now();
   for (int64_t index = 1; index < frames; ++index) {
@@ -390,8 +390,9 @@ int track(const Options& options) {
     for (const auto& frame : result) {
       for (const auto& object : frame.objects) present += object.present ? 1 : 0;
     }
-    for (const auto& [stage, ms] : engine->lastStageTimes()) totals[stage] += ms;
   }
+  sam3::StageTimes totals = engine->stageTotals();
+  for (const auto& [stage, ms] : before) totals[stage] -= ms;
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t steps = std::max<int64_t>(1, frames - 1);
   std::cout << "bundle " << engine->info().modelId << ", device " << engine->device() << ", "

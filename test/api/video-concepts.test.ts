@@ -7,6 +7,8 @@
  * clicked objects, a delay above the model's, an unknown concept).
  */
 import assert from 'node:assert/strict';
+import { cp, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import {
@@ -19,7 +21,6 @@ import {
   type TestServer,
 } from '../helpers/server';
 import { conceptShapesFrames, makeTempDir, removeDir, writeLosslessVideo } from '../helpers/videos';
-import path from 'node:path';
 
 const WIDTH = 112;
 const HEIGHT = 84;
@@ -39,6 +40,22 @@ interface FrameBody {
   frame_index: number;
   objects: { id: number; concept_id: number }[];
   objects_dropped?: number;
+}
+
+/**
+ * The tiny bundle with its detection thresholds (score_threshold_detection, new_det_thresh)
+ * lowered in its manifest, in `dir`: the random detector then finds several instances per
+ * frame, which these tests need (the parity tests use the bundle as exported).
+ */
+async function eagerBundle(dir: string): Promise<string> {
+  const bundle = path.join(dir, 'bundle');
+  await cp(await exportTinyBundle(), bundle, { recursive: true });
+  const file = path.join(bundle, 'manifest.json');
+  const manifest = JSON.parse(await readFile(file, 'utf8'));
+  manifest.concept.score_threshold_detection = 0.2;
+  manifest.concept.new_det_thresh = 0.3;
+  await writeFile(file, JSON.stringify(manifest));
+  return bundle;
 }
 
 /** The messages of one WebSocket propagation, until the server closes the socket. */
@@ -64,8 +81,15 @@ describe('text prompts in video (tiny bundle)', () => {
     video = path.join(dir, 'concepts.mp4');
     await writeLosslessVideo(video, conceptShapesFrames(WIDTH, HEIGHT, FRAMES), WIDTH, HEIGHT);
     server = await startTestServer({
-      bundleDir: await exportTinyBundle(),
-      env: { RATE_LIMIT_ENABLED: 'false', UPLOAD_DIR: dir, VIDEO_PATH_ROOTS: dir },
+      bundleDir: await eagerBundle(dir),
+      // Without the official mask NMS, which leaves one of the random detector's overlapping
+      // masks.
+      env: {
+        RATE_LIMIT_ENABLED: 'false',
+        UPLOAD_DIR: dir,
+        VIDEO_PATH_ROOTS: dir,
+        VIDEO_OFFICIAL_POSTPROCESS: 'false',
+      },
     });
     api = new VideoApi(server.url);
   });
@@ -117,9 +141,11 @@ describe('text prompts in video (tiny bundle)', () => {
         assert.equal(type, 'frame');
         assert.deepEqual(body, results[String(frame.frame_index)], `frame ${frame.frame_index}`);
       }
+      const counts = frames.map((f) => f.objects.length);
+      // What is compared holds objects (random weights: many tracks do not survive hotstart).
       assert.ok(
-        frames.filter((f) => f.objects.length > 0).length > FRAMES / 2,
-        'most frames hold objects',
+        counts.filter((n) => n > 0).length >= 2 && counts.reduce((a, b) => a + b) >= 3,
+        `delay ${delay}: frames hold objects (objects per frame: ${counts.join(' ')})`,
       );
     }
   });
@@ -179,8 +205,9 @@ describe('text prompts in video (tiny bundle)', () => {
     const list = await expectJson<{ sessions: { session_id: string; objects_count: number }[] }>(
       await api.list(),
     );
+    const now = await expectJson<{ current_objects: number[] }>(await api.status(id));
     const listed = list.sessions.find((s) => s.session_id === id);
-    assert.equal(listed?.objects_count, after.current_objects.length);
+    assert.equal(listed?.objects_count, now.current_objects.length);
   });
 
   it('refuses what concept tracking cannot do, naming the field', async () => {
@@ -269,8 +296,13 @@ describe('the object limit drops detections and says so', () => {
     video = path.join(dir, 'concepts.mp4');
     await writeLosslessVideo(video, conceptShapesFrames(WIDTH, HEIGHT, 4), WIDTH, HEIGHT);
     server = await startTestServer({
-      bundleDir: await exportTinyBundle(),
-      env: { UPLOAD_DIR: dir, VIDEO_PATH_ROOTS: dir, VIDEO_MAX_OBJECTS: '1' },
+      bundleDir: await eagerBundle(dir),
+      env: {
+        UPLOAD_DIR: dir,
+        VIDEO_PATH_ROOTS: dir,
+        VIDEO_MAX_OBJECTS: '1',
+        VIDEO_OFFICIAL_POSTPROCESS: 'false',
+      },
     });
     api = new VideoApi(server.url);
   });

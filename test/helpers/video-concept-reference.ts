@@ -58,6 +58,7 @@ export type OpFrames = ConceptFrame[] | null;
 export interface ConceptReferenceOutput {
   video_info: { frames: number; width: number; height: number };
   results: Record<string, unknown>[];
+  timing: { load_ms: number; per_op_ms: number[]; frames_per_second: (number | null)[] };
 }
 
 /** Runs the oracle on one video and script (one process, the model loaded once). */
@@ -65,18 +66,22 @@ export async function runConceptReference(
   bundleDir: string,
   video: string,
   ops: readonly ConceptOp[],
-  options: { officialPostprocess?: boolean } = {},
+  /** threads: torch's intra-op threads (default 1: tests share a small machine; 0: torch's). */
+  options: { officialPostprocess?: boolean; threads?: number; maxObjects?: number } = {},
 ): Promise<ConceptReferenceOutput> {
   const { dir, cleanup } = await tempDir('sam3-cref-');
   try {
     const input = path.join(dir, 'script.json');
     await writeFile(input, JSON.stringify({ video, ops }));
-    const flag = options.officialPostprocess === true ? ' --official-postprocess' : '';
+    const flag =
+      ` --threads ${options.threads ?? 1}` +
+      (options.maxObjects !== undefined ? ` --max-objects ${options.maxObjects}` : '') +
+      (options.officialPostprocess === true ? ' --official-postprocess' : '');
     const { stdout } = await execFileAsync(
       'bash',
       [
         '-c',
-        `"$0" "$1" --bundle "$2" --threads 1${flag} < "${input}"`,
+        `"$0" "$1" --bundle "$2"${flag} < "${input}"`,
         venvPython(),
         repoPath('tools', 'video_concept_reference.py'),
         bundleDir,
