@@ -156,7 +156,10 @@ export async function runTextBench(argv: string[]): Promise<void> {
     const splits: [number, Record<string, number>][] = [];
     for (const objects of [1, 5, 20]) {
       const ours = await serverRun(bundle, work.dir, video, objects);
-      const ref = await runConceptReference(bundle, video, ops, { threads: 0, maxObjects: objects });
+      const ref = await runConceptReference(bundle, video, ops, {
+        threads: 0,
+        maxObjects: objects,
+      });
       const refFps = ref.timing.frames_per_second[1] ?? NaN;
       console.log(
         `  ${String(ours.found).padStart(7)}   ${ours.fps.toFixed(2).padStart(10)}   ` +
@@ -165,7 +168,11 @@ export async function runTextBench(argv: string[]): Promise<void> {
       splits.push([objects, await stageSplit(bundle, pictures, work.dir, objects)]);
     }
     console.log('\nserver stages, ms per frame (core CLI, same frames)');
-    console.log(`  objects ${Object.keys(STAGE_GROUPS).map((g) => g.padStart(16)).join('')}`);
+    console.log(
+      `  objects ${Object.keys(STAGE_GROUPS)
+        .map((g) => g.padStart(16))
+        .join('')}`,
+    );
     for (const [objects, split] of splits) {
       console.log(
         `  ${String(objects).padStart(7)} ${Object.keys(STAGE_GROUPS)

@@ -93,8 +93,8 @@ Detections detect(Context& c, const ConceptSpec& k) {
     std::vector<float> rowProbs(probs[b].data_ptr<float>(), probs[b].data_ptr<float>() + Q);
     const float* rowMasks = predMasks[b].data_ptr<float>();
     if (c.options.officialPostprocess && k.detNmsThresh > 0) {
-      std::vector<bool> keep = nmsMasks(rowProbs, rowMasks, pixels, k.scoreThresholdDetection,
-                                        k.detNmsThresh);
+      std::vector<bool> keep =
+          nmsMasks(rowProbs, rowMasks, pixels, k.scoreThresholdDetection, k.detNmsThresh);
       for (int64_t q = 0; q < Q; ++q) {
         if (!keep[static_cast<size_t>(q)]) rowProbs[static_cast<size_t>(q)] = 0;
       }
@@ -135,7 +135,8 @@ Association associate(const ConceptSpec& k, const Detections& dets, const at::Te
   const int64_t N = dets.size(), M = static_cast<int64_t>(trackIds.size());
   const int64_t pixels = tracks.size(1) * tracks.size(2);
   std::vector<bool> nonEmpty(static_cast<size_t>(M));
-  for (int64_t m = 0; m < M; ++m) nonEmpty[static_cast<size_t>(m)] = anyPositive(row(tracks, m), pixels);
+  for (int64_t m = 0; m < M; ++m)
+    nonEmpty[static_cast<size_t>(m)] = anyPositive(row(tracks, m), pixels);
   a.detectionToTracks.resize(static_cast<size_t>(N));
   if (M == 0) {
     // Every detection is new, whatever its score (M739).
@@ -149,7 +150,8 @@ Association associate(const ConceptSpec& k, const Detections& dets, const at::Te
     }
     return a;
   }
-  std::vector<float> ious = maskIou(dets.masks.data_ptr<float>(), N, tracks.data_ptr<float>(), M, pixels);
+  std::vector<float> ious =
+      maskIou(dets.masks.data_ptr<float>(), N, tracks.data_ptr<float>(), M, pixels);
   for (int64_t d = 0; d < N; ++d) {
     for (int64_t m = 0; m < M; ++m) {
       if (dets.concept[static_cast<size_t>(d)] != trackConcept[static_cast<size_t>(m)]) {
@@ -188,8 +190,8 @@ Association associate(const ConceptSpec& k, const Detections& dets, const at::Te
 }
 
 // _process_hotstart (M803) with the step's delay. Returns the ids newly removed.
-std::set<int64_t> processHotstart(ConceptState& m, const ConceptSpec& k, int64_t frame, bool reverse,
-                                  int64_t delay, const Association& a,
+std::set<int64_t> processHotstart(ConceptState& m, const ConceptSpec& k, int64_t frame,
+                                  bool reverse, int64_t delay, const Association& a,
                                   const std::vector<int64_t>& newIds) {
   std::set<int64_t> newlyRemoved;
   const int64_t diff = reverse ? frame + delay : frame - delay;
@@ -253,7 +255,8 @@ std::set<int64_t> processHotstart(ConceptState& m, const ConceptSpec& k, int64_t
 // Groups of rows (indices) sharing a concept, in ascending concept order.
 std::map<int64_t, std::vector<int64_t>> byConcept(const std::vector<int64_t>& concepts) {
   std::map<int64_t, std::vector<int64_t>> groups;
-  for (size_t i = 0; i < concepts.size(); ++i) groups[concepts[i]].push_back(static_cast<int64_t>(i));
+  for (size_t i = 0; i < concepts.size(); ++i)
+    groups[concepts[i]].push_back(static_cast<int64_t>(i));
   return groups;
 }
 
@@ -280,16 +283,20 @@ std::map<int64_t, int64_t> suppressRecentlyOccluded(const ConceptState& m, const
     const int64_t G = static_cast<int64_t>(members.size());
     if (G <= 1) continue;
     at::Tensor group = tracks.index_select(0, at::tensor(members, at::kLong)).contiguous();
-    std::vector<float> ious = maskIou(group.data_ptr<float>(), G, group.data_ptr<float>(), G, pixels);
+    std::vector<float> ious =
+        maskIou(group.data_ptr<float>(), G, group.data_ptr<float>(), G, pixels);
     for (int64_t i = 0; i < G; ++i) {
       for (int64_t j = i + 1; j < G; ++j) {
-        if (!(ious[static_cast<size_t>(i * G + j)] >= f32(k.suppressOverlappingBasedOnRecentOcclusionThreshold))) {
+        if (!(ious[static_cast<size_t>(i * G + j)] >=
+              f32(k.suppressOverlappingBasedOnRecentOcclusionThreshold))) {
           continue;
         }
         const int64_t li = last[static_cast<size_t>(members[static_cast<size_t>(i)])];
         const int64_t lj = last[static_cast<size_t>(members[static_cast<size_t>(j)])];
-        if (later(li, lj) && lj > -1) suppress[static_cast<size_t>(members[static_cast<size_t>(i)])] = true;
-        if (later(lj, li) && li > -1) suppress[static_cast<size_t>(members[static_cast<size_t>(j)])] = true;
+        if (later(li, lj) && lj > -1)
+          suppress[static_cast<size_t>(members[static_cast<size_t>(i)])] = true;
+        if (later(lj, li) && li > -1)
+          suppress[static_cast<size_t>(members[static_cast<size_t>(j)])] = true;
       }
     }
   }
@@ -365,7 +372,8 @@ HeldFrame detTrackOne(Context& c, const ConceptSpec& k, const FrameRequest& fram
     a.newDetections.resize(static_cast<size_t>(room));
   }
   std::vector<int64_t> newIds;
-  for (size_t i = 0; i < a.newDetections.size(); ++i) newIds.push_back(s.maxObjId + 1 + static_cast<int64_t>(i));
+  for (size_t i = 0; i < a.newDetections.size(); ++i)
+    newIds.push_back(s.maxObjId + 1 + static_cast<int64_t>(i));
   const std::set<int64_t> newlyRemoved = processHotstart(m, k, frame, reverse, delay, a, newIds);
 
   // Periodic reconditioning (M949): objects confirmed by a confident detection.
@@ -381,7 +389,8 @@ HeldFrame detTrackOne(Context& c, const ConceptSpec& k, const FrameRequest& fram
   std::map<int64_t, int64_t> lastOccluded;
   if (N > 0) {
     if (k.suppressOverlappingBasedOnRecentOcclusionThreshold > 0) {
-      lastOccluded = suppressRecentlyOccluded(m, k, frame, reverse, tracks, ids, concepts, newlyRemoved);
+      lastOccluded =
+          suppressRecentlyOccluded(m, k, frame, reverse, tracks, ids, concepts, newlyRemoved);
     }
     // _tracker_update_memories (M1178). The reference writes reconditioned masks through a
     // view of the tracker masks: with recondition_on_trk_masks they are the masks themselves.
@@ -424,7 +433,8 @@ HeldFrame detTrackOne(Context& c, const ConceptSpec& k, const FrameRequest& fram
   m.lastOccluded = std::move(lastOccluded);
   if (N > 0) {
     at::Tensor sigmoid = at::sigmoid(at::tensor(trackerLogits, at::kFloat));
-    for (int64_t i = 0; i < N; ++i) trackerScores[ids[static_cast<size_t>(i)]] = sigmoid[i].item<float>();
+    for (int64_t i = 0; i < N; ++i)
+      trackerScores[ids[static_cast<size_t>(i)]] = sigmoid[i].item<float>();
   }
 
   // Execution (M1470): new objects enter with their mask inputs, then one forward of all
@@ -508,7 +518,8 @@ TrackerFrame emit(Context& c, const HeldFrame& held) {
       if (members.size() <= 1) continue;
       at::Tensor index = at::tensor(members, at::kLong);
       at::Tensor group = kept.index_select(0, index);
-      at::Tensor valued = at::where(group, scores.index_select(0, index), at::zeros({1}, at::kFloat));
+      at::Tensor valued =
+          at::where(group, scores.index_select(0, index), at::zeros({1}, at::kFloat));
       at::Tensor winner = valued.argmax(0, /*keepdim=*/true);
       at::Tensor own = at::arange(static_cast<int64_t>(members.size()), at::kLong).view({-1, 1, 1});
       kept.index_copy_(0, index, group & (winner == own) & (valued > 0));
@@ -525,7 +536,8 @@ TrackerFrame emit(Context& c, const HeldFrame& held) {
     object.score = held.scores.at(objId);
     object.trackerScore = trackerScores[j];
     MaskBounds bounds;
-    object.mask = encodeRleColumnMajor(columnMajor[static_cast<int64_t>(j)].data_ptr<uint8_t>(), h, w, &bounds);
+    object.mask = encodeRleColumnMajor(columnMajor[static_cast<int64_t>(j)].data_ptr<uint8_t>(), h,
+                                       w, &bounds);
     object.present = !bounds.empty;
     object.box = normalizedBox(bounds, H, W);
     frame.objects.push_back(std::move(object));
@@ -640,7 +652,8 @@ std::vector<int64_t> removeConcept(State& s, int64_t conceptId) {
   ConceptState& m = s.concepts;
   auto found = std::find_if(m.concepts.begin(), m.concepts.end(),
                             [&](const Concept& concept) { return concept.id == conceptId; });
-  if (found == m.concepts.end()) badInput("conceptId " + std::to_string(conceptId) + ": no such concept");
+  if (found == m.concepts.end())
+    badInput("conceptId " + std::to_string(conceptId) + ": no such concept");
   std::vector<int64_t> removed;
   for (const ObjectState& object : s.objects) {
     if (object.conceptId == conceptId) removed.push_back(object.id);

@@ -358,18 +358,17 @@ void Engine::trackerAddConcept(std::shared_ptr<TrackerSession> session, const Fr
 void Engine::trackerStep(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
                          StepRequest request, Done<std::vector<TrackerFrame>> done) {
   auto self = shared_from_this();
-  runOnExecutor<std::vector<TrackerFrame>>(
-      *impl_->executor, impl_->tasksRun, std::move(done),
-      [self, session = std::move(session), frame, request] {
-        Impl& impl = *self->impl_;
-        Bundle& bundle = impl.loadedBundle();
-        checkSession(session, bundle);
-        StageTimes times;
-        std::vector<TrackerFrame> result =
-            session->step(bundle, *impl.executor, frame, request, times);
-        impl.recordTimes(times);
-        return result;
-      });
+  runOnExecutor<std::vector<TrackerFrame>>(*impl_->executor, impl_->tasksRun, std::move(done),
+                                           [self, session = std::move(session), frame, request] {
+                                             Impl& impl = *self->impl_;
+                                             Bundle& bundle = impl.loadedBundle();
+                                             checkSession(session, bundle);
+                                             StageTimes times;
+                                             std::vector<TrackerFrame> result = session->step(
+                                                 bundle, *impl.executor, frame, request, times);
+                                             impl.recordTimes(times);
+                                             return result;
+                                           });
 }
 
 void Engine::trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_t objId,

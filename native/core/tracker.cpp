@@ -10,12 +10,12 @@
 #include <utility>
 
 #include "bundle.h"
+#include "concept.h"
 #include "errors.h"
 #include "executor.h"
 #include "image_pipeline.h"
 #include "postprocess.h"
 #include "tracker_state.h"
-#include "concept.h"
 
 // Line numbers (L<n>) cite transformers 5.17's modeling_sam3_tracker_video.py, as TRACKER.md.
 namespace sam3 {
@@ -31,8 +31,8 @@ struct Planned {
   size_t object = 0;  // index into State::objects
   bool isInit = false;
   bool reverse = false;
-  const FramePrompt* prompt = nullptr;   // the frame's points when the object had new inputs
-  const at::Tensor* mask = nullptr;      // or its mask input (a detection entering the tracker)
+  const FramePrompt* prompt = nullptr;  // the frame's points when the object had new inputs
+  const at::Tensor* mask = nullptr;     // or its mask input (a detection entering the tracker)
 };
 
 // One computed object's results on this frame.
@@ -508,8 +508,7 @@ FrameLogits forwardObjects(Context& c, const FrameRequest& frameRequest, int64_t
       if (!attending.empty()) {
         at::Tensor attended = attendMemories(c, attending, frame);
         at::Tensor rows =
-            at::tensor(at::ArrayRef<int64_t>(attendingRows.data(), attendingRows.size()),
-                       at::kLong)
+            at::tensor(at::ArrayRef<int64_t>(attendingRows.data(), attendingRows.size()), at::kLong)
                 .to(conditioned.device());
         conditioned.index_copy_(0, rows, attended.to(at::kFloat));
       }

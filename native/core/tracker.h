@@ -44,8 +44,8 @@ struct TrackerPrompt {
 
 struct TrackedObject {
   int64_t objId = 0;
-  int64_t conceptId = 0;       // the text concept that found it; 0 for clicked objects
-  bool present = false;        // object score logit > 0 (concepts: the mask is not empty)
+  int64_t conceptId = 0;  // the text concept that found it; 0 for clicked objects
+  bool present = false;   // object score logit > 0 (concepts: the mask is not empty)
   // Clicked objects: predicted IoU of the chosen mask. Concept objects: the detection score
   // (1.0 once refined by clicks).
   float score = 0;

@@ -68,29 +68,29 @@ struct Concept {
 // hotstart_buffer holds Sam3VideoSegmentationOutput the same way).
 struct HeldFrame {
   int64_t frameIndex = 0;
-  std::vector<int64_t> ids;            // obj_id_to_mask's keys, ascending
-  std::vector<at::Tensor> lowRes;      // their low-res logits [4G, 4G], CPU float32
-  std::map<int64_t, float> scores;     // obj_id_to_score
+  std::vector<int64_t> ids;                // obj_id_to_mask's keys, ascending
+  std::vector<at::Tensor> lowRes;          // their low-res logits [4G, 4G], CPU float32
+  std::map<int64_t, float> scores;         // obj_id_to_score
   std::map<int64_t, float> trackerScores;  // obj_id_to_tracker_score of the frame
   std::map<int64_t, int64_t> concepts;     // concept of each id
-  std::set<int64_t> suppressed;        // suppressed_obj_ids of the frame
-  int64_t dropped = 0;                 // detections dropped by the object limit
+  std::set<int64_t> suppressed;            // suppressed_obj_ids of the frame
+  int64_t dropped = 0;                     // detections dropped by the object limit
 };
 
 // Sam3VideoInferenceSession's detection-tracking metadata (docs/video-concepts.md).
 struct ConceptState {
   std::vector<Concept> concepts;  // prompt order = concept id order
   int64_t nextConceptId = 1;
-  std::map<int64_t, float> score;         // obj_id_to_score
-  std::map<int64_t, int64_t> lastOccluded;  // obj_id_to_last_occluded
-  std::map<int64_t, int64_t> firstFrame;    // obj_first_frame_idx
+  std::map<int64_t, float> score;                           // obj_id_to_score
+  std::map<int64_t, int64_t> lastOccluded;                  // obj_id_to_last_occluded
+  std::map<int64_t, int64_t> firstFrame;                    // obj_first_frame_idx
   std::map<int64_t, std::vector<int64_t>> unmatchedFrames;  // unmatched_frame_inds
   std::map<int64_t, int64_t> keepAlive;                     // trk_keep_alive
   std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> overlapFrames;
-  std::set<int64_t> removed;                           // removed_obj_ids (hotstart)
-  std::map<int64_t, std::set<int64_t>> suppressed;     // suppressed_obj_ids per frame
-  std::set<int64_t> hidden;                            // hotstart_removed_obj_ids
-  std::set<int64_t> promptFrames;                      // frames a concept was prompted on
+  std::set<int64_t> removed;                        // removed_obj_ids (hotstart)
+  std::map<int64_t, std::set<int64_t>> suppressed;  // suppressed_obj_ids per frame
+  std::set<int64_t> hidden;                         // hotstart_removed_obj_ids
+  std::set<int64_t> promptFrames;                   // frames a concept was prompted on
   std::deque<HeldFrame> held;
 
   bool active() const { return !concepts.empty(); }

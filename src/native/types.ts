@@ -245,7 +245,10 @@ export interface NativeTracker {
    * and tracked. BAD_INPUT in a session holding clicked objects or for a bundle without
    * concept tracking.
    */
-  addConcept(rgb: Buffer, prompt: ConceptPrompt): Promise<{ conceptIds: number[]; frame: TrackerFrame }>;
+  addConcept(
+    rgb: Buffer,
+    prompt: ConceptPrompt,
+  ): Promise<{ conceptIds: number[]; frame: TrackerFrame }>;
   /** Forgets an object; false when there is no such object. */
   removeObject(objId: number): Promise<boolean>;
   /** Forgets a concept and its objects; resolves with the ids removed (BAD_INPUT: unknown). */

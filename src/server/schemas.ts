@@ -722,7 +722,8 @@ export const videoPromptResponseSchema = {
     },
     concepts: {
       type: 'array',
-      description: 'Text prompts: the concept of each text, in order (the same text is one concept).',
+      description:
+        'Text prompts: the concept of each text, in order (the same text is one concept).',
       items: {
         type: 'object',
         required: ['concept_id', 'text'],
@@ -761,7 +762,8 @@ const trackedObjectSchema = {
     },
     present: {
       type: 'boolean',
-      description: 'Clicked objects: object score > 0 on this frame. Concepts: the mask is not empty.',
+      description:
+        'Clicked objects: object score > 0 on this frame. Concepts: the mask is not empty.',
     },
     concept_id: {
       type: 'integer',
@@ -774,7 +776,6 @@ const trackedObjectSchema = {
     },
   },
 } as const;
-
 
 const frameResultProperties = {
   frame_index: { type: 'integer', minimum: 0 },

@@ -99,7 +99,9 @@ describe('text prompts in video (tiny bundle)', () => {
     await removeDir(dir);
   });
 
-  async function conceptSession(texts = ['object']): Promise<{ id: string; body: ConceptPromptBody }> {
+  async function conceptSession(
+    texts = ['object'],
+  ): Promise<{ id: string; body: ConceptPromptBody }> {
     const id = await api.startPath(video);
     const body = await expectJson<ConceptPromptBody>(
       await api.prompt(id, {

@@ -120,7 +120,10 @@ async function json<T>(response: Response, where: string): Promise<T> {
 }
 
 function conceptObject(o: ApiObject, where: string): ConceptObject {
-  assert.ok(o.concept_id !== undefined && o.tracker_score !== undefined, `${where}: concept fields`);
+  assert.ok(
+    o.concept_id !== undefined && o.tracker_score !== undefined,
+    `${where}: concept fields`,
+  );
   return {
     id: o.id,
     concept_id: o.concept_id,

@@ -409,7 +409,11 @@ describe('video tracker on a tiny random bundle', () => {
     assert.equal(await tracker.reset(), 1);
     assert.deepEqual(tracker.objectIds(), []);
     assert.deepEqual(tracker.promptFrames(), []);
-    assert.deepEqual(await stepOne(tracker, frames[2], 2, false), { frameIndex: 2, objects: [], objectsDropped: 0 });
+    assert.deepEqual(await stepOne(tracker, frames[2], 2, false), {
+      frameIndex: 2,
+      objects: [],
+      objectsDropped: 0,
+    });
     tracker.release();
   });
 

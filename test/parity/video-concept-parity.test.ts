@@ -15,9 +15,9 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { exportRandomBundle, tempDir } from '../helpers/reference';
+import { tempDir } from '../helpers/reference';
 import { decodeRle } from '../helpers/rle';
-import { postJson, startTestServer, type TestServer } from '../helpers/server';
+import { cachedRandomBundle, postJson, startTestServer, type TestServer } from '../helpers/server';
 import {
   assertSameFrames,
   newTally,
@@ -67,7 +67,7 @@ function clickInside(frame: ConceptFrame): { objId: number; point: [number, numb
     let nearest = Infinity;
     mask.forEach((value, i) => {
       if (value === 0) return;
-      const d = (i % width - cx) ** 2 + (Math.floor(i / width) - cy) ** 2;
+      const d = ((i % width) - cx) ** 2 + (Math.floor(i / width) - cy) ** 2;
       if (d < nearest) {
         nearest = d;
         pick = i;
@@ -189,8 +189,7 @@ for (const [preset, seed] of [
 
     before(async () => {
       work = await tempDir(`sam3-concept-parity-${preset}-`);
-      bundle = path.join(work.dir, 'bundle');
-      await exportRandomBundle(bundle, preset, seed);
+      bundle = await cachedRandomBundle(preset, seed);
       video = path.join(work.dir, 'shapes.mp4');
       await writeLosslessVideo(video, conceptShapesFrames(WIDTH, HEIGHT, FRAMES), WIDTH, HEIGHT);
       server = await startTestServer({
@@ -227,8 +226,7 @@ describe('concept-tracking parity with the official post-processing (tiny)', () 
 
   before(async () => {
     work = await tempDir('sam3-concept-parity-official-');
-    bundle = path.join(work.dir, 'bundle');
-    await exportRandomBundle(bundle, 'tiny', 0);
+    bundle = await cachedRandomBundle('tiny', 0);
     video = path.join(work.dir, 'shapes.mp4');
     await writeLosslessVideo(video, conceptShapesFrames(WIDTH, HEIGHT, FRAMES), WIDTH, HEIGHT);
     server = await startTestServer({

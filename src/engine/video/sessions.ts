@@ -614,7 +614,10 @@ export class VideoSessions {
     const session = this.get(sessionId);
     return this.exclusive(session, 'remove', async () => {
       if (!session.concepts.has(conceptId)) {
-        throw new VideoSessionError('not_found', `session ${sessionId} has no concept ${conceptId}`);
+        throw new VideoSessionError(
+          'not_found',
+          `session ${sessionId} has no concept ${conceptId}`,
+        );
       }
       const removed = await session.tracker.removeConcept(conceptId);
       session.concepts.delete(conceptId);
