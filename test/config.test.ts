@@ -51,6 +51,7 @@ describe('loadConfig defaults', () => {
         videoFrameWindow: 16,
         videoMemoryFrames: 64,
         videoMaxObjects: 32,
+        videoOfficialPostprocess: true,
         videoUrlTimeoutSeconds: 30,
         videoUrlMaxRedirects: 3,
         videoUrlAllowedAddresses: [],
