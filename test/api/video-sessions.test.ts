@@ -50,6 +50,7 @@ interface StatusBody {
   session_id: string;
   status: string;
   current_objects: number[];
+  concepts: unknown[];
   frames_processed: number;
   total_frames: number;
   gpu_memory_used_mb: number;
@@ -320,6 +321,7 @@ describe('video sessions over HTTP', () => {
       session_id: id,
       status: 'ready',
       current_objects: [1, 2],
+      concepts: [],
       frames_processed: FRAMES,
       total_frames: FRAMES,
       gpu_memory_used_mb: status.gpu_memory_used_mb,
@@ -455,9 +457,9 @@ describe('video sessions over HTTP', () => {
     await refusePrompt({ frame_index: 0, prompts: click, obj_id: 0 }, 'invalid_request', /obj_id/);
     await refusePrompt({ frame_index: 0, prompts: [] }, 'invalid_request', /\/prompts/);
     await refusePrompt(
-      { frame_index: 0, prompts: [{ type: 'text', text: 'person' }] },
+      { frame_index: 0, prompts: [{ type: 'text', text: 'person' }, ...click] },
       'invalid_prompt',
-      /text prompts in video start concept tracking/,
+      /text prompts go alone/,
     );
     await refusePrompt(
       {
@@ -502,6 +504,7 @@ describe('video sessions over HTTP', () => {
       .sort();
     assert.deepEqual(operations, [
       'delete /api/v1/video/session/{session_id}',
+      'delete /api/v1/video/session/{session_id}/concept/{concept_id}',
       'delete /api/v1/video/session/{session_id}/object/{obj_id}',
       'get /api/v1/video/session/{session_id}/status',
       'get /api/v1/video/sessions',
