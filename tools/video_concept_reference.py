@@ -127,7 +127,7 @@ from sam3_tools.patches import install_roi_align  # noqa: E402
 from sam3_tools.reference_pipeline import PADDING_LABEL, encode_rle, mask_box, preprocess  # noqa: E402
 from sam3_tools.vocab import open_clip_vocab  # noqa: E402
 from tokenizer_reference import build_tokenizer  # noqa: E402
-from video_reference import decode_video  # noqa: E402
+from video_reference import decode_video, prompt_pixels  # noqa: E402
 
 TEXT_TOKENS = 32
 
@@ -422,16 +422,7 @@ class ConceptVideoReference:
         obj_id = int(op["obj_id"]) - 1
         if obj_id not in session._obj_id_to_idx:
             raise ValueError(f"no object {obj_id + 1}")
-        scale = float(self.resolution)
-        points = [[float(x) * scale, float(y) * scale] for x, y in op.get("points") or []]
-        labels = [int(label) for label in op.get("point_labels") or []]
-        if len(points) != len(labels):
-            raise ValueError("points and point_labels differ in length")
-        box = op.get("box")
-        if box is not None:
-            cx, cy, w, h = (float(v) for v in box)
-            corners = [[(cx - w / 2) * scale, (cy - h / 2) * scale], [(cx + w / 2) * scale, (cy + h / 2) * scale]]
-            points, labels = corners + points, [2, 3] + labels
+        points, labels = prompt_pixels(op, self.resolution)
         if not points:
             raise ValueError("a refinement needs points or a box")
         started = time.perf_counter()

@@ -76,6 +76,23 @@ def decode_video(path: str, raw: dict | None = None) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
 
 
+def prompt_pixels(op: dict, resolution: int) -> tuple[list[list[float]], list[int]]:
+    """An op's clicks (normalized x, y; labels 1 / 0) and optional box (normalized cx, cy, w, h)
+    as the tracker takes them: pixels of the R x R input, computed in double (float32 later), a
+    box as two points labelled 2, 3 before the clicks (transformers' processor)."""
+    scale = float(resolution)
+    points = [[float(x) * scale, float(y) * scale] for x, y in op.get("points") or []]
+    labels = [int(label) for label in op.get("point_labels") or []]
+    if len(points) != len(labels):
+        raise ValueError("points and point_labels differ in length")
+    box = op.get("box")
+    if box is not None:
+        cx, cy, w, h = (float(v) for v in box)
+        corners = [[(cx - w / 2) * scale, (cy - h / 2) * scale], [(cx + w / 2) * scale, (cy + h / 2) * scale]]
+        points, labels = corners + points, [2, 3] + labels
+    return points, labels
+
+
 def remove_object(session, obj_id: int) -> bool:
     """Removes one object from a Sam3TrackerVideoInferenceSession, as transformers'
     Sam3VideoInferenceSession.remove_object does: the last object resets the tracking state;
@@ -186,16 +203,7 @@ class VideoReference:
         frame, obj_id = int(op["frame"]), int(op["obj_id"])
         if not 0 <= frame < self.num_frames:
             raise ValueError(f"frame {frame} is outside the video (0..{self.num_frames - 1})")
-        scale = float(self.resolution)
-        points = [[float(x) * scale, float(y) * scale] for x, y in op.get("points") or []]
-        labels = [int(label) for label in op.get("point_labels") or []]
-        if len(points) != len(labels):
-            raise ValueError("points and point_labels differ in length")
-        box = op.get("box")
-        if box is not None:
-            cx, cy, w, h = (float(v) for v in box)
-            corners = [[(cx - w / 2) * scale, (cy - h / 2) * scale], [(cx + w / 2) * scale, (cy + h / 2) * scale]]
-            points, labels = corners + points, [2, 3] + labels
+        points, labels = prompt_pixels(op, self.resolution)
         if not points:
             raise ValueError("a prompt needs points or a box")
         obj_idx = self.session.obj_id_to_idx(obj_id)

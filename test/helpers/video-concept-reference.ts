@@ -134,6 +134,28 @@ function conceptObject(o: ApiObject, where: string): ConceptObject {
   };
 }
 
+/** A prompt in a concept session: its answer's aligned arrays as the frame's objects. */
+async function promptFrame(base: string, request: unknown): Promise<ConceptFrame[]> {
+  const body = await json<{
+    frame_index: number;
+    obj_id: number[];
+    masks: CocoRle[];
+    boxes: number[][];
+    scores: number[];
+    concept_ids: number[];
+    tracker_scores: number[];
+  }>(await postJson(`${base}/prompt`, request), 'prompt');
+  const objects = body.obj_id.map((id, i) => ({
+    id,
+    concept_id: body.concept_ids[i],
+    score: body.scores[i],
+    tracker_score: body.tracker_scores[i],
+    box: body.boxes[i],
+    mask: body.masks[i],
+  }));
+  return [{ frame: body.frame_index, objects }];
+}
+
 /**
  * One op on the server's session through the HTTP API. Propagations are read as NDJSON, so
  * their frames come in emission order.
@@ -145,60 +167,19 @@ export async function runConceptOpOnServer(
 ): Promise<OpFrames> {
   const base = `${baseUrl}/api/v1/video/session/${sessionId}`;
   switch (op.op) {
-    case 'concept': {
-      const body = await json<{
-        frame_index: number;
-        obj_id: number[];
-        masks: CocoRle[];
-        boxes: number[][];
-        scores: number[];
-        concept_ids: number[];
-        tracker_scores: number[];
-      }>(
-        await postJson(`${base}/prompt`, {
-          frame_index: op.frame,
-          prompts: op.texts.map((text) => ({ type: 'text', text })),
-          obj_id: null,
-        }),
-        'concept prompt',
-      );
-      const objects = body.obj_id.map((id, i) => ({
-        id,
-        concept_id: body.concept_ids[i],
-        score: body.scores[i],
-        tracker_score: body.tracker_scores[i],
-        box: body.boxes[i],
-        mask: body.masks[i],
-      }));
-      return [{ frame: body.frame_index, objects }];
-    }
+    case 'concept':
+      return promptFrame(base, {
+        frame_index: op.frame,
+        prompts: op.texts.map((text) => ({ type: 'text', text })),
+        obj_id: null,
+      });
     case 'refine': {
       const prompts: unknown[] = [];
       if (op.box !== null) prompts.push({ type: 'box', box: op.box, label: true });
       if (op.points.length > 0) {
         prompts.push({ type: 'point', points: op.points, point_labels: op.point_labels });
       }
-      const body = await json<{
-        frame_index: number;
-        obj_id: number[];
-        masks: CocoRle[];
-        boxes: number[][];
-        scores: number[];
-        concept_ids: number[];
-        tracker_scores: number[];
-      }>(
-        await postJson(`${base}/prompt`, { frame_index: op.frame, prompts, obj_id: op.obj_id }),
-        'refine',
-      );
-      const objects = body.obj_id.map((id, i) => ({
-        id,
-        concept_id: body.concept_ids[i],
-        score: body.scores[i],
-        tracker_score: body.tracker_scores[i],
-        box: body.boxes[i],
-        mask: body.masks[i],
-      }));
-      return [{ frame: body.frame_index, objects }];
+      return promptFrame(base, { frame_index: op.frame, prompts, obj_id: op.obj_id });
     }
     case 'propagate': {
       const request: Record<string, unknown> = { direction: op.direction, stream: true };
