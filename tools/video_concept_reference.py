@@ -9,7 +9,8 @@ of operations, as JSON. The reference side of docs/video-concepts.md.
 made a det-track step of the tiny model some 30x slower than one thread.)
 
 script.json: {"video": "<file>", ["raw": {"width", "height"},] "ops": [
-    {"op": "concept", "frame": 0, "texts": ["red disc", "square"]},
+    {"op": "concept", "frame": 0, "texts": ["red disc", "square"],
+     "exemplars": [{"text": "square", "boxes": [[cx, cy, w, h]], "box_labels": [1]}]},
     {"op": "propagate", "direction": "forward" | "backward" | "both", "start": null, "max_frames": null,
      "hotstart_delay": null},
     {"op": "refine", "frame": 3, "obj_id": 2, "points": [[x, y]], "point_labels": [1], "box": null},
@@ -31,6 +32,9 @@ Operations (docs/video-concepts.md "Operations"):
   then one det-track step on `frame` (`model(session, frame_idx=frame, reverse=False)`, with the
   configured hotstart delay). Result: {"frame", "concepts": [{"id", "text"}, one per distinct
   text, in order], "objects": [...]}. A text that was a concept removed earlier is a new concept.
+  exemplars (optional): boxes (normalized cx, cy, w, h) and labels (1 positive, 0 negative) of
+  one of the op's texts on `frame`; they replace that concept's exemplars there. The detector
+  takes a concept's exemplars on the frames they were given on only (patch 6).
 - propagate (an error without any concept): the server's order, each direction its own run:
   forward start .. end of video; backward start, start - 1, .., 0; both = forward from start,
   then backward from start - 1;
@@ -100,6 +104,10 @@ Patches to transformers 5.17, applied to this process's model only:
    --official-postprocess, which installs the pure-Python twins of
    sam3_tools/mask_postprocess.py (`TwinKernels`: generic_nms, cc_2d) as
    `modeling_sam3_video.cv_utils_kernel`.
+6. Exemplar boxes with a text (official SAM3's per-frame geometric prompt; transformers'
+   video model takes text only): run_detection's detector call for a concept on a frame where
+   it has exemplars passes them as input_boxes / input_boxes_labels (the image detector's box
+   prompt, ROI-aligned by sam3_tools.roi_align) instead of the padding box of patch 2.
 
 Prints {"video_info": {"frames", "width", "height"}, "results": [one per op],
         "timing": {"load_ms", "decode_ms", "per_op_ms": [...], "frames_per_second": [per op; null
@@ -214,6 +222,10 @@ class ConceptVideoReference:
         # the last propagate op: when each output left the hotstart buffer.
         self.emissions: list[tuple[int, int]] = []
         self._obj_ids_before: list[int] | None = None
+        # (prompt id, frame) -> (boxes, labels); patch 6
+        self.exemplars: dict[tuple[int, int], tuple[list[list[float]], list[int]]] = {}
+        self._frame = -1  # the frame of the det-track step running
+        self._detect_order: list[int] = []  # prompt ids of the run_detection call running
         self._patch_model()
 
     # -- patches -----------------------------------------------------------------------------
@@ -224,6 +236,7 @@ class ConceptVideoReference:
         build = model.build_outputs
         forward = model.forward
         detector_forward = model.detector_model.forward
+        run_detection = model.run_detection
 
         def planning_with_snapshot(*args, **kwargs):
             self._obj_ids_before = list(kwargs["inference_session"].obj_ids)
@@ -245,7 +258,23 @@ class ConceptVideoReference:
                 raise RuntimeError(f"session ids out of step: {session.obj_ids} vs {by_index}")
             return out
 
+        def detection_in_order(*args, **kwargs):
+            # run_detection calls the detector once per prompt, in session.prompts order.
+            self._detect_order = list(kwargs["inference_session"].prompts.keys())
+            try:
+                return run_detection(*args, **kwargs)
+            finally:
+                self._detect_order = []
+
         def detector_with_padding_box(*args, **kwargs):
+            prompt_id = self._detect_order.pop(0) if self._detect_order else None
+            exemplars = self.exemplars.get((prompt_id, self._frame))
+            if exemplars is not None and kwargs.get("input_boxes") is None:
+                # Patch 6: the concept's exemplar boxes on this frame.
+                device = kwargs["vision_embeds"].fpn_hidden_states[0].device
+                boxes, labels = exemplars
+                kwargs["input_boxes"] = torch.tensor([boxes], dtype=torch.float32, device=device)
+                kwargs["input_boxes_labels"] = torch.tensor([labels], dtype=torch.long, device=device)
             # Patch 2: text-only prompts pass one padding box (the geometry encoder always runs).
             if kwargs.get("input_boxes") is None and kwargs.get("vision_embeds") is not None:
                 batch = kwargs["vision_embeds"].fpn_hidden_states[0].shape[0]
@@ -258,6 +287,7 @@ class ConceptVideoReference:
         model.build_outputs = build_with_snapshot
         model.forward = checked_forward
         model.detector_model.forward = detector_with_padding_box
+        model.run_detection = detection_in_order
 
     # -- session -----------------------------------------------------------------------------
 
@@ -304,6 +334,7 @@ class ConceptVideoReference:
         return prompt_id
 
     def _step(self, frame: int, reverse: bool):
+        self._frame = frame
         out = self.model(inference_session=self.session, frame_idx=frame, reverse=reverse)
         self.session.hotstart_removed_obj_ids.update(out.removed_obj_ids)  # patch 4
         return out
@@ -335,12 +366,23 @@ class ConceptVideoReference:
         texts = op.get("texts")
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError("texts must be a non-empty list of non-empty strings")
+        exemplars = {}
+        for entry in op.get("exemplars") or []:
+            boxes = [[float(v) for v in box] for box in entry["boxes"]]
+            labels = [int(label) for label in entry["box_labels"]]
+            if entry["text"] not in texts or len(boxes) != len(labels) or not boxes:
+                raise ValueError("exemplars: boxes with one label each, for one of the op's texts")
+            if any(len(box) != 4 or not all(0 <= v <= 1 for v in box) for box in boxes):
+                raise ValueError("exemplars: boxes are normalized [cx, cy, w, h]")
+            exemplars[entry["text"]] = (boxes, labels)
         concepts = []
         for text in texts:
             prompt_id = self._add_prompt(text)
             if all(c["id"] != prompt_id + 1 for c in concepts):
                 concepts.append({"id": prompt_id + 1, "text": text})
             self.concept_frames.setdefault(prompt_id, set()).add(frame)
+            if text in exemplars:
+                self.exemplars[(prompt_id, frame)] = exemplars[text]
         self.model.hotstart_delay = self.default_hotstart_delay
         out = self._step(frame, reverse=False)
         return {"frame": frame, "concepts": concepts, "objects": self.objects(out)}
@@ -474,6 +516,7 @@ class ConceptVideoReference:
         for table in tables:
             table.pop(prompt_id, None)
         self.concept_frames.pop(prompt_id, None)
+        self.exemplars = {key: value for key, value in self.exemplars.items() if key[0] != prompt_id}
         return {"removed_objects": sorted(oid + 1 for oid in members)}
 
     def reset(self, op: dict) -> dict:
@@ -485,6 +528,7 @@ class ConceptVideoReference:
         session.hotstart_removed_obj_ids = set()
         session.obj_with_new_inputs = []
         self.concept_frames.clear()
+        self.exemplars.clear()
         return {"cleared": cleared}
 
     def run(self, op: dict) -> dict:

@@ -1,5 +1,6 @@
 #include "tracker_wrap.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -18,33 +19,49 @@ struct TrackerHandoff {
   std::shared_ptr<TrackerSession> session;
 };
 
-// A JS array of numbers. Values are passed on as they are (NaN included): the core checks them.
-std::vector<double> numberList(const Napi::Value& value, const std::string& name) {
-  if (!value.IsArray()) badArgument(name + " must be an array of numbers");
+// A JS array of numbers, each converted (and checked) by `convert`; `kind` names what it holds.
+template <typename Convert>
+auto numberArgumentList(const Napi::Value& value, const std::string& name, const char* kind,
+                        Convert convert) {
+  std::vector<decltype(convert(0.0))> out;
+  if (!value.IsArray()) badArgument(name + " must be an array of " + kind);
   Napi::Array array = value.As<Napi::Array>();
-  std::vector<double> out;
   out.reserve(array.Length());
   for (uint32_t i = 0; i < array.Length(); ++i) {
     Napi::Value item = array.Get(i);
-    if (!item.IsNumber()) badArgument(name + " must be an array of numbers");
-    out.push_back(item.As<Napi::Number>().DoubleValue());
+    if (!item.IsNumber()) badArgument(name + " must be an array of " + kind);
+    out.push_back(convert(item.As<Napi::Number>().DoubleValue()));
   }
   return out;
 }
 
+// Numbers passed on as they are (NaN included): the core checks them.
+std::vector<double> numberList(const Napi::Value& value, const std::string& name) {
+  return numberArgumentList(value, name, "numbers", [](double v) { return v; });
+}
+
+// Box coordinates as the core's floats. Clamping to [-2, 2] changes no decision (the core
+// takes [0, 1]) and keeps the conversion defined; NaN stays NaN for the core to refuse.
+std::vector<float> coordinateList(const Napi::Value& value, const std::string& name) {
+  return numberArgumentList(value, name, "numbers",
+                            [](double v) { return static_cast<float>(std::clamp(v, -2.0, 2.0)); });
+}
+
 std::vector<int32_t> labelList(const Napi::Value& value, const std::string& name) {
-  if (!value.IsArray()) badArgument(name + " must be an array of numbers");
-  Napi::Array array = value.As<Napi::Array>();
-  std::vector<int32_t> out;
-  out.reserve(array.Length());
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value item = array.Get(i);
-    if (!item.IsNumber()) badArgument(name + " must be an array of numbers");
-    double label = item.As<Napi::Number>().DoubleValue();
+  return numberArgumentList(value, name, "numbers", [&](double label) {
     if (label != 0 && label != 1) badArgument(name + " must be 1 (positive) or 0 (negative)");
-    out.push_back(static_cast<int32_t>(label));
-  }
-  return out;
+    return static_cast<int32_t>(label);
+  });
+}
+
+std::vector<int32_t> tokenList(const Napi::Value& value, const std::string& name) {
+  return numberArgumentList(value, name, "integers", [&](double number) {
+    if (!std::isfinite(number) || std::floor(number) != number || number < 0 ||
+        number > std::numeric_limits<int32_t>::max()) {
+      badArgument(name + " must be an array of non-negative 32-bit integers");
+    }
+    return static_cast<int32_t>(number);
+  });
 }
 
 // An object id or frame index: an integer that also fits the core's int64.
@@ -81,24 +98,6 @@ Napi::Array frameList(Napi::Env env, const std::vector<TrackerFrame>& frames) {
     list.Set(static_cast<uint32_t>(i), frameObject(env, frames[i]));
   }
   return list;
-}
-
-std::vector<int32_t> tokenList(const Napi::Value& value, const std::string& name) {
-  if (!value.IsArray()) badArgument(name + " must be an array of integers");
-  Napi::Array array = value.As<Napi::Array>();
-  std::vector<int32_t> out;
-  out.reserve(array.Length());
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value item = array.Get(i);
-    if (!item.IsNumber()) badArgument(name + " must be an array of integers");
-    double number = item.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(number) || std::floor(number) != number || number < 0 ||
-        number > std::numeric_limits<int32_t>::max()) {
-      badArgument(name + " must be an array of non-negative 32-bit integers");
-    }
-    out.push_back(static_cast<int32_t>(number));
-  }
-  return out;
 }
 
 Napi::Array numberArray(Napi::Env env, const std::vector<int64_t>& values) {
@@ -203,6 +202,11 @@ Napi::Value TrackerWrap::addConcept(const Napi::CallbackInfo& info) {
       parsed.text = text.As<Napi::String>().Utf8Value();
       parsed.tokenIds = tokenList(entry.Get("tokenIds"), where + ".tokenIds");
       parsed.attentionMask = tokenList(entry.Get("attentionMask"), where + ".attentionMask");
+      Napi::Value boxes = entry.Get("boxes");
+      if (!boxes.IsUndefined()) {
+        parsed.boxes = coordinateList(boxes, where + ".boxes");
+        parsed.boxLabels = labelList(entry.Get("boxLabels"), where + ".boxLabels");
+      }
       prompt.texts.push_back(std::move(parsed));
     }
     auto call = AsyncCall::start(env, {info.This(), rgb});

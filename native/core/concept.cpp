@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
+#include <string>
 #include <utility>
 
 #include "errors.h"
@@ -60,7 +62,37 @@ struct Detections {
   int64_t size() const { return static_cast<int64_t>(scores.size()); }
 };
 
-Detections detect(Context& c, const ConceptSpec& k) {
+// The detector's box inputs on `frame`: each concept's exemplars there, padded (label -10,
+// masked out) to the longest list; one padding box when no concept has any, as text alone
+// still runs the geometry encoder (docs/bundle-format.md).
+std::pair<at::Tensor, at::Tensor> exemplarInputs(const std::vector<Concept>& concepts,
+                                                 int64_t frame) {
+  const int64_t K = static_cast<int64_t>(concepts.size());
+  std::vector<const Exemplars*> onFrame(concepts.size(), nullptr);
+  size_t most = 1;
+  for (size_t q = 0; q < concepts.size(); ++q) {
+    auto found = concepts[q].exemplars.find(frame);
+    if (found == concepts[q].exemplars.end()) continue;
+    onFrame[q] = &found->second;
+    most = std::max(most, found->second.boxLabels.size());
+  }
+  const int64_t NB = static_cast<int64_t>(most);
+  at::Tensor boxes = at::zeros({K, NB, 4}, at::kFloat);
+  at::Tensor labels = at::full({K, NB}, -10, at::kLong);
+  auto boxData = boxes.accessor<float, 3>();
+  auto labelData = labels.accessor<int64_t, 2>();
+  for (size_t q = 0; q < concepts.size(); ++q) {
+    if (onFrame[q] == nullptr) continue;
+    const Exemplars& e = *onFrame[q];
+    for (size_t b = 0; b < e.boxLabels.size(); ++b) {
+      for (size_t v = 0; v < 4; ++v) boxData[q][b][v] = e.boxes[4 * b + v];
+      labelData[q][b] = e.boxLabels[b];
+    }
+  }
+  return {boxes, labels};
+}
+
+Detections detect(Context& c, const ConceptSpec& k, int64_t frame) {
   State& s = c.state;
   const std::vector<Concept>& concepts = s.concepts.concepts;
   const int64_t K = static_cast<int64_t>(concepts.size());
@@ -69,15 +101,17 @@ Detections detect(Context& c, const ConceptSpec& k) {
     features.push_back(concept.features);
     masks.push_back(concept.mask);
   }
+  auto [boxes, boxLabels] = exemplarInputs(concepts, frame);
+  const int64_t NB = boxes.size(1);
   NamedTensors outputs = c.bundle.call(ModuleKind::kDetector,
                                        {{"fpn_0", s.detectorFeatures[0]},
                                         {"fpn_1", s.detectorFeatures[1]},
                                         {"fpn_2", s.detectorFeatures[2]},
                                         {"text_features", at::cat(features, 0)},
                                         {"text_mask", at::cat(masks, 0)},
-                                        {"boxes", at::zeros({K, 1, 4}, at::kFloat)},
-                                        {"box_labels", at::full({K, 1}, -10, at::kLong)}},
-                                       {{"B", K}, {"NB", 1}});
+                                        {"boxes", boxes},
+                                        {"box_labels", boxLabels}},
+                                       {{"B", K}, {"NB", NB}});
   c.clock.lap("detector");
   at::Tensor probs = (at::sigmoid(outputs.at("pred_logits").to(at::kFloat)) *
                       at::sigmoid(outputs.at("presence_logits").to(at::kFloat)))
@@ -338,7 +372,7 @@ HeldFrame detTrackOne(Context& c, const ConceptSpec& k, const FrameRequest& fram
   State& s = c.state;
   ConceptState& m = s.concepts;
   ensureFeatures(c, frameRequest, frame, /*detector=*/true);
-  Detections dets = detect(c, k);
+  Detections dets = detect(c, k, frame);
 
   // Tracker propagation (M639) without memory encoding, then hole filling.
   std::vector<int64_t> ids, concepts;
@@ -546,6 +580,29 @@ TrackerFrame emit(Context& c, const HeldFrame& held) {
   return frame;
 }
 
+// A text's exemplar boxes, checked; none when it has no boxes (the frame keeps any earlier).
+std::optional<Exemplars> exemplarsOf(const ConceptText& text, const std::string& where) {
+  if (text.boxes.size() != 4 * text.boxLabels.size()) {
+    badInput(where + ": boxes must hold 4 numbers per box label");
+  }
+  if (text.boxLabels.size() > kMaxExemplarBoxes) {
+    badInput(where + ": at most " + std::to_string(kMaxExemplarBoxes) + " exemplar boxes");
+  }
+  if (text.boxLabels.empty()) return std::nullopt;
+  for (float v : text.boxes) {
+    if (!std::isfinite(v) || v < 0 || v > 1) {
+      badInput(where + ": box coordinates must be normalized numbers in [0, 1]");
+    }
+  }
+  Exemplars out;
+  out.boxes = text.boxes;
+  for (int32_t label : text.boxLabels) {
+    if (label != 0 && label != 1) badInput(where + ": box labels must be 0 or 1");
+    out.boxLabels.push_back(label);
+  }
+  return out;
+}
+
 }  // namespace
 
 ConceptResult addConcepts(Context& c, const FrameRequest& frame, const ConceptPrompt& prompt) {
@@ -562,9 +619,11 @@ ConceptResult addConcepts(Context& c, const FrameRequest& frame, const ConceptPr
         static_cast<int64_t>(text.attentionMask.size()) != L) {
       badInput(where + ": tokenIds and attentionMask must hold " + std::to_string(L) + " numbers");
     }
+    std::optional<Exemplars> exemplars = exemplarsOf(text, where);
     auto existing = std::find_if(m.concepts.begin(), m.concepts.end(),
                                  [&](const Concept& concept) { return concept.text == text.text; });
     if (existing != m.concepts.end()) {
+      if (exemplars) existing->exemplars[prompt.frameIndex] = std::move(*exemplars);
       result.conceptIds.push_back(existing->id);
       continue;
     }
@@ -580,6 +639,7 @@ ConceptResult addConcepts(Context& c, const FrameRequest& frame, const ConceptPr
     concept.text = text.text;
     concept.features = owned(outputs.at("text_features"));
     concept.mask = mask.to(c.bundle.device());
+    if (exemplars) concept.exemplars[prompt.frameIndex] = std::move(*exemplars);
     m.concepts.push_back(std::move(concept));
     result.conceptIds.push_back(m.concepts.back().id);
   }

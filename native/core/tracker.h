@@ -61,12 +61,18 @@ struct TrackerFrame {
   int64_t objectsDropped = 0;  // new detections dropped on this frame by the object limit
 };
 
-// One text of a concept prompt: tokens as the text encoder takes them (context length L).
+// One text of a concept prompt: tokens as the text encoder takes them (context length L), and
+// optional exemplar boxes drawn on the prompt frame (docs/video-concepts.md, "Exemplars").
 struct ConceptText {
   std::string text;  // the same text twice is the same concept
   std::vector<int32_t> tokenIds;
   std::vector<int32_t> attentionMask;
+  std::vector<float> boxes;        // normalized cx, cy, w, h per box
+  std::vector<int32_t> boxLabels;  // 1 positive, 0 negative, one per box
 };
+
+// The most exemplar boxes one concept takes on one frame.
+constexpr size_t kMaxExemplarBoxes = 32;
 
 // Text prompts on one frame: each text becomes a concept, then the frame is detected and
 // tracked (docs/video-concepts.md, operation 1).

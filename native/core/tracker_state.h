@@ -57,11 +57,20 @@ struct ObjectState {
 };
 
 // A text concept: its features for the detector, computed once (prompt_embeddings).
+// Exemplar boxes of a concept on one frame, as the detector takes them.
+struct Exemplars {
+  std::vector<float> boxes;        // normalized cx, cy, w, h per box
+  std::vector<int64_t> boxLabels;  // 1 positive, 0 negative
+};
+
 struct Concept {
   int64_t id = 0;
   std::string text;
   at::Tensor features;  // [1, L, D]
   at::Tensor mask;      // [1, L] int64
+  // The geometric prompt of each frame it was prompted on with boxes (official SAM3's
+  // per_frame_geometric_prompt): the detector sees them on that frame only.
+  std::map<int64_t, Exemplars> exemplars;
 };
 
 // One det-track step's output, held back for hotstart until it is emitted (the reference's

@@ -200,10 +200,21 @@ export interface TrackerFrame {
   objectsDropped: number;
 }
 
-/** Text prompts on one frame (each text a concept; the same text twice is one concept). */
+/**
+ * Text prompts on one frame (each text a concept; the same text twice is one concept), each
+ * with optional exemplar boxes on that frame: normalized cx, cy, w, h per box, and one label
+ * per box (1 positive, 0 negative). Boxes replace the concept's earlier ones on the frame; a
+ * text without boxes keeps them.
+ */
 export interface ConceptPrompt {
   frameIndex: number;
-  texts: { text: string; tokenIds: number[]; attentionMask: number[] }[];
+  texts: {
+    text: string;
+    tokenIds: number[];
+    attentionMask: number[];
+    boxes?: number[];
+    boxLabels?: number[];
+  }[];
 }
 
 /** One frame of a propagation (docs/video-concepts.md, operation 2). */

@@ -450,9 +450,11 @@ function videoPaths(options: OpenApiOptions): Record<string, unknown> {
         security: apiKeySecurity,
         summary: 'Track a text concept, or add or refine one object with clicks and/or a box',
         description:
-          'Text prompts (alone in the request, obj_id null) start concept tracking: every ' +
-          'instance of each text on this frame becomes an object, and later frames find new ' +
-          'instances as they appear; the answer lists the objects shown on this frame. ' +
+          'Text prompts (obj_id null, no clicks) start concept tracking: every instance of ' +
+          'each text on this frame becomes an object, and later frames find new instances as ' +
+          'they appear; the answer lists the objects shown on this frame. Box prompts with ' +
+          'a text are its visual exemplars on this frame (a box belongs to the text before ' +
+          'it); other frames detect the text alone. ' +
           `Point prompts (all their clicks, at most ${MAX_OBJECT_CLICKS}, are one object's ` +
           `clicks on this frame and replace its earlier clicks there) and at most one box, for ` +
           `the object obj_id (null: a new object; in a session tracking text concepts, obj_id ` +

@@ -212,6 +212,28 @@ describe('text prompts in video (tiny bundle)', () => {
     assert.equal(listed?.objects_count, now.current_objects.length);
   });
 
+  it('takes exemplar boxes with a text: they change what the detector finds there', async () => {
+    const plain = await conceptSession();
+    const withBoxes = await api.startPath(video);
+    const boxed = await expectJson<ConceptPromptBody & { scores: number[] }>(
+      await api.prompt(withBoxes, {
+        frame_index: 0,
+        prompts: [
+          { type: 'box', box: [0.2, 0.5, 0.2, 0.3], label: true },
+          { type: 'text', text: 'object' },
+          { type: 'box', box: [0.8, 0.2, 0.1, 0.1], label: false },
+        ],
+        obj_id: null,
+      }),
+    );
+    // The boxes are the text's exemplars: one concept, and the same objects (ids, concepts,
+    // scores) would mean the detector never saw them.
+    assert.deepEqual(boxed.concepts, [{ concept_id: 1, text: 'object' }]);
+    assert.ok(boxed.obj_id.length > 0 && plain.body.obj_id.length > 0, 'both find objects');
+    const plainScores = (plain.body as ConceptPromptBody & { scores: number[] }).scores;
+    assert.notDeepEqual(boxed.scores, plainScores);
+  });
+
   it('refuses what concept tracking cannot do, naming the field', async () => {
     const { id, body } = await conceptSession();
     const refuse = async (request: unknown, field: string): Promise<void> => {

@@ -459,7 +459,7 @@ describe('video sessions over HTTP', () => {
     await refusePrompt(
       { frame_index: 0, prompts: [{ type: 'text', text: 'person' }, ...click] },
       'invalid_prompt',
-      /text prompts go alone/,
+      /a text prompt takes exemplar boxes but no clicks/,
     );
     await refusePrompt(
       {

@@ -7,6 +7,7 @@ import {
   type NormalizedBox,
   type PromptInput,
 } from '../../src/engine/prompt-plan';
+import { planVideoPrompt } from '../../src/engine/video/sessions';
 
 const B1: NormalizedBox = [0.5, 0.5, 0.2, 0.2];
 const B2: NormalizedBox = [0.3, 0.3, 0.1, 0.1];
@@ -103,6 +104,53 @@ describe('planQueries', () => {
     assert.throws(
       () => planQueries([{ type: 'point', points: [[0.1, 0.2]], point_labels: [1, 0] }]),
       /\/prompts\/0: point_labels must have one label per point/,
+    );
+  });
+});
+
+describe('planVideoPrompt', () => {
+  it('gives each text its exemplar boxes, as in images; the same text twice is one concept', () => {
+    assert.deepEqual(
+      planVideoPrompt([
+        { type: 'box', box: B1 },
+        { type: 'text', text: 'cat' },
+        { type: 'text', text: 'dog' },
+        { type: 'box', box: B2, label: false },
+        { type: 'text', text: 'cat' },
+        { type: 'box', box: B3 },
+      ]),
+      {
+        kind: 'concept',
+        concepts: [
+          { text: 'cat', boxes: [B1, B3], boxLabels: [1, 1] },
+          { text: 'dog', boxes: [B2], boxLabels: [0] },
+        ],
+      },
+    );
+  });
+
+  it('refuses clicks with a text, naming the click prompt', () => {
+    assert.throws(
+      () =>
+        planVideoPrompt([
+          { type: 'text', text: 'cat' },
+          { type: 'point', points: [[0.1, 0.2]], point_labels: [1] },
+        ]),
+      (error: unknown) =>
+        error instanceof PromptPlanError &&
+        /^\/prompts\/1: in video, a text prompt takes exemplar boxes but no clicks/.test(
+          error.message,
+        ),
+    );
+  });
+
+  it('makes clicks and one box without text one object prompt', () => {
+    assert.deepEqual(
+      planVideoPrompt([
+        { type: 'box', box: B1 },
+        { type: 'point', points: [[0.1, 0.2]], point_labels: [1] },
+      ]),
+      { kind: 'object', points: [[0.1, 0.2]], pointLabels: [1], box: B1 },
     );
   });
 });

@@ -126,9 +126,25 @@ async function runScript(
   // Removing it: the detector may find the instance again, as a new object.
   await run({ op: 'remove', obj_id: target.objId });
   await run({ ...forward, start: 0, hotstart_delay: 0 } as ConceptOp);
-  // Two concepts prompted on a middle frame, then both directions.
+  // Two concepts prompted on a middle frame, the second with exemplar boxes there (a positive
+  // one around the green square of conceptShapesFrames, a negative one on the background),
+  // then both directions.
   await run({ op: 'reset' });
-  await run({ op: 'concept', frame: 7, texts: ['object', 'shape'] });
+  await run({
+    op: 'concept',
+    frame: 7,
+    texts: ['object', 'shape'],
+    exemplars: [
+      {
+        text: 'shape',
+        boxes: [
+          [0.5, 0.75, 0.2, 0.25],
+          [0.9, 0.1, 0.1, 0.1],
+        ],
+        box_labels: [1, 0],
+      },
+    ],
+  });
   await run({ ...forward, direction: 'both', start: 7, hotstart_delay: 4 } as ConceptOp);
   // Removing the second concept; backward over what is left.
   await run({ op: 'remove_concept', concept_id: 2 });

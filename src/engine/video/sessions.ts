@@ -20,7 +20,7 @@ import { rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../logging';
 import type { NativeEngine, NativeTracker, TrackerFrame } from '../../native/types';
-import { PromptPlanError, type NormalizedBox, type PromptInput } from '../prompt-plan';
+import { planQueries, PromptPlanError, type NormalizedBox, type PromptInput } from '../prompt-plan';
 import type { PromptTokenizer, RleMask } from '../segmenter';
 import { FrameSource } from './frame-source';
 import { probeVideo, type VideoInfo } from './probe';
@@ -198,18 +198,26 @@ export type VideoPromptPlan =
       pointLabels: (0 | 1)[];
       box: NormalizedBox | null;
     }
-  | { kind: 'concept'; texts: string[] };
+  | { kind: 'concept'; concepts: VideoConceptPrompt[] };
+
+/** One text of a video text prompt with its exemplar boxes on the prompt frame. */
+export interface VideoConceptPrompt {
+  text: string;
+  boxes: NormalizedBox[];
+  boxLabels: (0 | 1)[];
+}
 
 /** Most clicks one object takes on one frame (the tracker's limit, native kMaxTrackerClicks). */
 export const MAX_OBJECT_CLICKS = 64;
 
 /**
- * Prompts of one video prompt request -> what to ask the tracker. All clicks of the request
- * are one object's clicks; at most one box (the object's box prompt) may go with them.
+ * Prompts of one video prompt request -> what to ask the tracker. With text prompts: concepts,
+ * each with its exemplar boxes as in images (a box belongs to the text before it), the same
+ * text twice one concept; clicks do not go with them. Otherwise all clicks of the request are
+ * one object's clicks; at most one box (the object's box prompt) may go with them.
  */
 export function planVideoPrompt(prompts: readonly PromptInput[]): VideoPromptPlan {
-  const texts = prompts.flatMap((p) => (p.type === 'text' ? [p.text] : []));
-  if (texts.length > 0) return { kind: 'concept', texts };
+  if (prompts.some((p) => p.type === 'text')) return planVideoConcepts(prompts);
   const boxes = prompts.flatMap((p) => (p.type === 'box' ? [p.box] : []));
   if (boxes.length > 1) {
     throw new PromptPlanError(
@@ -237,6 +245,25 @@ export function planVideoPrompt(prompts: readonly PromptInput[]): VideoPromptPla
     );
   }
   return { kind: 'object', points, pointLabels, box: boxes[0] ?? null };
+}
+
+function planVideoConcepts(prompts: readonly PromptInput[]): VideoPromptPlan {
+  const clicks = prompts.findIndex((p) => p.type === 'point');
+  if (clicks >= 0) {
+    throw new PromptPlanError(
+      `/prompts/${clicks}: in video, a text prompt takes exemplar boxes but no clicks; ` +
+        'refine a found object with clicks and its obj_id afterwards',
+    );
+  }
+  const byText = new Map<string, VideoConceptPrompt>();
+  for (const query of planQueries(prompts)) {
+    if (query.kind !== 'concept') continue;
+    const concept = byText.get(query.text) ?? { text: query.text, boxes: [], boxLabels: [] };
+    concept.boxes.push(...query.boxes);
+    concept.boxLabels.push(...query.boxLabels);
+    byText.set(query.text, concept);
+  }
+  return { kind: 'concept', concepts: [...byText.values()] };
 }
 
 /** The frames of a propagation in processing order, each with its direction. */
@@ -440,7 +467,7 @@ export class VideoSessions {
     return this.exclusive(session, 'prompt', async () => {
       this.checkFrame(session, request.frameIndex, '/frame_index');
       const plan = planVideoPrompt(request.prompts);
-      if (plan.kind === 'concept') return this.promptConcepts(session, request, plan.texts);
+      if (plan.kind === 'concept') return this.promptConcepts(session, request, plan.concepts);
       const known = session.tracker.objectIds();
       if (session.concepts.size > 0 && (request.objId === null || !known.includes(request.objId))) {
         throw new PromptPlanError(
@@ -481,19 +508,13 @@ export class VideoSessions {
   private async promptConcepts(
     session: Session,
     request: PromptRequest,
-    texts: string[],
+    prompted: VideoConceptPrompt[],
   ): Promise<PromptResult> {
     const concepts = this.options.concepts;
     if (concepts === null) {
       throw new PromptPlanError(
         '/prompts: text prompts in video need a model bundle with concept tracking (bundle ' +
           'format 3, tools/export_sam3.py); this one tracks clicked objects only',
-      );
-    }
-    if (request.prompts.some((prompt) => prompt.type !== 'text')) {
-      throw new PromptPlanError(
-        '/prompts: in video, text prompts go alone (exemplar boxes and clicks with a text are ' +
-          'not supported); refine a found object with clicks and its obj_id afterwards',
       );
     }
     if (request.objId !== null) {
@@ -507,16 +528,18 @@ export class VideoSessions {
           'without them (reset it first, or start another session)',
       );
     }
-    const unique = [...new Set(texts)];
+    const unique = prompted.map((concept) => concept.text);
     const tokens = concepts.tokenizer.encodeBatch(unique);
     const L = concepts.tokenizer.contextLength;
     const rgb = await session.frames.getFrame(request.frameIndex);
     const { conceptIds, frame } = await session.tracker.addConcept(rgb, {
       frameIndex: request.frameIndex,
-      texts: unique.map((text, row) => ({
+      texts: prompted.map(({ text, boxes, boxLabels }, row) => ({
         text,
         tokenIds: [...tokens.ids.subarray(row * L, (row + 1) * L)],
         attentionMask: [...tokens.mask.subarray(row * L, (row + 1) * L)],
+        boxes: boxes.flat(),
+        boxLabels,
       })),
     });
     conceptIds.forEach((id, row) => session.concepts.set(id, unique[row]));
