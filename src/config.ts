@@ -10,6 +10,7 @@
  * tests can build any configuration without touching process.env or a GPU.
  */
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { parse as parseDotenv } from 'dotenv';
 
 /** A bad configuration value; the message names the variable and says what is wrong. */
@@ -33,9 +34,7 @@ export type LogLevelName = 'DEBUG' | 'INFO' | 'WARNING' | 'ERROR' | 'CRITICAL';
 export interface Config {
   serverHost: string;
   serverPort: number;
-  serverWorkers: number;
   logLevel: LogLevelName;
-  reload: boolean;
   /** NODE_ENV; "production" forces JSON log lines. */
   nodeEnv: string;
 
@@ -46,24 +45,31 @@ export interface Config {
 
   /** "cpu" or "cuda:N" (a bare "cuda" is normalized to "cuda:0"). */
   imageModelDevice: string;
-  imageModelCompile: boolean;
   /** Default score threshold, a probability in [0, 1]. */
   imageModelConfidenceThreshold: number;
-  /** Square model input side in pixels; must equal the bundle's resolution. */
-  imageModelResolution: number;
+  /**
+   * Square model input side in pixels; null (unset) means the bundle's own. An explicit value
+   * must equal the bundle's (a mismatch stops start-up).
+   */
+  imageModelResolution: number | null;
   imageModelEnabled: boolean;
+  /** A failed image model load exits 1 (for a supervisor to restart) instead of degrading. */
+  imageModelRequired: boolean;
 
   videoModelEnabled: boolean;
   videoModelRequired: boolean;
   /** CUDA device indices for video sessions (the default keeps those present). */
   videoGpuList: readonly number[];
-  videoModelCompile: boolean;
   /**
    * Devices video sessions are placed on: "cuda:N" for each VIDEO_GPU_LIST index, or ["cpu"]
    * on a machine without CUDA (an explicit list naming an absent GPU is a start-up error).
    */
   videoDevices: readonly string[];
   maxConcurrentSessions: number;
+  /** Image model requests in progress at once (decode to answer); beyond: the queue. */
+  maxConcurrentRequests: number;
+  /** Image model requests waiting for a place; beyond: 429 `overloaded`. */
+  maxQueuedRequests: number;
   sessionTimeoutSeconds: number;
   /** Directories `video_path` may point into (checked after resolving symlinks). */
   videoPathRoots: readonly string[];
@@ -115,9 +121,15 @@ export interface Config {
   outputMaxFiles: number;
   /** Visualization PNGs older than this are deleted, seconds. */
   outputMaxAgeSeconds: number;
+  /** Bytes all visualization PNGs together may take; the oldest beyond it are deleted. */
+  outputMaxBytes: number;
+  /** A visualization PNG larger than this is not stored (at most outputMaxBytes). */
+  outputMaxFileBytes: number;
   maxUploadSizeMb: number;
 
   enableMetrics: boolean;
+  /** Address of the metrics listener (loopback by default: metrics are not for clients). */
+  metricsHost: string;
   metricsPort: number;
 
   /** Reverse-proxy hops whose X-Forwarded-For is trusted (Express `trust proxy`); never `true`. */
@@ -128,6 +140,10 @@ export interface Config {
   maxJsonBodyMb: number;
   /** Time allowed to receive a whole request (Node's server.requestTimeout), seconds. */
   requestTimeoutSeconds: number;
+  /** Open client connections the HTTP server keeps at once; 0: no cap. */
+  maxConnections: number;
+  /** Open connections one client address may hold at once; 0: no cap (behind a proxy). */
+  maxConnectionsPerAddress: number;
   /** On SIGTERM/SIGINT, how long in-flight requests may run before sockets are closed, seconds. */
   shutdownTimeoutSeconds: number;
 }
@@ -238,6 +254,49 @@ function parseIntegerList(
   return items.map((item) => checkNumber(name, item, { ...range, integer: true }));
 }
 
+// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+const HOSTNAME_PATTERN =
+  /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** A listen address: an IPv4/IPv6 address or a host name (no scheme, port or brackets). */
+function parseHost(env: Env, name: string, fallback: string): string {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  if (isIP(value) === 0 && !HOSTNAME_PATTERN.test(value)) {
+    throw new ConfigError(name, `expected an IP address or a host name, got "${value}"`);
+  }
+  return value;
+}
+
+/**
+ * Variables kept for compatibility with the original specification that this server cannot
+ * honour: only their inert value is accepted, so a setting never silently does nothing.
+ */
+function refuseUnsupported(env: Env): void {
+  const workers = parseNumber(env, 'SERVER_WORKERS', 1, { integer: true });
+  if (workers !== 1) {
+    throw new ConfigError(
+      'SERVER_WORKERS',
+      `must be 1, got ${workers}: one process owns the devices (their memory and the video ` +
+        'sessions live in it). To scale out, run one server per GPU box or per GPU ' +
+        '(IMAGE_MODEL_DEVICE, VIDEO_GPU_LIST) behind a load balancer, with session affinity ' +
+        'for video',
+    );
+  }
+  if (parseBool(env, 'RELOAD', false)) {
+    throw new ConfigError(
+      'RELOAD',
+      'auto-restart is not built into the server; for development run `npm run dev` ' +
+        '(node --watch dist/src/main.js: it restarts whenever `npm run build:ts` rewrites dist/)',
+    );
+  }
+  for (const name of ['IMAGE_MODEL_COMPILE', 'VIDEO_MODEL_COMPILE']) {
+    if (parseBool(env, name, false)) {
+      throw new ConfigError(name, 'optimized graphs are not available yet; set it to false');
+    }
+  }
+}
+
 function parseLogLevel(env: Env): LogLevelName {
   const value = raw(env, 'LOG_LEVEL');
   if (value === undefined) return 'INFO';
@@ -278,11 +337,29 @@ function deepFreeze<T>(value: T): T {
 
 /** Builds the configuration from `env`; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
+  refuseUnsupported(env);
   const maxUploadSizeMb = parseNumber(env, 'MAX_UPLOAD_SIZE_MB', 100, { positive: true });
   const requireApiKey = parseBool(env, 'REQUIRE_API_KEY', false);
   const apiKeys = parseStringList(env, 'API_KEYS', []);
   if (requireApiKey && apiKeys.length === 0) {
     throw new ConfigError('API_KEYS', 'REQUIRE_API_KEY is true but API_KEYS is empty');
+  }
+  const outputMaxBytes = parseNumber(env, 'OUTPUT_MAX_BYTES', 1024 ** 3, {
+    min: 1,
+    max: Number.MAX_SAFE_INTEGER,
+    integer: true,
+  });
+  const outputMaxFileBytes = parseNumber(
+    env,
+    'OUTPUT_MAX_FILE_BYTES',
+    Math.min(64 * 1024 ** 2, outputMaxBytes),
+    { min: 1, integer: true },
+  );
+  if (outputMaxFileBytes > outputMaxBytes) {
+    throw new ConfigError(
+      'OUTPUT_MAX_FILE_BYTES',
+      `is ${outputMaxFileBytes}, more than OUTPUT_MAX_BYTES (${outputMaxBytes})`,
+    );
   }
   const presentGpus = Array.from({ length: runtime.cudaDeviceCount }, (_, index) => index);
   const videoGpuList = parseIntegerList(env, 'VIDEO_GPU_LIST', presentGpus.slice(0, 4), {
@@ -297,36 +374,44 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     }
   }
   const uploadDir = parseString(env, 'UPLOAD_DIR', '/tmp/sam3_uploads');
+  const imageModelEnabled = parseBool(env, 'IMAGE_MODEL_ENABLED', true);
+  const imageModelRequired = parseBool(env, 'IMAGE_MODEL_REQUIRED', false);
+  if (imageModelRequired && !imageModelEnabled) {
+    throw new ConfigError('IMAGE_MODEL_REQUIRED', 'is true but IMAGE_MODEL_ENABLED is false');
+  }
+  const imageModelResolution = raw(env, 'IMAGE_MODEL_RESOLUTION');
 
   const config: Config = {
-    serverHost: parseString(env, 'SERVER_HOST', '0.0.0.0'),
+    serverHost: parseHost(env, 'SERVER_HOST', '0.0.0.0'),
     serverPort: parseNumber(env, 'SERVER_PORT', 8000, { min: 0, max: MAX_PORT, integer: true }),
-    serverWorkers: parseNumber(env, 'SERVER_WORKERS', 1, { min: 1, integer: true }),
     logLevel: parseLogLevel(env),
-    reload: parseBool(env, 'RELOAD', false),
     nodeEnv: parseString(env, 'NODE_ENV', 'development'),
 
     sam3Checkpoint: parseString(env, 'SAM3_CHECKPOINT', 'weights/sam3'),
     sam3BpePath: raw(env, 'SAM3_BPE_PATH') ?? null,
 
     imageModelDevice: parseImageDevice(env, runtime),
-    imageModelCompile: parseBool(env, 'IMAGE_MODEL_COMPILE', false),
     imageModelConfidenceThreshold: parseNumber(env, 'IMAGE_MODEL_CONFIDENCE_THRESHOLD', 0.5, {
       min: 0,
       max: 1,
     }),
-    imageModelResolution: parseNumber(env, 'IMAGE_MODEL_RESOLUTION', 1008, {
-      min: 1,
-      integer: true,
-    }),
-    imageModelEnabled: parseBool(env, 'IMAGE_MODEL_ENABLED', true),
+    imageModelResolution:
+      imageModelResolution === undefined
+        ? null
+        : checkNumber('IMAGE_MODEL_RESOLUTION', imageModelResolution, { min: 1, integer: true }),
+    imageModelEnabled,
+    imageModelRequired,
 
     videoModelEnabled: parseBool(env, 'VIDEO_MODEL_ENABLED', true),
     videoModelRequired: parseBool(env, 'VIDEO_MODEL_REQUIRED', false),
     // The spec's default [0,1,2,3] means "up to four GPUs, those present".
     videoGpuList,
-    videoModelCompile: parseBool(env, 'VIDEO_MODEL_COMPILE', false),
     videoDevices: videoGpuList.length > 0 ? videoGpuList.map((index) => `cuda:${index}`) : ['cpu'],
+    maxConcurrentRequests: parseNumber(env, 'MAX_CONCURRENT_REQUESTS', 4, {
+      min: 1,
+      integer: true,
+    }),
+    maxQueuedRequests: parseNumber(env, 'MAX_QUEUED_REQUESTS', 16, { min: 0, integer: true }),
     maxConcurrentSessions: parseNumber(env, 'MAX_CONCURRENT_SESSIONS', 10, {
       min: 1,
       integer: true,
@@ -387,15 +472,23 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     outputDir: parseString(env, 'OUTPUT_DIR', '/tmp/sam3_outputs'),
     outputMaxFiles: parseNumber(env, 'OUTPUT_MAX_FILES', 1000, { min: 1, integer: true }),
     outputMaxAgeSeconds: parseNumber(env, 'OUTPUT_MAX_AGE_SECONDS', 3600, { positive: true }),
+    outputMaxBytes,
+    outputMaxFileBytes,
     maxUploadSizeMb,
 
     enableMetrics: parseBool(env, 'ENABLE_METRICS', false),
+    metricsHost: parseHost(env, 'METRICS_HOST', '127.0.0.1'),
     metricsPort: parseNumber(env, 'METRICS_PORT', 9090, { min: 0, max: MAX_PORT, integer: true }),
 
     trustProxyHops: parseNumber(env, 'TRUST_PROXY_HOPS', 0, { min: 0, max: 32, integer: true }),
     maxImagePixels: parseNumber(env, 'MAX_IMAGE_PIXELS', 40_000_000, { min: 1, integer: true }),
     maxJsonBodyMb: parseNumber(env, 'MAX_JSON_BODY_MB', maxUploadSizeMb, { positive: true }),
     requestTimeoutSeconds: parseNumber(env, 'REQUEST_TIMEOUT_SECONDS', 300, { min: 1 }),
+    maxConnections: parseNumber(env, 'MAX_CONNECTIONS', 1024, { min: 0, integer: true }),
+    maxConnectionsPerAddress: parseNumber(env, 'MAX_CONNECTIONS_PER_ADDRESS', 64, {
+      min: 0,
+      integer: true,
+    }),
     shutdownTimeoutSeconds: parseNumber(env, 'SHUTDOWN_TIMEOUT_SECONDS', 30, { min: 0 }),
   };
   return deepFreeze(config);

@@ -1,11 +1,13 @@
 /**
  * Entry point: configuration, logger, HTTP server first (so /health answers "loading"), then
  * the model in the background; SIGTERM/SIGINT close WebSockets (1001), drain in-flight
- * requests, close every video session and the engines. With VIDEO_MODEL_REQUIRED, start-up
- * fails (exit code 1) when video sessions cannot be served.
+ * requests, close every video session and the engines. A model that fails to load leaves the
+ * server up and degraded, unless IMAGE_MODEL_REQUIRED / VIDEO_MODEL_REQUIRED make that an exit
+ * (code 1, for a supervisor to restart); an explicit IMAGE_MODEL_RESOLUTION the bundle does not
+ * have always is.
  */
 import path from 'node:path';
-import { ConfigError, loadConfig, readEnvironment, type RuntimeInfo } from './config';
+import { ConfigError, loadConfig, readEnvironment, type Config, type RuntimeInfo } from './config';
 import { Models } from './engine/models';
 import { VisualizationStore } from './engine/visualization';
 import { chooseLogFormat, createLogger, type Logger } from './logging';
@@ -14,6 +16,7 @@ import type { NativeAddon } from './native/types';
 import { createApp } from './server/app';
 import { EngineState } from './server/engine-state';
 import { closeGracefully, createHttpServer, listen } from './server/http-server';
+import { ServerMetrics, startMetricsServer } from './server/metrics';
 import { PropagationSockets } from './server/ws';
 
 /** The addon, if it loads; its runtime info decides the device defaults of the config. */
@@ -32,6 +35,8 @@ function probeAddon(): { addon: NativeAddon | null; error: unknown; runtime: Run
 
 interface Running {
   server: ReturnType<typeof createHttpServer>;
+  /** The metrics listener (ENABLE_METRICS), closed with the API server. */
+  metricsServer: ReturnType<typeof createHttpServer> | null;
   engineState: EngineState;
   webSockets: PropagationSockets;
   visualizations: VisualizationStore;
@@ -42,6 +47,7 @@ async function shutDown(running: Running, deadlineMs: number): Promise<void> {
   running.engineState.markStopping();
   await running.webSockets.closeAll();
   await closeGracefully(running.server, deadlineMs);
+  if (running.metricsServer !== null) await closeGracefully(running.metricsServer, 0);
   await running.engineState.close();
   running.visualizations.close();
 }
@@ -69,6 +75,34 @@ function installShutdown(running: Running, deadlineMs: number, logger: Logger): 
   }
 }
 
+/** Why the server must exit after loading the models (see the header), or null. */
+function startupFailure(config: Readonly<Config>, models: Models): string | null {
+  // A shutdown under way decides the exit code itself.
+  if (models.imageStatus === 'stopping') return null;
+  const expected = config.imageModelResolution;
+  const actual = models.manifest?.resolution;
+  // A bad variable, not a failed load: fatal as every other configuration error.
+  if (
+    config.imageModelEnabled &&
+    expected !== null &&
+    actual !== undefined &&
+    actual !== expected
+  ) {
+    return `IMAGE_MODEL_RESOLUTION is ${expected} but the bundle's resolution is ${actual}`;
+  }
+  if (config.imageModelRequired && models.imageStatus !== 'ready') {
+    return 'IMAGE_MODEL_REQUIRED is true but the image model failed to load (see the log)';
+  }
+  if (config.videoModelRequired && models.videoStatus !== 'ready') {
+    const reason =
+      models.videoStatus === 'disabled'
+        ? 'VIDEO_MODEL_ENABLED is false'
+        : (models.videoReason ?? 'the video model did not load');
+    return `VIDEO_MODEL_REQUIRED is true but video sessions cannot be served: ${reason}`;
+  }
+  return null;
+}
+
 async function main(): Promise<void> {
   const env = await readEnvironment(process.env, path.resolve('.env'));
   const probe = probeAddon();
@@ -94,6 +128,8 @@ async function main(): Promise<void> {
     outputDir: config.outputDir,
     maxFiles: config.outputMaxFiles,
     maxAgeMs: config.outputMaxAgeSeconds * 1000,
+    maxBytes: config.outputMaxBytes,
+    maxFileBytes: config.outputMaxFileBytes,
     logger,
   });
   await visualizations.init(); // an unusable OUTPUT_DIR fails start-up, not the first request
@@ -108,14 +144,22 @@ async function main(): Promise<void> {
   });
   const engineState = new EngineState(models);
   const webSockets = new PropagationSockets({ config, engineState, logger });
-  const app = createApp({ config, engineState, logger, visualizations, webSockets });
-  const server = createHttpServer(app, config);
+  const metrics = config.enableMetrics ? new ServerMetrics(engineState) : undefined;
+  const app = createApp({ config, engineState, logger, visualizations, webSockets, metrics });
+  const server = createHttpServer(app, config, logger);
   const address = await listen(server, config.serverHost, config.serverPort);
   logger.info(`listening on http://${address.address}:${address.port}`, {
     host: address.address,
     port: address.port,
   });
-  const running: Running = { server, engineState, webSockets, visualizations };
+  let metricsServer: Running['metricsServer'] = null;
+  if (metrics !== undefined) {
+    const listening = await startMetricsServer(metrics, config.metricsHost, config.metricsPort);
+    metricsServer = listening.server;
+    const { address: host, port } = listening.address;
+    logger.info(`metrics on http://${host}:${port}/metrics`, { host, port });
+  }
+  const running: Running = { server, metricsServer, engineState, webSockets, visualizations };
   const deadlineMs = config.shutdownTimeoutSeconds * 1000;
   installShutdown(running, deadlineMs, logger);
 
@@ -124,12 +168,8 @@ async function main(): Promise<void> {
   if (config.imageModelEnabled || config.videoModelEnabled) {
     await models.load(path.resolve(config.sam3Checkpoint));
   }
-  if (config.videoModelRequired && models.videoStatus !== 'ready') {
-    const reason =
-      models.videoStatus === 'disabled'
-        ? 'VIDEO_MODEL_ENABLED is false'
-        : (models.videoReason ?? 'the video model did not load');
-    const message = `VIDEO_MODEL_REQUIRED is true but video sessions cannot be served: ${reason}`;
+  const message = startupFailure(config, models);
+  if (message !== null) {
     logger.error(message);
     console.error(`fatal: ${message}`);
     await shutDown(running, 0);

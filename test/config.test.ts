@@ -26,22 +26,21 @@ describe('loadConfig defaults', () => {
       {
         serverHost: '0.0.0.0',
         serverPort: 8000,
-        serverWorkers: 1,
         logLevel: 'INFO',
-        reload: false,
         nodeEnv: 'development',
         sam3Checkpoint: 'weights/sam3',
         sam3BpePath: null,
         imageModelDevice: 'cpu',
-        imageModelCompile: false,
         imageModelConfidenceThreshold: 0.5,
-        imageModelResolution: 1008,
+        imageModelResolution: null,
         imageModelEnabled: true,
+        imageModelRequired: false,
         videoModelEnabled: true,
         videoModelRequired: false,
         videoGpuList: [],
-        videoModelCompile: false,
         videoDevices: ['cpu'],
+        maxConcurrentRequests: 4,
+        maxQueuedRequests: 16,
         maxConcurrentSessions: 10,
         sessionTimeoutSeconds: 3600,
         videoPathRoots: ['/tmp/sam3_uploads'],
@@ -71,13 +70,18 @@ describe('loadConfig defaults', () => {
         outputDir: '/tmp/sam3_outputs',
         outputMaxFiles: 1000,
         outputMaxAgeSeconds: 3600,
+        outputMaxBytes: 1024 ** 3,
+        outputMaxFileBytes: 64 * 1024 ** 2,
         maxUploadSizeMb: 100,
         enableMetrics: false,
+        metricsHost: '127.0.0.1',
         metricsPort: 9090,
         trustProxyHops: 0,
         maxImagePixels: 40_000_000,
         maxJsonBodyMb: 100,
         requestTimeoutSeconds: 300,
+        maxConnections: 1024,
+        maxConnectionsPerAddress: 64,
         shutdownTimeoutSeconds: 30,
       },
     );
@@ -122,7 +126,7 @@ describe('loadConfig defaults', () => {
 describe('loadConfig parsing', () => {
   it('parses booleans in every accepted spelling, case-insensitively', () => {
     for (const word of ['true', 'TRUE', '1', 'yes', 'Yes']) {
-      assert.equal(loadConfig({ RELOAD: word }, NO_GPU).reload, true, word);
+      assert.equal(loadConfig({ VIDEO_MODEL_REQUIRED: word }, NO_GPU).videoModelRequired, true);
     }
     for (const word of ['false', 'False', '0', 'no', 'NO']) {
       assert.equal(loadConfig({ IMAGE_MODEL_ENABLED: word }, NO_GPU).imageModelEnabled, false);
@@ -214,7 +218,8 @@ describe('loadConfig errors name the variable', () => {
     [{ SERVER_PORT: '70000' }, 'SERVER_PORT', /<= 65535/],
     [{ SERVER_PORT: '80.5' }, 'SERVER_PORT', /integer/],
     [{ SERVER_PORT: '0x50' }, 'SERVER_PORT', /expected a number/],
-    [{ SERVER_WORKERS: '0' }, 'SERVER_WORKERS', />= 1/],
+    [{ SERVER_WORKERS: '0' }, 'SERVER_WORKERS', /must be 1, got 0/],
+    [{ SERVER_WORKERS: 'two' }, 'SERVER_WORKERS', /expected a number/],
     [{ RELOAD: 'maybe' }, 'RELOAD', /true\/false/],
     [{ LOG_LEVEL: 'VERBOSE' }, 'LOG_LEVEL', /DEBUG, INFO, WARNING, ERROR, CRITICAL/],
     [{ IMAGE_MODEL_CONFIDENCE_THRESHOLD: '1.5' }, 'IMAGE_MODEL_CONFIDENCE_THRESHOLD', /<= 1/],
@@ -230,11 +235,32 @@ describe('loadConfig errors name the variable', () => {
     [{ MAX_UPLOAD_SIZE_MB: '0' }, 'MAX_UPLOAD_SIZE_MB', /> 0/],
     [{ MAX_IMAGE_PIXELS: '-5' }, 'MAX_IMAGE_PIXELS', />= 1/],
     [{ REQUEST_TIMEOUT_SECONDS: 'Infinity' }, 'REQUEST_TIMEOUT_SECONDS', /number/],
+    [{ MAX_CONCURRENT_REQUESTS: '0' }, 'MAX_CONCURRENT_REQUESTS', />= 1/],
+    [{ MAX_CONCURRENT_REQUESTS: '2.5' }, 'MAX_CONCURRENT_REQUESTS', /integer/],
+    [{ MAX_QUEUED_REQUESTS: '-1' }, 'MAX_QUEUED_REQUESTS', />= 0/],
+    [{ OUTPUT_MAX_BYTES: '0' }, 'OUTPUT_MAX_BYTES', />= 1/],
+    [
+      { OUTPUT_MAX_BYTES: '1000', OUTPUT_MAX_FILE_BYTES: '2000' },
+      'OUTPUT_MAX_FILE_BYTES',
+      /is 2000, more than OUTPUT_MAX_BYTES \(1000\)/,
+    ],
+    [{ MAX_CONNECTIONS: '-1' }, 'MAX_CONNECTIONS', />= 0/],
+    [{ MAX_CONNECTIONS: '10.5' }, 'MAX_CONNECTIONS', /integer/],
+    [{ MAX_CONNECTIONS_PER_ADDRESS: 'many' }, 'MAX_CONNECTIONS_PER_ADDRESS', /expected a number/],
+    [{ MAX_CONNECTIONS_PER_ADDRESS: '-2' }, 'MAX_CONNECTIONS_PER_ADDRESS', />= 0/],
     [{ RATE_LIMIT_WINDOW_SECONDS: '0' }, 'RATE_LIMIT_WINDOW_SECONDS', />= 1/],
     [{ RATE_LIMIT_WINDOW_SECONDS: '1.5' }, 'RATE_LIMIT_WINDOW_SECONDS', /integer/],
     [{ RATE_LIMIT_WINDOW_SECONDS: '86401' }, 'RATE_LIMIT_WINDOW_SECONDS', /<= 86400/],
     [{ RATE_LIMIT_WINDOW_SECONDS: 'minute' }, 'RATE_LIMIT_WINDOW_SECONDS', /expected a number/],
     [{ RATE_LIMIT_REQUESTS_PER_MINUTE: '0' }, 'RATE_LIMIT_REQUESTS_PER_MINUTE', />= 1/],
+    [{ IMAGE_MODEL_RESOLUTION: '0' }, 'IMAGE_MODEL_RESOLUTION', />= 1/],
+    [{ IMAGE_MODEL_RESOLUTION: '1008.5' }, 'IMAGE_MODEL_RESOLUTION', /integer/],
+    [{ IMAGE_MODEL_COMPILE: 'fast' }, 'IMAGE_MODEL_COMPILE', /true\/false/],
+    [{ SERVER_HOST: 'http://0.0.0.0' }, 'SERVER_HOST', /IP address or a host name/],
+    [{ METRICS_HOST: '127.0.0.1:9090' }, 'METRICS_HOST', /IP address or a host name/],
+    [{ METRICS_HOST: '[::1]' }, 'METRICS_HOST', /IP address or a host name/],
+    [{ METRICS_HOST: 'bad_host.example' }, 'METRICS_HOST', /IP address or a host name/],
+    [{ METRICS_HOST: '-metrics' }, 'METRICS_HOST', /IP address or a host name/],
   ];
   for (const [env, variable, reason] of cases) {
     it(`${JSON.stringify(env)} -> ${variable}`, () => {
@@ -244,4 +270,83 @@ describe('loadConfig errors name the variable', () => {
       assert.match(error.message, reason);
     });
   }
+});
+
+describe('variables the server cannot honour are refused, not ignored', () => {
+  const refusals: [Record<string, string>, string, string][] = [
+    [
+      { SERVER_WORKERS: '4' },
+      'SERVER_WORKERS',
+      'SERVER_WORKERS: must be 1, got 4: one process owns the devices (their memory and the ' +
+        'video sessions live in it). To scale out, run one server per GPU box or per GPU ' +
+        '(IMAGE_MODEL_DEVICE, VIDEO_GPU_LIST) behind a load balancer, with session affinity ' +
+        'for video',
+    ],
+    [
+      { RELOAD: 'true' },
+      'RELOAD',
+      'RELOAD: auto-restart is not built into the server; for development run `npm run dev` ' +
+        '(node --watch dist/src/main.js: it restarts whenever `npm run build:ts` rewrites dist/)',
+    ],
+    [
+      { IMAGE_MODEL_COMPILE: 'yes' },
+      'IMAGE_MODEL_COMPILE',
+      'IMAGE_MODEL_COMPILE: optimized graphs are not available yet; set it to false',
+    ],
+    [
+      { VIDEO_MODEL_COMPILE: '1' },
+      'VIDEO_MODEL_COMPILE',
+      'VIDEO_MODEL_COMPILE: optimized graphs are not available yet; set it to false',
+    ],
+    [
+      { IMAGE_MODEL_REQUIRED: 'true', IMAGE_MODEL_ENABLED: 'false' },
+      'IMAGE_MODEL_REQUIRED',
+      'IMAGE_MODEL_REQUIRED: is true but IMAGE_MODEL_ENABLED is false',
+    ],
+  ];
+  for (const [env, variable, message] of refusals) {
+    it(`${JSON.stringify(env)} -> ${variable}`, () => {
+      const error = configError(env);
+      assert.equal(error.variable, variable);
+      assert.equal(error.message, message);
+    });
+  }
+
+  it('accepts their inert values, which leave nothing behind in the config', () => {
+    for (const env of [
+      { SERVER_WORKERS: '1', RELOAD: 'false', IMAGE_MODEL_COMPILE: 'false' },
+      { SERVER_WORKERS: '1.0', RELOAD: '0', IMAGE_MODEL_COMPILE: 'no', VIDEO_MODEL_COMPILE: 'NO' },
+      { SERVER_WORKERS: '', RELOAD: '', IMAGE_MODEL_COMPILE: '', VIDEO_MODEL_COMPILE: '' },
+    ]) {
+      assert.deepEqual(loadConfig(env, NO_GPU), loadConfig({}, NO_GPU), JSON.stringify(env));
+    }
+  });
+});
+
+describe('loadConfig model and metrics settings', () => {
+  it('leaves IMAGE_MODEL_RESOLUTION to the bundle unless it is set', () => {
+    assert.equal(loadConfig({}, NO_GPU).imageModelResolution, null);
+    assert.equal(loadConfig({ IMAGE_MODEL_RESOLUTION: ' ' }, NO_GPU).imageModelResolution, null);
+    assert.equal(loadConfig({ IMAGE_MODEL_RESOLUTION: '1008' }, NO_GPU).imageModelResolution, 1008);
+  });
+
+  it('parses IMAGE_MODEL_REQUIRED', () => {
+    assert.equal(loadConfig({ IMAGE_MODEL_REQUIRED: 'true' }, NO_GPU).imageModelRequired, true);
+    assert.equal(loadConfig({ IMAGE_MODEL_REQUIRED: 'no' }, NO_GPU).imageModelRequired, false);
+  });
+
+  it('accepts IP addresses and host names as METRICS_HOST and SERVER_HOST', () => {
+    for (const host of ['0.0.0.0', '10.1.2.3', '::', '::1', 'fe80::1', 'localhost', 'gpu-01.lan']) {
+      const config = loadConfig({ METRICS_HOST: host, SERVER_HOST: host }, NO_GPU);
+      assert.equal(config.metricsHost, host);
+      assert.equal(config.serverHost, host);
+    }
+  });
+
+  it('keeps ENABLE_METRICS and METRICS_PORT', () => {
+    const config = loadConfig({ ENABLE_METRICS: 'true', METRICS_PORT: '9400' }, NO_GPU);
+    assert.equal(config.enableMetrics, true);
+    assert.equal(config.metricsPort, 9400);
+    assert.equal(configError({ METRICS_PORT: '65536' }).variable, 'METRICS_PORT');
+  });
 });

@@ -29,10 +29,12 @@ import { decodeImageBytes, type DecodedImage } from '../src/engine/image-decoder
 import {
   encodeVisualizationPng,
   labelText,
+  renderVisualizationPng,
   MASK_ALPHA,
   VISUALIZATION_FILE_NAME,
   VISUALIZATION_PALETTE,
   VisualizationStore,
+  type RenderedVisualization,
   type VisualizationInput,
 } from '../src/engine/visualization';
 import { createLogger, type Logger } from '../src/logging';
@@ -43,6 +45,15 @@ import { venvPython } from './helpers/repo';
 import { expectApiError } from './helpers/server';
 
 const silentLogger = createLogger({ level: 'DEBUG', format: 'json', silent: true });
+/** Byte limits far above what these tests write, where a test is not about them. */
+const LIMITS = { maxBytes: 1024 ** 3, maxFileBytes: 64 * 1024 ** 2 };
+
+/** The name of the file render() stored (failing the test when it stored none). */
+async function storedName(result: Promise<RenderedVisualization>): Promise<string> {
+  const rendered = await result;
+  assert.ok(rendered.stored, 'the visualization was stored');
+  return rendered.fileName;
+}
 
 /** A logger whose JSON lines are kept, to assert what was (not) warned about. */
 function capturingLogger(): { logger: Logger; lines: { level: string; message: string }[] } {
@@ -276,6 +287,7 @@ describe('VisualizationStore.render', () => {
       outputDir: dir,
       maxFiles: 100,
       maxAgeMs: 3_600_000,
+      ...LIMITS,
       logger: silentLogger,
     });
     await store.init();
@@ -303,7 +315,9 @@ describe('VisualizationStore.render', () => {
 
   it('writes a PNG of the image size: masks tinted, boxes outlined, far pixels untouched', async () => {
     const original = Buffer.from(image.data);
-    const { fileName, urlPath } = await store.render(image, input);
+    const rendered = await store.render(image, input);
+    assert.ok(rendered.stored);
+    const { fileName, urlPath } = rendered;
     assert.match(fileName, /^[0-9a-f]{32}\.png$/);
     assert.equal(urlPath, `/api/v1/visualizations/${fileName}`);
     assert.deepEqual(image.data, original, "the caller's pixels are not modified");
@@ -377,7 +391,7 @@ describe('VisualizationStore.render', () => {
   });
 
   it('tags each box with "<label> <score>" at its top-left, text drawn on the colour', async (t) => {
-    const { fileName } = await store.render(image, input);
+    const fileName = await storedName(store.render(image, input));
     const drawn = await readRgb(path.join(dir, fileName));
     // Box 0's top edge is y 40; the tag (font 10 px + 2 px padding each side) sits above it.
     const [red] = VISUALIZATION_PALETTE;
@@ -402,7 +416,7 @@ describe('VisualizationStore.render', () => {
   it('names every file with 128 fresh random bits', async () => {
     const names = new Set<string>();
     for (let index = 0; index < 8; index += 1) {
-      const { fileName } = await store.render(image, input);
+      const fileName = await storedName(store.render(image, input));
       assert.match(fileName, VISUALIZATION_FILE_NAME);
       names.add(fileName);
     }
@@ -410,8 +424,10 @@ describe('VisualizationStore.render', () => {
   });
 
   it('draws an image without instances unchanged, and refuses masks of another size', async () => {
-    const empty = await store.render(image, { masks: [], boxes: [], labels: [], scores: [] });
-    assert.deepEqual((await readRgb(path.join(dir, empty.fileName))).data, image.data);
+    const empty = await storedName(
+      store.render(image, { masks: [], boxes: [], labels: [], scores: [] }),
+    );
+    assert.deepEqual((await readRgb(path.join(dir, empty))).data, image.data);
     await assert.rejects(
       store.render(image, {
         ...input,
@@ -431,14 +447,17 @@ describe('VisualizationStore.render', () => {
       outputDir: dir,
       maxFiles: 100,
       maxAgeMs: 3_600_000,
+      ...LIMITS,
       logger,
     });
     await hostileStore.init();
     hostileStore.close();
-    const { fileName } = await hostileStore.render(image, {
-      ...input,
-      labels: ['</text><image href="file:///etc/passwd"/><text>', '&amp; \u0007 "\'<'],
-    });
+    const fileName = await storedName(
+      hostileStore.render(image, {
+        ...input,
+        labels: ['</text><image href="file:///etc/passwd"/><text>', '&amp; \u0007 "\'<'],
+      }),
+    );
     assert.equal((await sharp(path.join(dir, fileName)).metadata()).width, width);
     // A tag that failed to parse would have been dropped with a warning.
     assert.deepEqual(
@@ -494,15 +513,132 @@ describe('VisualizationStore clean-up', () => {
       outputDir: dir,
       maxFiles: 3,
       maxAgeMs: 3_600_000,
+      ...LIMITS,
       logger: silentLogger,
     });
     await store.init();
     store.close();
     const written: string[] = [];
     for (let index = 0; index < 5; index += 1) {
-      written.push((await store.render(image, input)).fileName);
+      written.push(await storedName(store.render(image, input)));
       assert.deepEqual(await pngNames(dir), written.slice(-3).sort(), `after write ${index + 1}`);
     }
+  });
+
+  /** Sizes of this store's PNGs on disk, by name. */
+  async function pngSizes(dir: string): Promise<Map<string, number>> {
+    const names = await pngNames(dir);
+    const sizes = await Promise.all(
+      names.map(async (name) => (await stat(path.join(dir, name))).size),
+    );
+    return new Map(names.map((name, index) => [name, sizes[index]]));
+  }
+
+  const total = (sizes: Map<string, number>): number =>
+    [...sizes.values()].reduce((sum, size) => sum + size, 0);
+
+  it('keeps the PNGs within maxBytes, deleting the oldest first to make room', async () => {
+    // The same image always encodes to the same PNG; a larger one of another image.
+    const small = (await renderVisualizationPng(image, input, silentLogger)).length;
+    const largeImage = await testImage(64, 48);
+    const large = (await renderVisualizationPng(largeImage, input, silentLogger)).length;
+    assert.ok(large >= 2 * small, `${large} vs ${small} bytes`);
+    // Room for three small files, or for the large one and one small one.
+    const maxBytes = large + small + Math.floor(small / 2);
+    const dir = path.join(root, 'bytes');
+    const store = new VisualizationStore({
+      outputDir: dir,
+      maxFiles: 100,
+      maxAgeMs: 3_600_000,
+      maxBytes,
+      maxFileBytes: large,
+      logger: silentLogger,
+    });
+    await store.init();
+    store.close();
+    const smalls: string[] = [];
+    for (let index = 0; index < 5; index += 1) {
+      smalls.push(await storedName(store.render(image, input)));
+      const sizes = await pngSizes(dir);
+      const kept = smalls.slice(-Math.min(smalls.length, Math.floor(maxBytes / small)));
+      assert.deepEqual([...sizes.keys()], [...kept].sort(), `after small write ${index + 1}`);
+      assert.ok(total(sizes) <= maxBytes);
+      assert.deepEqual(store.usage().bytes, total(sizes));
+    }
+    const big = await storedName(store.render(largeImage, input));
+    const sizes = await pngSizes(dir);
+    assert.deepEqual([...sizes.keys()], [smalls[4], big].sort(), 'the two oldest made room');
+    assert.equal(total(sizes), large + small);
+    assert.deepEqual(store.usage(), {
+      files: 2,
+      bytes: large + small,
+      maxBytes,
+      maxFileBytes: large,
+    });
+  });
+
+  it('does not store a PNG larger than maxFileBytes, says why, and deletes nothing for it', async () => {
+    const small = (await renderVisualizationPng(image, input, silentLogger)).length;
+    const dir = path.join(root, 'too-large');
+    const store = new VisualizationStore({
+      outputDir: dir,
+      maxFiles: 100,
+      maxAgeMs: 3_600_000,
+      maxBytes: 10 * small,
+      maxFileBytes: small,
+      logger: silentLogger,
+    });
+    await store.init();
+    store.close();
+    const kept = await storedName(store.render(image, input)); // exactly at the limit: stored
+    const refused = await store.render(await testImage(64, 48), input);
+    assert.equal(refused.stored, false);
+    // The message gives sizes as a person reads them: here kB for the PNG, bytes for the limit.
+    assert.ok(small < 1000 && refused.bytes >= 1000, `${small} and ${refused.bytes} bytes`);
+    assert.equal(
+      refused.reason,
+      `the visualization PNG is ${(refused.bytes / 1000).toFixed(1)} kB, over the limit of ` +
+        `${small} bytes per file (OUTPUT_MAX_FILE_BYTES); it was not stored`,
+    );
+    assert.deepEqual(await pngNames(dir), [kept]);
+    assert.deepEqual(store.usage().bytes, small);
+  });
+
+  it('refuses a per-file limit above the byte budget', () => {
+    assert.throws(
+      () =>
+        new VisualizationStore({
+          outputDir: path.join(root, 'unused'),
+          maxFiles: 1,
+          maxAgeMs: 1000,
+          maxBytes: 100,
+          maxFileBytes: 101,
+          logger: silentLogger,
+        }),
+      /maxFileBytes must be an integer from 1 to maxBytes \(100\), got 101/,
+    );
+  });
+
+  it('init() deletes the oldest files of earlier runs beyond maxBytes', async () => {
+    const dir = path.join(root, 'init-bytes');
+    await mkdir(dir);
+    const names = ['c', 'b', 'a'].map((digit) => `${digit.repeat(32)}.png`);
+    for (const [index, name] of names.entries()) {
+      await writeFile(path.join(dir, name), Buffer.alloc(100));
+      await age(path.join(dir, name), 30_000 - index * 10_000); // c oldest, a newest
+    }
+    const store = new VisualizationStore({
+      outputDir: dir,
+      maxFiles: 100,
+      maxAgeMs: 3_600_000,
+      maxBytes: 250,
+      maxFileBytes: 250,
+      logger: silentLogger,
+    });
+    await store.init();
+    store.close();
+    assert.deepEqual(await pngNames(dir), [names[2], names[1]].sort());
+    assert.equal(store.usage().bytes, 200);
   });
 
   it('deletes files older than maxAgeMs on a sweep, and no longer opens them before it', async () => {
@@ -511,12 +647,13 @@ describe('VisualizationStore clean-up', () => {
       outputDir: dir,
       maxFiles: 100,
       maxAgeMs: 60_000,
+      ...LIMITS,
       logger: silentLogger,
     });
     await store.init();
     store.close();
-    const old = (await store.render(image, input)).fileName;
-    const fresh = (await store.render(image, input)).fileName;
+    const old = await storedName(store.render(image, input));
+    const fresh = await storedName(store.render(image, input));
     await age(path.join(dir, old), 120_000);
     assert.equal(await store.open(old), null, 'expired files are not served');
     const opened = await store.open(fresh);
@@ -533,16 +670,17 @@ describe('VisualizationStore clean-up', () => {
       outputDir: dir,
       maxFiles: 100,
       maxAgeMs: 60_000,
+      ...LIMITS,
       logger: silentLogger,
       sweepIntervalMs: 20,
     });
     await store.init();
-    const first = (await store.render(image, input)).fileName;
+    const first = await storedName(store.render(image, input));
     await age(path.join(dir, first), 120_000);
     assert.ok(await waitFor(async () => !(await exists(path.join(dir, first))), 2_000));
 
     store.close();
-    const second = (await store.render(image, input)).fileName;
+    const second = await storedName(store.render(image, input));
     await age(path.join(dir, second), 120_000);
     await new Promise((resolve) => setTimeout(resolve, 150));
     assert.ok(await exists(path.join(dir, second)), 'no sweep after close()');
@@ -576,6 +714,7 @@ describe('VisualizationStore clean-up', () => {
       outputDir: dir,
       maxFiles: 2,
       maxAgeMs: 3_600_000,
+      ...LIMITS,
       logger: silentLogger,
     });
     await store.init();
@@ -597,13 +736,14 @@ describe('GET /api/v1/visualizations/:name', () => {
       outputDir: path.join(root, 'outputs'),
       maxFiles: 100,
       maxAgeMs: 3_600_000,
+      ...LIMITS,
       logger: silentLogger,
     });
     await store.init();
     store.close();
-    fileName = (
-      await store.render(await testImage(32, 24), { masks: [], boxes: [], labels: [], scores: [] })
-    ).fileName;
+    fileName = await storedName(
+      store.render(await testImage(32, 24), { masks: [], boxes: [], labels: [], scores: [] }),
+    );
 
     const app = express();
     app.use(requestContext(silentLogger));

@@ -38,6 +38,9 @@ export interface DecodeLimits {
   maxPixels: number;
 }
 
+/** Longest image side the model takes (the core's kMaxImageSide), pixels. */
+export const MAX_IMAGE_SIDE = 16384;
+
 export type AcceptedFormat = 'jpeg' | 'png' | 'webp';
 
 // `data:<media type>[;params];base64,` (RFC 2397); only the base64 form carries binary data.
@@ -157,6 +160,13 @@ export async function decodeImageBytes(bytes: Buffer, limits: DecodeLimits): Pro
   // Decided from the header alone, before a single pixel is decoded.
   if (metadata.width * metadata.height > limits.maxPixels) {
     throw tooLarge(metadata.width, metadata.height, limits);
+  }
+  if (metadata.width > MAX_IMAGE_SIDE || metadata.height > MAX_IMAGE_SIDE) {
+    throw new ImageDecodeError(
+      'image_too_large',
+      `image is ${metadata.width}x${metadata.height}; each side must be at most ` +
+        `${MAX_IMAGE_SIDE} pixels`,
+    );
   }
 
   let decoded: { data: Buffer; info: OutputInfo };

@@ -17,6 +17,7 @@
 import type { Config } from '../config';
 import type { Logger } from '../logging';
 import type { NativeAddon, NativeEngine } from '../native/types';
+import { Admission } from './admission';
 import { bundleVocabPath, readBundleManifest, type BundleManifest } from './bundle-manifest';
 import { ClipTokenizer } from './tokenizer';
 import { Segmenter } from './segmenter';
@@ -140,11 +141,18 @@ export class Models {
   private currentSessions: VideoSessions | null = null;
   private pool: DevicePool | null = null;
   private addon: NativeAddon | null = null;
+  /** Admission of image model requests (one device: the image model's). */
+  readonly imageAdmission: Admission;
 
   constructor(private readonly options: ModelsOptions) {
     const { config } = options;
     if (!config.imageModelEnabled) this.imageState = 'disabled';
     if (!config.videoModelEnabled) this.videoState = 'disabled';
+    this.imageAdmission = new Admission({
+      maxRunning: config.maxConcurrentRequests,
+      maxQueued: config.maxQueuedRequests,
+      name: `the image model on ${config.imageModelDevice}`,
+    });
   }
 
   get imageStatus(): ComponentStatus {
@@ -166,6 +174,16 @@ export class Models {
   }
 
   /** Known once the manifest has been read (also while the engines still load). */
+  /** Bytes held by the process's embeddings and video trackers; null before the addon loads. */
+  nativeMemory(): { embeddings: number; trackers: number } | null {
+    const addon = this.addon;
+    if (addon === null) return null;
+    return {
+      embeddings: addon.runtimeInfo().liveEmbeddingBytes,
+      trackers: addon.liveTrackerBytes(),
+    };
+  }
+
   get manifest(): BundleManifest | null {
     return this.currentManifest;
   }

@@ -56,6 +56,9 @@ export interface PointPlan {
 
 export type QueryPlan = ConceptPlan | PointPlan;
 
+/** Most clicks of the one interactive query (the core's kMaxClicksPerQuery). */
+export const MAX_QUERY_CLICKS = 64;
+
 /** A combination of prompts that has no single meaning; its message says which prompt. */
 export class PromptPlanError extends Error {
   override readonly name = 'PromptPlanError';
@@ -121,6 +124,13 @@ export function planQueries(prompts: readonly PromptInput[]): QueryPlan[] {
     target.boxLabels.push(prompt.label === false ? 0 : 1);
   });
 
+  const clicks = (pointPlan as PointPlan | null)?.points.length ?? 0;
+  if (clicks > MAX_QUERY_CLICKS) {
+    throw new PromptPlanError(
+      `/prompts: the point prompts of a request are one object's clicks, at most ` +
+        `${MAX_QUERY_CLICKS} together (got ${clicks})`,
+    );
+  }
   if (boxIsHint) {
     const hint = orphanBoxes[0];
     if (hint !== undefined) (pointPlan as unknown as PointPlan).box = hint[1].box;

@@ -18,6 +18,7 @@ import type {
   NativeImageEmbedding,
   NativeTextEmbedding,
 } from '../native/types';
+import { throwIfCancelled } from './admission';
 import { bundleVocabPath, type BundleManifest } from './bundle-manifest';
 import { FeatureCache, type CacheStats, type Lease } from './feature-cache';
 import type { DecodedImage } from './image-decoder';
@@ -53,6 +54,8 @@ export type Timings = Record<string, number>;
 
 export interface SegmentRequest {
   image: DecodedImage;
+  /** Aborted: the client went away; the next stage is not run (RequestCancelledError). */
+  signal?: AbortSignal;
   /** Validated upstream: at least one prompt. */
   prompts: readonly PromptInput[];
   /** Keep concept instances whose score (a probability) is above this. */
@@ -71,6 +74,8 @@ export interface SegmentResult extends Instances {
 
 export interface TextsRequest {
   image: DecodedImage;
+  /** Aborted: the client went away; the next stage is not run (RequestCancelledError). */
+  signal?: AbortSignal;
   texts: readonly string[];
   confidenceThreshold: number;
 }
@@ -93,8 +98,8 @@ export interface LoadSegmenterOptions {
   device: string;
   /** CLIP vocabulary; null uses the bundle's own. */
   bpePath: string | null;
-  /** IMAGE_MODEL_RESOLUTION: must equal the bundle's resolution. */
-  expectedResolution: number;
+  /** IMAGE_MODEL_RESOLUTION: when set (not null), must equal the bundle's resolution. */
+  expectedResolution: number | null;
   cache: FeatureCacheConfig;
 }
 
@@ -103,6 +108,8 @@ export interface SegmenterStats {
   imageEncodes: number;
   /** Text encoder rows computed (each cache miss on a text). */
   textEncodes: number;
+  /** Tasks the engine's executor has run (every model call is one). */
+  tasksRun: number;
   cache: CacheStats;
 }
 
@@ -113,6 +120,50 @@ export class ModelLoadError extends Error {
 
 type Feature = NativeImageEmbedding | NativeTextEmbedding;
 
+/** Bytes the cache reserves for one image's and one text's features while they are computed. */
+export interface FeatureSizes {
+  image: number;
+  text: number;
+}
+
+const DTYPE_BYTES: Readonly<Record<string, number>> = {
+  float32: 4,
+  float16: 2,
+  bfloat16: 2,
+  int64: 8,
+};
+
+interface TensorSignature {
+  name?: unknown;
+  shape?: unknown;
+  dtype?: unknown;
+}
+
+/** Elements x element size of a signature whose shape is all numbers after `skip` dims. */
+function signatureBytes(tensor: TensorSignature | undefined, skip = 0): number {
+  const element = DTYPE_BYTES[String(tensor?.dtype)];
+  const shape = Array.isArray(tensor?.shape) ? (tensor.shape as unknown[]).slice(skip) : null;
+  if (element === undefined || shape === null || !shape.every(Number.isSafeInteger)) return 0;
+  return (shape as number[]).reduce((product, side) => product * side, element);
+}
+
+/**
+ * The feature sizes from the bundle's module signatures (docs/bundle-format.md): an image
+ * embedding holds every vision encoder output; a text embedding one row of text_features plus
+ * its attention mask (int64 in native/core). 0 where the manifest does not say; the segmenter
+ * then learns the size from the first computed value.
+ */
+export function expectedFeatureSizes(manifest: BundleManifest): FeatureSizes {
+  const modules = (manifest as { modules?: Record<string, { outputs?: TensorSignature[] }> })
+    .modules;
+  const vision = modules?.vision_encoder?.outputs ?? [];
+  const image = vision.reduce((sum, output) => sum + signatureBytes(output), 0);
+  const features = modules?.text_encoder?.outputs?.find((o) => o.name === 'text_features');
+  const row = signatureBytes(features, 1);
+  const text = row > 0 ? row + manifest.text.context_length * DTYPE_BYTES.int64 : 0;
+  return { image: vision.every((o) => signatureBytes(o) > 0) ? image : 0, text };
+}
+
 /** Milliseconds since `started` (a performance.now() value), to 0.1 ms. */
 export function elapsedMs(started: number): number {
   return Math.round((performance.now() - started) * 10) / 10;
@@ -121,6 +172,8 @@ export function elapsedMs(started: number): number {
 export class Segmenter {
   private readonly cache: FeatureCache<Feature>;
   private readonly modelKey: string;
+  /** Reserved in the cache while features are computed; then the last real size. */
+  private readonly featureSizes: FeatureSizes;
   private imageEncodes = 0;
   private textEncodes = 0;
 
@@ -128,6 +181,7 @@ export class Segmenter {
     private readonly engine: NativeEngine,
     private readonly tokenizer: PromptTokenizer,
     cache: FeatureCacheConfig,
+    featureSizes: FeatureSizes = { image: 0, text: 0 },
   ) {
     if (tokenizer.contextLength !== engine.info.contextLength) {
       throw new ModelLoadError(
@@ -139,6 +193,7 @@ export class Segmenter {
       maxBytes: cache.enabled ? cache.maxBytes : 0,
       ttlMs: cache.ttlMs,
     });
+    this.featureSizes = { ...featureSizes };
     const info = engine.info;
     this.modelKey = `${info.checksum}|${info.resolution}|${engine.device}`;
   }
@@ -153,7 +208,7 @@ export class Segmenter {
     manifest: BundleManifest,
     options: LoadSegmenterOptions,
   ): Promise<Segmenter> {
-    if (manifest.resolution !== options.expectedResolution) {
+    if (options.expectedResolution !== null && manifest.resolution !== options.expectedResolution) {
       throw new ModelLoadError(
         `IMAGE_MODEL_RESOLUTION is ${options.expectedResolution} but the bundle's resolution is ` +
           `${manifest.resolution}`,
@@ -166,7 +221,7 @@ export class Segmenter {
       device: options.device,
     });
     try {
-      return new Segmenter(engine, tokenizer, options.cache);
+      return new Segmenter(engine, tokenizer, options.cache, expectedFeatureSizes(manifest));
     } catch (error) {
       await engine.close();
       throw error;
@@ -177,6 +232,7 @@ export class Segmenter {
     return {
       imageEncodes: this.imageEncodes,
       textEncodes: this.textEncodes,
+      tasksRun: this.engine.tasksRun(),
       cache: this.cache.stats(),
     };
   }
@@ -192,15 +248,18 @@ export class Segmenter {
     const concepts = queries.filter((q): q is ConceptPlan => q.kind === 'concept');
     const timings: Timings = {};
     const started = performance.now();
-    const imageLease = await this.imageFeatures(image, timings);
+    const { signal } = request;
+    const imageLease = await this.imageFeatures(image, timings, signal);
     const textLeases: Lease<Feature>[] = [];
     try {
+      throwIfCancelled(signal, 'before the text features');
       textLeases.push(
         ...(await this.textFeatures(
           concepts.map((c) => c.text),
           timings,
         )),
       );
+      throwIfCancelled(signal, 'before detection');
       const conceptResults = await this.detect(
         imageLease.value as NativeImageEmbedding,
         concepts.map((concept, i) => ({ concept, text: textLeases[i].value })),
@@ -208,6 +267,7 @@ export class Segmenter {
         timings,
       );
       const pointQuery = queries.find((q): q is PointPlan => q.kind === 'point');
+      if (pointQuery !== undefined) throwIfCancelled(signal, 'before the point query');
       const pointResult =
         pointQuery === undefined
           ? null
@@ -246,10 +306,13 @@ export class Segmenter {
     const { image, texts, confidenceThreshold } = request;
     const timings: Timings = {};
     const started = performance.now();
-    const imageLease = await this.imageFeatures(image, timings);
+    const { signal } = request;
+    const imageLease = await this.imageFeatures(image, timings, signal);
     const textLeases: Lease<Feature>[] = [];
     try {
+      throwIfCancelled(signal, 'before the text features');
       textLeases.push(...(await this.textFeatures(texts, timings)));
+      throwIfCancelled(signal, 'before detection');
       const concepts = texts.map((text, i) => ({
         concept: { kind: 'concept', text, label: text, boxes: [], boxLabels: [] } as ConceptPlan,
         text: textLeases[i].value,
@@ -280,23 +343,34 @@ export class Segmenter {
 
   /** Stops the engine after its queued work; later calls reject with ENGINE_CLOSED. */
   async close(): Promise<void> {
-    this.cache.clear();
+    this.cache.close();
     await this.engine.close();
   }
 
-  private async imageFeatures(image: DecodedImage, timings: Timings): Promise<Lease<Feature>> {
+  private async imageFeatures(
+    image: DecodedImage,
+    timings: Timings,
+    signal: AbortSignal | undefined,
+  ): Promise<Lease<Feature>> {
     let started = performance.now();
     // WebCrypto digests run off the event loop (a 12 MP image is 36 MB of pixels).
     const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', image.data)).toString(
       'hex',
     );
     timings.hash = elapsedMs(started);
+    throwIfCancelled(signal, 'before the image features');
     started = performance.now();
     const key = `image|${this.modelKey}|${image.width}x${image.height}|${digest}`;
-    const lease = await this.cache.acquire(key, () => {
-      this.imageEncodes += 1;
-      return this.engine.encodeImage(image.data, image.width, image.height);
-    });
+    const lease = await this.cache.acquire(
+      key,
+      async () => {
+        this.imageEncodes += 1;
+        const features = await this.engine.encodeImage(image.data, image.width, image.height);
+        this.featureSizes.image = features.byteSize;
+        return features;
+      },
+      this.featureSizes.image,
+    );
     timings.image_features = elapsedMs(started);
     return lease;
   }
@@ -309,12 +383,18 @@ export class Segmenter {
     const started = performance.now();
     const keys = texts.map((text) => `text|${this.modelKey}|${text}`);
     const byKey = new Map(keys.map((key, i) => [key, texts[i]]));
-    const leases = await this.cache.acquireMany(keys, async (missing) => {
-      this.textEncodes += missing.length;
-      const batch = missing.map((key) => byKey.get(key) as string);
-      const tokens = this.tokenizer.encodeBatch(batch);
-      return this.engine.encodeText(tokens.ids, tokens.mask, batch.length);
-    });
+    const leases = await this.cache.acquireMany(
+      keys,
+      async (missing) => {
+        this.textEncodes += missing.length;
+        const batch = missing.map((key) => byKey.get(key) as string);
+        const tokens = this.tokenizer.encodeBatch(batch);
+        const features = await this.engine.encodeText(tokens.ids, tokens.mask, batch.length);
+        if (features.length > 0) this.featureSizes.text = features[0].byteSize;
+        return features;
+      },
+      this.featureSizes.text,
+    );
     timings.text_features = elapsedMs(started);
     return leases;
   }

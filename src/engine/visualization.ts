@@ -3,31 +3,44 @@
  * its box outlined and a "<label> <score>" tag, written as a PNG under OUTPUT_DIR and served
  * back by name (src/server/routes/visualizations.ts).
  *
- * Pixel work is done in place on a copy of the raw RGB buffer, walking the COCO RLE runs
- * directly (O(foreground pixels) per instance, no dense mask). Labels are small SVG tiles
- * rasterized and composited by sharp (librsvg + Pango); if that fails the overlay is written
- * without labels rather than not at all.
+ * Nothing per pixel runs on the event loop: mask tints and box outlines are drawn by a worker
+ * thread (visualization-worker.ts, walking the COCO RLE runs: O(foreground pixels) per
+ * instance, no dense mask) on a copy of the raw RGB buffer; labels are small SVG tiles that
+ * sharp rasterizes (librsvg + Pango) and composites, and sharp encodes the PNG, both on
+ * libvips threads. If the labels cannot be rendered the overlay is written without them.
  *
  * Files are named by 128 random bits, so a URL cannot be guessed from another, and live at
- * most maxAgeMs; at most maxFiles are kept (oldest removed first). Only names matching
- * VISUALIZATION_FILE_NAME are ever read or deleted, so OUTPUT_DIR may hold other files.
+ * most maxAgeMs; at most maxFiles and maxBytes are kept (oldest removed first, before a new
+ * file is written, so the directory never holds more), and a file over maxFileBytes is not
+ * written at all. Only names matching VISUALIZATION_FILE_NAME are ever read or deleted, so
+ * OUTPUT_DIR may hold other files.
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { lstat, mkdir, open, readdir, stat, unlink, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { setImmediate as setImmediatePromise } from 'node:timers/promises';
+import { Piscina } from 'piscina';
 import sharp, { type OverlayOptions } from 'sharp';
 import type { Logger } from '../logging';
-import { forEachForegroundSpan, type CocoRle } from './coco-rle';
+import type { CocoRle } from './coco-rle';
 import type { DecodedImage } from './image-decoder';
+import {
+  boxPixels,
+  BYTES_PER_PIXEL,
+  type DrawTask,
+  type PixelRect,
+  type Rgb,
+} from './visualization-worker';
+
+export { BOX_LINE_PX, MASK_ALPHA, type Rgb } from './visualization-worker';
 
 /** 32 lowercase hex digits (128 random bits) + ".png": the only names this store owns. */
 export const VISUALIZATION_FILE_NAME = /^[0-9a-f]{32}\.png$/;
 /** URL path under which the server serves a visualization file by its name. */
 export const VISUALIZATION_URL_PREFIX = '/api/v1/visualizations/';
-
-export type Rgb = readonly [number, number, number];
 
 /**
  * Distinct colours (Sasha Trubetskoy's list), used in order by instance index and cycled;
@@ -48,17 +61,12 @@ export const VISUALIZATION_PALETTE: readonly Rgb[] = [
   [220, 190, 255],
 ];
 
-/** Opacity of the mask tint: output = input x (1 - alpha) + colour x alpha. */
-export const MASK_ALPHA = 0.45;
-/** Box outline width, pixels, drawn inside the box. */
-export const BOX_LINE_PX = 2;
 /** Longest label text (code points) drawn before it is shortened with an ellipsis. */
 const MAX_LABEL_CHARS = 48;
 /** Label font size in pixels: about 1/32 of the shorter image side, within these bounds. */
 const MIN_FONT_PX = 10;
 const MAX_FONT_PX = 28;
 
-const BYTES_PER_PIXEL = 3;
 const DIRECTORY_MODE = 0o700;
 const FILE_MODE = 0o600;
 const MAX_SWEEP_INTERVAL_MS = 60_000;
@@ -75,13 +83,6 @@ export interface VisualizationInput {
   scores: readonly number[];
 }
 
-export interface RenderedVisualization {
-  /** 32 hex digits + ".png". */
-  fileName: string;
-  /** Where the server serves it: /api/v1/visualizations/<fileName>. */
-  urlPath: string;
-}
-
 /** An open visualization file; the caller owns the handle and must close it (or stream it). */
 export interface OpenedVisualization {
   handle: FileHandle;
@@ -89,81 +90,8 @@ export interface OpenedVisualization {
   size: number;
 }
 
-/** Inclusive pixel rectangle. */
-interface PixelRect {
-  left: number;
-  top: number;
-  right: number;
-  bottom: number;
-}
-
 function clamp(value: number, low: number, high: number): number {
   return Math.min(high, Math.max(low, value));
-}
-
-/** Per-channel lookup table of the tint: table[channel * 256 + value] -> blended value. */
-function tintTable(colour: Rgb): Uint8Array {
-  const table = new Uint8Array(3 * 256);
-  for (let channel = 0; channel < 3; channel += 1) {
-    for (let value = 0; value < 256; value += 1) {
-      table[channel * 256 + value] = Math.round(
-        value * (1 - MASK_ALPHA) + colour[channel] * MASK_ALPHA,
-      );
-    }
-  }
-  return table;
-}
-
-function tintMask(pixels: Buffer, width: number, mask: CocoRle, table: Uint8Array): void {
-  const rowStride = width * BYTES_PER_PIXEL;
-  forEachForegroundSpan(mask, (x, yStart, yEnd) => {
-    let offset = (yStart * width + x) * BYTES_PER_PIXEL;
-    for (let y = yStart; y < yEnd; y += 1, offset += rowStride) {
-      pixels[offset] = table[pixels[offset]];
-      pixels[offset + 1] = table[256 + pixels[offset + 1]];
-      pixels[offset + 2] = table[512 + pixels[offset + 2]];
-    }
-  });
-}
-
-/** Normalized [cx, cy, w, h] -> the pixels it covers, or null when it misses the image. */
-function boxPixels(box: readonly number[], width: number, height: number): PixelRect | null {
-  if (box.length !== 4 || !box.every(Number.isFinite)) return null;
-  const [cx, cy, w, h] = box;
-  // Box edges are pixel edges: a box of a mask spanning columns a..b has x0 = a/W, x1 = (b+1)/W.
-  const x0 = Math.round((cx - w / 2) * width);
-  const x1 = Math.round((cx + w / 2) * width);
-  const y0 = Math.round((cy - h / 2) * height);
-  const y1 = Math.round((cy + h / 2) * height);
-  if (x1 <= 0 || y1 <= 0 || x0 >= width || y0 >= height) return null;
-  const left = clamp(x0, 0, width - 1);
-  const top = clamp(y0, 0, height - 1);
-  return {
-    left,
-    top,
-    right: clamp(x1 - 1, left, width - 1),
-    bottom: clamp(y1 - 1, top, height - 1),
-  };
-}
-
-function fillRect(pixels: Buffer, width: number, rect: PixelRect, colour: Rgb): void {
-  for (let y = rect.top; y <= rect.bottom; y += 1) {
-    let offset = (y * width + rect.left) * BYTES_PER_PIXEL;
-    for (let x = rect.left; x <= rect.right; x += 1, offset += BYTES_PER_PIXEL) {
-      pixels[offset] = colour[0];
-      pixels[offset + 1] = colour[1];
-      pixels[offset + 2] = colour[2];
-    }
-  }
-}
-
-function outlineRect(pixels: Buffer, width: number, rect: PixelRect, colour: Rgb): void {
-  const line = BOX_LINE_PX - 1;
-  const { left, top, right, bottom } = rect;
-  fillRect(pixels, width, { left, top, right, bottom: Math.min(bottom, top + line) }, colour);
-  fillRect(pixels, width, { left, top: Math.max(top, bottom - line), right, bottom }, colour);
-  fillRect(pixels, width, { left, top, right: Math.min(right, left + line), bottom }, colour);
-  fillRect(pixels, width, { left: Math.max(left, right - line), top, right, bottom }, colour);
 }
 
 /**
@@ -266,6 +194,50 @@ export async function encodeVisualizationPng(
 }
 
 /**
+ * Threads that draw overlays: started on demand, ended after a minute idle; idle ones never
+ * hold the process open. Half the cores at most: libvips (the PNG encoder) wants the rest.
+ */
+const DRAW_THREADS = Math.max(1, Math.min(4, Math.floor(os.availableParallelism() / 2)));
+const DRAW_IDLE_MS = 60_000;
+let drawPool: Piscina<DrawTask, ArrayBuffer> | null = null;
+
+function drawWorkers(): Piscina<DrawTask, ArrayBuffer> {
+  drawPool ??= new Piscina<DrawTask, ArrayBuffer>({
+    // The compiled sibling (.js), or .ts where a loader runs the sources.
+    filename: path.join(__dirname, `visualization-worker${path.extname(__filename)}`),
+    name: 'drawInWorker',
+    minThreads: 0,
+    maxThreads: DRAW_THREADS,
+    idleTimeout: DRAW_IDLE_MS,
+  });
+  return drawPool;
+}
+
+/** Ends the drawing threads (at shutdown); a later render starts new ones. */
+export async function closeVisualizationWorkers(): Promise<void> {
+  const pool = drawPool;
+  drawPool = null;
+  await pool?.destroy();
+}
+
+/** Bytes copied between two turns of the event loop (a few milliseconds of memcpy). */
+const COPY_SLICE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A copy of `source` in an ArrayBuffer of its own, to transfer to a worker. sharp's buffers
+ * cannot be transferred (they would be cloned, on the event loop), and one memcpy of a 12 MP
+ * image holds the loop for tens of milliseconds: the copy is made in slices between turns.
+ */
+async function copyYielding(source: Uint8Array): Promise<ArrayBuffer> {
+  const target = new Uint8Array(source.length);
+  for (let offset = 0; offset < source.length; offset += COPY_SLICE_BYTES) {
+    if (offset > 0) await setImmediatePromise();
+    target.set(source.subarray(offset, offset + COPY_SLICE_BYTES), offset);
+  }
+  return target.buffer;
+}
+
+/**
  * Draws the overlay on a copy of `image` (the caller's pixels are never modified) and encodes
  * it as PNG. Masks are tinted in instance order, then boxes are outlined, then labels tagged,
  * so later instances tint over earlier ones and no tint covers a box line or a label.
@@ -290,33 +262,38 @@ export async function renderVisualizationPng(
   if (image.data.length !== width * height * BYTES_PER_PIXEL) {
     throw new Error(`image buffer of ${image.data.length} bytes is not ${width}x${height} RGB`);
   }
-  const pixels = Buffer.from(image.data);
-  const colours = Array.from(
-    { length: count },
-    (_, index) => VISUALIZATION_PALETTE[index % VISUALIZATION_PALETTE.length],
-  );
-
   input.masks.forEach((mask, index) => {
     if (mask.size[0] !== height || mask.size[1] !== width) {
       throw new Error(
         `mask ${index} is ${mask.size[1]}x${mask.size[0]}, the image ${width}x${height}`,
       );
     }
-    tintMask(pixels, width, mask, tintTable(colours[index]));
   });
+  const colours = Array.from(
+    { length: count },
+    (_, index) => VISUALIZATION_PALETTE[index % VISUALIZATION_PALETTE.length],
+  );
+  const rects = input.boxes.map((box) => boxPixels(box, width, height));
+
+  const task: DrawTask = {
+    pixels: await copyYielding(image.data),
+    width,
+    height,
+    masks: input.masks.map((mask): CocoRle => ({ size: mask.size, counts: mask.counts })),
+    rects,
+    colours,
+  };
+  const drawn = await drawWorkers().run(task, { transferList: [task.pixels] });
 
   const overlays: OverlayOptions[] = [];
-  input.boxes.forEach((box, index) => {
-    const rect = boxPixels(box, width, height);
+  rects.forEach((rect, index) => {
     if (rect === null) return;
-    outlineRect(pixels, width, rect, colours[index]);
     const text = labelText(input.labels[index], input.scores[index]);
     if (SVG_SUPPORTED && text !== '') {
       overlays.push(labelOverlay(text, colours[index], rect, width, height));
     }
   });
-
-  return encodeVisualizationPng(pixels, width, height, overlays, logger);
+  return encodeVisualizationPng(Buffer.from(drawn), width, height, overlays, logger);
 }
 
 export interface VisualizationStoreOptions {
@@ -326,13 +303,54 @@ export interface VisualizationStoreOptions {
   maxFiles: number;
   /** A file older than this is deleted (OUTPUT_MAX_AGE_SECONDS x 1000), milliseconds. */
   maxAgeMs: number;
+  /** Bytes all visualizations together may take; the oldest beyond it are deleted (OUTPUT_MAX_BYTES). */
+  maxBytes: number;
+  /** A visualization larger than this is not stored (OUTPUT_MAX_FILE_BYTES); at most maxBytes. */
+  maxFileBytes: number;
   logger: Logger;
   /** Period of the background sweep, milliseconds; default min(60 s, maxAgeMs), at least 1 s. */
   sweepIntervalMs?: number;
 }
 
+/** What render() did: the file it stored, or why it stored none. */
+export type RenderedVisualization =
+  | {
+      stored: true;
+      /** 32 hex digits + ".png". */
+      fileName: string;
+      /** Where the server serves it: /api/v1/visualizations/<fileName>. */
+      urlPath: string;
+      /** Size of the PNG. */
+      bytes: number;
+    }
+  | {
+      stored: false;
+      /** For the client: the size and the limit it is over. */
+      reason: string;
+      bytes: number;
+    };
+
+interface StoredFile {
+  /** Modification time, ms since epoch. */
+  modifiedAt: number;
+  bytes: number;
+}
+
 function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Bytes as a person reads them: "69.5 MB" (decimal units, as `ls -h --si` and browsers). */
+function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} bytes`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let value = bytes / 1000;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** Opening a visualization: O_NOFOLLOW so a planted symlink is never served, O_NONBLOCK so a
@@ -346,10 +364,20 @@ export class VisualizationStore {
   readonly outputDir: string;
   private readonly maxFiles: number;
   private readonly maxAgeMs: number;
+  private readonly maxBytes: number;
+  private readonly maxFileBytes: number;
   private readonly logger: Logger;
   private readonly sweepIntervalMs: number;
-  /** Known files -> modification time (ms since epoch), oldest first. */
-  private readonly files = new Map<string, number>();
+  /** Known files (and the one being written) -> time and size, oldest first. */
+  private readonly files = new Map<string, StoredFile>();
+  /** Sum of `files`' sizes. */
+  private storedBytes = 0;
+  /** The file being written, if any: counted in `files` before it exists on disk. */
+  private writing: string | null = null;
+  /** Writes run one at a time: room is made for each before it is written. */
+  private writeQueue: Promise<unknown> = Promise.resolve();
+  /** Deletions under way; a write waits for them, so the disk never holds more than maxBytes. */
+  private readonly deleting = new Set<Promise<void>>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private runningSweep: Promise<void> | null = null;
   private initialized = false;
@@ -361,9 +389,24 @@ export class VisualizationStore {
     if (!(options.maxAgeMs > 0)) {
       throw new RangeError(`maxAgeMs must be > 0, got ${options.maxAgeMs}`);
     }
+    if (!Number.isSafeInteger(options.maxBytes) || options.maxBytes < 1) {
+      throw new RangeError(`maxBytes must be a positive integer, got ${options.maxBytes}`);
+    }
+    if (
+      !Number.isSafeInteger(options.maxFileBytes) ||
+      options.maxFileBytes < 1 ||
+      options.maxFileBytes > options.maxBytes
+    ) {
+      throw new RangeError(
+        `maxFileBytes must be an integer from 1 to maxBytes (${options.maxBytes}), got ` +
+          `${options.maxFileBytes}`,
+      );
+    }
     this.outputDir = path.resolve(options.outputDir);
     this.maxFiles = options.maxFiles;
     this.maxAgeMs = options.maxAgeMs;
+    this.maxBytes = options.maxBytes;
+    this.maxFileBytes = options.maxFileBytes;
     this.logger = options.logger;
     this.sweepIntervalMs =
       options.sweepIntervalMs ??
@@ -372,8 +415,8 @@ export class VisualizationStore {
 
   /**
    * Creates the directory (mode 0700 when it is new), deletes visualizations of earlier runs
-   * that are past maxAgeMs or beyond maxFiles (unexpired ones stay servable across a restart,
-   * and several workers may share the directory), and starts the background sweep.
+   * that are past maxAgeMs or beyond maxFiles or maxBytes (unexpired ones stay servable across
+   * a restart, and several workers may share the directory), and starts the background sweep.
    */
   async init(): Promise<void> {
     await mkdir(this.outputDir, { recursive: true, mode: DIRECTORY_MODE });
@@ -400,22 +443,58 @@ export class VisualizationStore {
     }
   }
 
-  /** Stops the background sweep. Files stay; render() and open() keep working. */
+  /**
+   * Stops the background sweep and ends the drawing threads. Files stay; render() (which
+   * starts new threads) and open() keep working.
+   */
   close(): void {
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
+    closeVisualizationWorkers().catch((error: unknown) => {
+      this.logger.warn('visualization workers did not stop cleanly', { error: String(error) });
+    });
   }
 
-  /** Draws the overlay, writes it as a new PNG, then enforces the age and count limits. */
+  /** Bytes and files the store holds now (this process's view, refreshed by each sweep). */
+  usage(): { files: number; bytes: number; maxBytes: number; maxFileBytes: number } {
+    return {
+      files: this.files.size,
+      bytes: this.storedBytes,
+      maxBytes: this.maxBytes,
+      maxFileBytes: this.maxFileBytes,
+    };
+  }
+
+  /**
+   * Draws the overlay and, unless it is larger than maxFileBytes, deletes the oldest files
+   * that the age, count and byte limits leave no room for, then writes it as a new PNG.
+   */
   async render(image: DecodedImage, input: VisualizationInput): Promise<RenderedVisualization> {
     if (!this.initialized) throw new Error('VisualizationStore.init() was not called');
     const png = await renderVisualizationPng(image, input, this.logger);
+    if (png.length > this.maxFileBytes) {
+      this.logger.warn('visualization not stored: larger than OUTPUT_MAX_FILE_BYTES', {
+        bytes: png.length,
+        maxFileBytes: this.maxFileBytes,
+      });
+      return {
+        stored: false,
+        reason:
+          `the visualization PNG is ${formatBytes(png.length)}, over the limit of ` +
+          `${formatBytes(this.maxFileBytes)} per file (OUTPUT_MAX_FILE_BYTES); it was not stored`,
+        bytes: png.length,
+      };
+    }
     const fileName = `${randomBytes(16).toString('hex')}.png`;
-    // 'wx': never overwrite (or follow a symlink planted at) an existing name.
-    await writeFile(path.join(this.outputDir, fileName), png, { flag: 'wx', mode: FILE_MODE });
-    this.files.set(fileName, Date.now());
-    await this.trim();
-    return { fileName, urlPath: `${VISUALIZATION_URL_PREFIX}${fileName}` };
+    const write = this.writeQueue.then(() => this.writeFile(fileName, png));
+    this.writeQueue = write.catch(() => undefined);
+    await write;
+    return {
+      stored: true,
+      fileName,
+      urlPath: `${VISUALIZATION_URL_PREFIX}${fileName}`,
+      bytes: png.length,
+    };
   }
 
   /**
@@ -446,7 +525,7 @@ export class VisualizationStore {
 
   /**
    * Re-reads the directory (other processes may share it), then deletes expired files and
-   * the oldest beyond maxFiles. Concurrent calls share one pass.
+   * the oldest beyond maxFiles and maxBytes. Concurrent calls share one pass.
    */
   sweep(): Promise<void> {
     this.runningSweep ??= this.sweepDirectory().finally(() => {
@@ -455,16 +534,48 @@ export class VisualizationStore {
     return this.runningSweep;
   }
 
+  /** Counts the file first, makes room for it, waits for the deletions, then writes it. */
+  private async writeFile(fileName: string, png: Buffer): Promise<void> {
+    this.writing = fileName;
+    this.remember(fileName, { modifiedAt: Date.now(), bytes: png.length });
+    try {
+      this.trim();
+      await Promise.all(this.deleting);
+      // 'wx': never overwrite (or follow a symlink planted at) an existing name.
+      await writeFile(path.join(this.outputDir, fileName), png, { flag: 'wx', mode: FILE_MODE });
+    } catch (error) {
+      this.forget(fileName);
+      throw error;
+    } finally {
+      this.writing = null;
+    }
+  }
+
+  private remember(name: string, file: StoredFile): void {
+    this.forget(name);
+    this.files.set(name, file);
+    this.storedBytes += file.bytes;
+  }
+
+  private forget(name: string): void {
+    const file = this.files.get(name);
+    if (file === undefined) return;
+    this.files.delete(name);
+    this.storedBytes -= file.bytes;
+  }
+
   private async sweepDirectory(): Promise<void> {
     const startedAt = Date.now();
     const names = (await readdir(this.outputDir)).filter((name) =>
       VISUALIZATION_FILE_NAME.test(name),
     );
     const found = await Promise.all(
-      names.map(async (name): Promise<[string, number] | null> => {
+      names.map(async (name): Promise<[string, StoredFile] | null> => {
         try {
           const stats = await lstat(path.join(this.outputDir, name));
-          return stats.isDirectory() ? null : [name, stats.mtimeMs];
+          return stats.isDirectory()
+            ? null
+            : [name, { modifiedAt: stats.mtimeMs, bytes: stats.size }];
         } catch (error) {
           if (errorCode(error) === 'ENOENT') return null;
           throw error;
@@ -472,41 +583,48 @@ export class VisualizationStore {
       }),
     );
     const entries = new Map(found.filter((entry) => entry !== null));
-    // Files this process wrote after the directory was listed.
-    for (const [name, modifiedAt] of this.files) {
-      if (modifiedAt >= startedAt && !entries.has(name)) entries.set(name, modifiedAt);
+    // Files this process wrote after the directory was listed, and the one being written.
+    for (const [name, file] of this.files) {
+      if ((file.modifiedAt >= startedAt || name === this.writing) && !entries.has(name)) {
+        entries.set(name, file);
+      }
     }
     const oldestFirst = [...entries].sort(
-      ([nameA, timeA], [nameB, timeB]) => timeA - timeB || (nameA < nameB ? -1 : 1),
+      ([nameA, a], [nameB, b]) => a.modifiedAt - b.modifiedAt || (nameA < nameB ? -1 : 1),
     );
     this.files.clear();
-    for (const [name, modifiedAt] of oldestFirst) this.files.set(name, modifiedAt);
-    await this.trim();
+    this.storedBytes = 0;
+    for (const [name, file] of oldestFirst) this.remember(name, file);
+    this.trim();
+    await Promise.all(this.deleting);
   }
 
-  /** Deletes, oldest first, files past maxAgeMs and those beyond maxFiles. Never throws. */
-  private async trim(): Promise<void> {
+  /**
+   * Forgets, oldest first, files past maxAgeMs and those beyond maxFiles or maxBytes, and
+   * starts deleting them (tracked in `deleting`). The file being written is the newest and
+   * fits within every limit, so it is never among them. Never throws.
+   */
+  private trim(): void {
     const now = Date.now();
     const doomed: string[] = [];
-    for (const [name, modifiedAt] of this.files) {
-      const overCount = this.files.size - doomed.length > this.maxFiles;
-      if (!overCount && now - modifiedAt <= this.maxAgeMs) break;
+    for (const [name, file] of this.files) {
+      const over = this.files.size > this.maxFiles || this.storedBytes > this.maxBytes;
+      if (!over && now - file.modifiedAt <= this.maxAgeMs) break;
+      if (name === this.writing) break;
+      this.forget(name);
       doomed.push(name);
     }
-    for (const name of doomed) this.files.delete(name);
-    await Promise.all(
-      doomed.map(async (name) => {
-        try {
-          await unlink(path.join(this.outputDir, name));
-        } catch (error) {
-          if (errorCode(error) !== 'ENOENT') {
-            this.logger.warn('could not delete an old visualization', {
-              fileName: name,
-              error: String(error),
-            });
-          }
+    for (const name of doomed) {
+      const deletion = unlink(path.join(this.outputDir, name)).catch((error: unknown) => {
+        if (errorCode(error) !== 'ENOENT') {
+          this.logger.warn('could not delete an old visualization', {
+            fileName: name,
+            error: String(error),
+          });
         }
-      }),
-    );
+      });
+      this.deleting.add(deletion);
+      void deletion.finally(() => this.deleting.delete(deletion));
+    }
   }
 }

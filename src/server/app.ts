@@ -13,6 +13,7 @@ import type { Config } from '../config';
 import type { VisualizationStore } from '../engine/visualization';
 import type { Logger } from '../logging';
 import { apiKeyAuth, createApiKeyVerifier } from './auth';
+import { declaredBodyLimit } from './body-limits';
 import { corsPolicy } from './cors';
 import { renderDocsPage } from './docs-page';
 import type { EngineState } from './engine-state';
@@ -43,6 +44,7 @@ import {
   type VideoPromptRequestBody,
 } from './schemas';
 import { compileValidator, createAjv } from './validation';
+import type { ServerMetrics } from './metrics';
 import type { PropagationSockets } from './ws';
 
 export interface AppDependencies {
@@ -53,6 +55,8 @@ export interface AppDependencies {
   visualizations: VisualizationStore;
   /** The WebSocket propagation endpoint; without it /ws/propagate/{id} is a 404. */
   webSockets?: PropagationSockets;
+  /** Prometheus metrics (ENABLE_METRICS): every request is counted and timed. */
+  metrics?: ServerMetrics;
 }
 
 const BYTES_PER_MB = 1024 * 1024;
@@ -104,6 +108,7 @@ export function createApp(deps: AppDependencies): Express {
 
   app.use(requestContext(logger));
   app.use(accessLog());
+  if (deps.metrics !== undefined) app.use(deps.metrics.middleware());
   app.use(helmet());
   app.use(corsPolicy(config.corsOriginsList));
   app.use((req, res, next) => {
@@ -127,6 +132,14 @@ export function createApp(deps: AppDependencies): Express {
     );
   }
   app.use(apiKeyAuth({ requireApiKey: config.requireApiKey, verify: verifyApiKey }));
+  // A declared Content-Length over the limit is a 413 before the body is read (and before an
+  // `Expect: 100-continue` client is told to send it).
+  app.use(
+    declaredBodyLimit({
+      maxJsonBodyMb: config.maxJsonBodyMb,
+      maxUploadSizeMb: config.maxUploadSizeMb,
+    }),
+  );
   // Inflated size counts against the limit (a gzip bomb is a 413, not an allocation).
   app.use(express.json({ limit: maxJsonBodyBytes, strict: true, type: 'application/json' }));
 

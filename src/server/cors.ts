@@ -17,12 +17,14 @@ import cors from 'cors';
 import type { RequestHandler } from 'express';
 import { API_KEY_HEADER } from './auth';
 import { REQUEST_ID_HEADER } from './request-context';
+import { VISUALIZATION_SKIPPED_HEADER } from './routes/image';
 
 export const CORS_ALLOWED_METHODS = ['GET', 'POST', 'DELETE'];
 export const CORS_ALLOWED_HEADERS = ['Content-Type', API_KEY_HEADER, REQUEST_ID_HEADER];
-/** Response headers a browser script may read: the request id and the rate-limit state. */
+/** Response headers a browser script may read: request id, visualization, rate-limit state. */
 export const CORS_EXPOSED_HEADERS = [
   REQUEST_ID_HEADER,
+  VISUALIZATION_SKIPPED_HEADER,
   'Retry-After',
   'RateLimit',
   'RateLimit-Policy',

@@ -4,6 +4,7 @@
  * or video sessions cannot serve, and the overall health. The server listens before the model
  * is loaded, so /health can answer "loading" while the bundle loads.
  */
+import type { AdmissionStats } from '../engine/admission';
 import type { BundleManifest } from '../engine/bundle-manifest';
 import type { ComponentStatus, DeviceState, Models } from '../engine/models';
 import type { Segmenter } from '../engine/segmenter';
@@ -63,6 +64,24 @@ export class EngineState {
 
   get segmenter(): Segmenter | null {
     return this.models.segmenter;
+  }
+
+  /**
+   * Runs one image model request (decode to answer) under admission control: 429
+   * `overloaded` when the queue is full, dropped when `signal` aborts while it waits.
+   */
+  admitImageRequest<T>(signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+    return this.models.imageAdmission.run(signal, work);
+  }
+
+  /** The image model's admission figures (metrics). */
+  admission(): AdmissionStats {
+    return this.models.imageAdmission.stats();
+  }
+
+  /** Bytes the model holds on its devices, once the addon is loaded (metrics). */
+  nativeMemory(): { embeddings: number; trackers: number } | null {
+    return this.models.nativeMemory();
   }
 
   devices(): DeviceState[] {

@@ -6,6 +6,7 @@
  * errors, NativeError codes that describe the client's input) show their message; anything
  * else answers a generic 500 and is logged in full on the server side.
  */
+import { OverloadedError } from '../engine/admission';
 import { ImageDecodeError } from '../engine/image-decoder';
 import { PromptPlanError } from '../engine/prompt-plan';
 import { VideoInputError } from '../engine/video/errors';
@@ -22,6 +23,7 @@ export const ERROR_STATUS = {
   unauthorized: 401,
   path_not_allowed: 403,
   not_found: 404,
+  request_timeout: 408,
   session_exists: 409,
   session_busy: 409,
   too_many_objects: 409,
@@ -35,6 +37,7 @@ export const ERROR_STATUS = {
   rate_limited: 429,
   overloaded: 429,
   too_many_sessions: 429,
+  headers_too_large: 431,
   internal_error: 500,
   download_failed: 502,
   not_ready: 503,
@@ -90,6 +93,12 @@ const NATIVE_CODE_MAP: Readonly<Record<string, { code: ErrorCode; message: strin
   SESSION_CLOSED: { code: 'not_found', message: 'the video session was closed' },
 };
 
+/**
+ * zlib's and brotli's stream error codes: body-parser hands a corrupt compressed body's error
+ * on without a `type` (Z_DATA_ERROR, Z_BUF_ERROR, ERR__ERROR_FORMAT_PADDING_1, ...).
+ */
+const DECOMPRESSION_ERROR_CODE = /^(Z_[A-Z_]+|ERR__ERROR_[A-Z0-9_]+|ERR_BROTLI_[A-Z0-9_]+)$/;
+
 /** body-parser / http-errors client errors, by their `type`. */
 const BODY_PARSER_TYPE_MAP: Readonly<Record<string, { code: ErrorCode; message: string }>> = {
   'entity.too.large': { code: 'payload_too_large', message: 'request body is too large' },
@@ -130,6 +139,9 @@ function stringField(value: unknown, key: string): string | undefined {
 /** Any thrown value -> status, body and headers. Never exposes stacks, paths or addresses. */
 export function mapError(error: unknown): MappedError {
   if (error instanceof ApiError) return make(error.code, error.message, error.headers);
+  if (error instanceof OverloadedError) {
+    return make('overloaded', error.message, { 'Retry-After': String(error.retryAfterSeconds) });
+  }
   if (error instanceof ImageDecodeError) return make(error.code, error.message);
   if (error instanceof PromptPlanError) return make(error.code, error.message);
   if (error instanceof VideoInputError) return make(error.code, error.message);
@@ -148,6 +160,17 @@ export function mapError(error: unknown): MappedError {
   const bodyParserError =
     bodyParserType === undefined ? undefined : BODY_PARSER_TYPE_MAP[bodyParserType];
   if (bodyParserError !== undefined) return make(bodyParserError.code, bodyParserError.message);
+  const zlibCode = stringField(error, 'code');
+  if (
+    zlibCode !== undefined &&
+    DECOMPRESSION_ERROR_CODE.test(zlibCode) &&
+    (error as { status?: unknown }).status === 400
+  ) {
+    return make(
+      'invalid_request',
+      'the request body could not be decompressed (corrupt or truncated Content-Encoding data)',
+    );
+  }
 
   // NativeError (thrown by the addon) is recognised by its code, whatever its class.
   const nativeCode = stringField(error, 'code');

@@ -1,6 +1,7 @@
 /**
  * Per-request context: the request id (echoed in `X-Request-Id` on every response and carried
- * by the request's child logger) and one access-log line when the response is done.
+ * by the request's child logger) and one access-log line when the response is done: method,
+ * path (never the query string, where clients put keys), matched route, status and latency.
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -15,6 +16,10 @@ declare global {
       requestId: string;
       /** Child logger carrying requestId. */
       logger: Logger;
+      /** Aborts when the client goes away before the response is finished. */
+      signal: AbortSignal;
+      /** The error code answered, when the error handler answered (metrics). */
+      errorCode?: string;
     }
   }
 }
@@ -26,13 +31,24 @@ const CLIENT_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 /** Longest path written to the access log (paths are client-controlled). */
 const MAX_LOGGED_PATH = 256;
 
+/** A fresh request id (also for the answers the HTTP server gives outside the app). */
+export function newRequestId(): string {
+  return randomUUID();
+}
+
 export function requestContext(logger: Logger): RequestHandler {
   return (req, res, next) => {
     const supplied = req.get(REQUEST_ID_HEADER);
     const requestId =
-      supplied !== undefined && CLIENT_REQUEST_ID.test(supplied) ? supplied : randomUUID();
+      supplied !== undefined && CLIENT_REQUEST_ID.test(supplied) ? supplied : newRequestId();
     res.locals.requestId = requestId;
     res.locals.logger = logger.child({ requestId });
+    // 'close' before the response finished: the client hung up, and its work is dropped.
+    const cancel = new AbortController();
+    res.locals.signal = cancel.signal;
+    res.once('close', () => {
+      if (!res.writableFinished) cancel.abort();
+    });
     res.setHeader(REQUEST_ID_HEADER, requestId);
     next();
   };
@@ -50,9 +66,12 @@ export function accessLog(): RequestHandler {
       const path = req.originalUrl.split('?')[0].slice(0, MAX_LOGGED_PATH);
       const status = res.writableFinished ? res.statusCode : 499;
       const level = status >= 500 ? 'warn' : 'info';
+      // The route pattern (e.g. /api/v1/video/session/:id) groups requests; null when none matched.
+      const route = typeof req.route?.path === 'string' ? req.route.path : null;
       res.locals.logger.log(level, `${req.method} ${path} ${status} ${ms}ms`, {
         method: req.method,
         path,
+        route,
         status,
         ms,
       });

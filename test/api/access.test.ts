@@ -350,13 +350,13 @@ describe('CORS (CORS_ORIGINS_LIST)', () => {
     await server.close();
   });
 
-  it('echoes a listed origin and exposes the request id and rate-limit headers', async () => {
+  it('echoes a listed origin and exposes the request id, visualization and rate-limit headers', async () => {
     const response = await fetch(`${server.url}/health`, { headers: { origin: LISTED } });
     await response.arrayBuffer();
     assert.equal(response.headers.get('access-control-allow-origin'), LISTED);
     assert.equal(
       response.headers.get('access-control-expose-headers'),
-      'X-Request-Id,Retry-After,RateLimit,RateLimit-Policy',
+      'X-Request-Id,X-Visualization-Skipped,Retry-After,RateLimit,RateLimit-Policy',
     );
     assert.match(response.headers.get('vary') ?? '', /\bOrigin\b/);
     assert.equal(response.headers.get('access-control-allow-credentials'), null);

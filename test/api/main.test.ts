@@ -82,6 +82,87 @@ describe('main', () => {
     assert.match(child.stderr.join(''), /configuration error: SERVER_PORT: expected a number/);
   });
 
+  describe('a failed image model load', () => {
+    /** Logged error lines (JSON, NODE_ENV=production) whose message matches `pattern`. */
+    const loggedErrors = (child: Child, pattern: RegExp): string[] =>
+      child
+        .stdoutLines()
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { level: string; message: string })
+        .filter((entry) => entry.level === 'error' && pattern.test(entry.message))
+        .map((entry) => entry.message);
+    const brokenEnv = (extra: Record<string, string>): Record<string, string> => ({
+      SERVER_HOST: '127.0.0.1',
+      SERVER_PORT: '0',
+      SAM3_CHECKPOINT: path.join(cwd, 'no-such-bundle'),
+      NODE_ENV: 'production',
+      ...extra,
+    });
+
+    it('exits 1 with IMAGE_MODEL_REQUIRED=true, saying why', async () => {
+      const child = start(brokenEnv({ IMAGE_MODEL_REQUIRED: 'true' }), cwd);
+      try {
+        assert.equal(await child.exited, 1);
+        assert.equal(
+          child.stderr.join(''),
+          'fatal: IMAGE_MODEL_REQUIRED is true but the image model failed to load (see the log)\n',
+        );
+        assert.equal(loggedErrors(child, /^model bundle failed to load: /).length, 1);
+      } finally {
+        child.process.kill('SIGKILL');
+      }
+    });
+
+    it('leaves the server up and /health degraded by default (IMAGE_MODEL_REQUIRED=false)', async () => {
+      const child = start(brokenEnv({}), cwd);
+      try {
+        const url = await listeningUrl(child);
+        const health = await waitFor(async () => {
+          const response = await fetch(`${url}/health`);
+          const body = (await response.json()) as {
+            status: string;
+            devices: { role: string; status: string }[];
+          };
+          return body.status === 'loading' ? undefined : { code: response.status, body };
+        }, 30_000);
+        assert.equal(health.code, 503);
+        assert.equal(health.body.status, 'degraded');
+        assert.deepEqual(
+          health.body.devices.map((device) => [device.role, device.status]),
+          [
+            ['image', 'failed'],
+            ['video', 'failed'],
+          ],
+        );
+        assert.equal(loggedErrors(child, /^model bundle failed to load: /).length, 1);
+        child.process.kill('SIGTERM');
+        assert.equal(await child.exited, 0);
+        assert.equal(child.stderr.join(''), '');
+      } finally {
+        child.process.kill('SIGKILL');
+      }
+    });
+
+    it('exits 1 on an explicit IMAGE_MODEL_RESOLUTION the bundle does not have', async () => {
+      const child = start(
+        {
+          ...brokenEnv({ IMAGE_MODEL_RESOLUTION: '1008' }),
+          SAM3_CHECKPOINT: await exportTinyBundle(),
+        },
+        cwd,
+      );
+      try {
+        assert.equal(await child.exited, 1);
+        assert.equal(
+          child.stderr.join(''),
+          "fatal: IMAGE_MODEL_RESOLUTION is 1008 but the bundle's resolution is 224\n",
+        );
+      } finally {
+        child.process.kill('SIGKILL');
+      }
+    });
+  });
+
   it('serves the demo bundle that setup creates with the default configuration', async () => {
     // scripts/setup.sh: export_sam3.py --tiny-random --preset demo; then `npm start` with no
     // configuration at all must serve it (its resolution is the default 1008).
@@ -139,8 +220,8 @@ describe('main', () => {
       {
         SERVER_HOST: '127.0.0.1',
         SERVER_PORT: '0',
+        // No IMAGE_MODEL_RESOLUTION: the bundle's own (224, not 1008) is used.
         SAM3_CHECKPOINT: bundleDir,
-        IMAGE_MODEL_RESOLUTION: '224',
         NODE_ENV: 'production',
       },
       cwd,

@@ -19,6 +19,7 @@ import { loadAddon } from '../../src/native/addon';
 import { createApp } from '../../src/server/app';
 import { EngineState } from '../../src/server/engine-state';
 import { closeGracefully, createHttpServer, listen } from '../../src/server/http-server';
+import { ServerMetrics, startMetricsServer } from '../../src/server/metrics';
 import { PropagationSockets } from '../../src/server/ws';
 import { exportRandomBundle } from './reference';
 import { repoPath } from './repo';
@@ -34,6 +35,8 @@ export interface StartServerOptions {
   bundleDir?: string;
   /** Receives the server's JSON log lines; without it logs are dropped. */
   logStream?: Writable;
+  /** Serve Prometheus metrics on a listener of their own (127.0.0.1, a free port). */
+  metrics?: boolean;
 }
 
 export interface TestServer {
@@ -47,6 +50,8 @@ export interface TestServer {
   models: Models;
   webSockets: PropagationSockets;
   server: Server;
+  /** With `metrics`: the metrics listener's base URL (GET /metrics). */
+  metricsUrl: string | null;
   /** Closes sockets, sessions and the engines (as a SIGTERM does). */
   close(): Promise<void>;
 }
@@ -80,14 +85,23 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
     outputDir: config.outputDir,
     maxFiles: config.outputMaxFiles,
     maxAgeMs: config.outputMaxAgeSeconds * 1000,
+    maxBytes: config.outputMaxBytes,
+    maxFileBytes: config.outputMaxFileBytes,
     logger,
   });
   await visualizations.init();
   const webSockets = new PropagationSockets({ config, engineState, logger });
-  const app = createApp({ config, engineState, logger, visualizations, webSockets });
-  const server = createHttpServer(app, config);
+  const metrics = options.metrics === true ? new ServerMetrics(engineState) : undefined;
+  const app = createApp({ config, engineState, logger, visualizations, webSockets, metrics });
+  const server = createHttpServer(app, config, logger);
   const address = await listen(server, config.serverHost, config.serverPort);
+  const metricsServer =
+    metrics === undefined ? null : await startMetricsServer(metrics, '127.0.0.1', 0);
   return {
+    metricsUrl:
+      metricsServer === null
+        ? null
+        : `http://${metricsServer.address.address}:${metricsServer.address.port}`,
     url: `http://${address.address}:${address.port}`,
     wsUrl: `ws://${address.address}:${address.port}`,
     config,
@@ -99,6 +113,7 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
       engineState.markStopping();
       await webSockets.closeAll();
       await closeGracefully(server, 0);
+      if (metricsServer !== null) await closeGracefully(metricsServer.server, 0);
       await engineState.close();
       visualizations.close();
       rmSync(outputDir, { recursive: true, force: true });

@@ -8,12 +8,17 @@
 import { Router, type Request, type Response } from 'express';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../../config';
+import { throwIfCancelled } from '../../engine/admission';
 import { decodeImage, type DecodedImage } from '../../engine/image-decoder';
+import { planQueries } from '../../engine/prompt-plan';
 import { elapsedMs, type Timings } from '../../engine/segmenter';
 import type { VisualizationStore } from '../../engine/visualization';
 import type { EngineState } from '../engine-state';
 import { ApiError } from '../errors';
 import type { CachedFeaturesRequestBody, SegmentRequestBody } from '../schemas';
+
+/** Set when return_visualization was asked for but no file was stored: the reason. */
+export const VISUALIZATION_SKIPPED_HEADER = 'X-Visualization-Skipped';
 
 export interface ImageRouteOptions {
   config: Readonly<Config>;
@@ -58,21 +63,33 @@ export function imageRoutes(options: ImageRouteOptions): Router {
   router.post('/api/v1/image/segment', async (req, res) => {
     requireJson(req);
     const body = options.validateSegmentRequest(req.body);
+    // Refused before anything is decoded (a plan the model cannot run costs nothing).
+    planQueries(body.prompts);
     const segmenter = engineState.requireSegmenter();
+    const { signal } = res.locals;
     const timings: Timings = {};
-    const image = await decodeTimed(body.image, config, timings);
-    const result = await segmenter.segment({
-      image,
-      prompts: body.prompts,
-      confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
+    let visualizationUrl: string | null = null;
+    const result = await engineState.admitImageRequest(signal, async () => {
+      const image = await decodeTimed(body.image, config, timings);
+      throwIfCancelled(signal, 'after decoding');
+      const segmented = await segmenter.segment({
+        image,
+        signal,
+        prompts: body.prompts,
+        confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
+      });
+      Object.assign(timings, segmented.timings);
+      if (body.return_visualization === true) {
+        throwIfCancelled(signal, 'before the visualization');
+        const started = performance.now();
+        const visualization = await visualizations.render(image, segmented);
+        timings.visualization = elapsedMs(started);
+        // Not stored (over OUTPUT_MAX_FILE_BYTES): the URL stays null and this header says why.
+        if (visualization.stored) visualizationUrl = visualization.urlPath;
+        else res.set(VISUALIZATION_SKIPPED_HEADER, visualization.reason);
+      }
+      return segmented;
     });
-    Object.assign(timings, result.timings);
-    let visualization = null;
-    if (body.return_visualization === true) {
-      const started = performance.now();
-      visualization = await visualizations.render(image, result);
-      timings.visualization = elapsedMs(started);
-    }
     sendTimed(res, timings, {
       masks: result.masks,
       boxes: result.boxes,
@@ -80,7 +97,7 @@ export function imageRoutes(options: ImageRouteOptions): Router {
       labels: result.labels,
       num_masks: result.num_masks,
       image_size: result.image_size,
-      visualization_url: visualization?.urlPath ?? null,
+      visualization_url: visualizationUrl,
       inference_time_ms: result.inference_time_ms,
     });
   });
@@ -89,12 +106,17 @@ export function imageRoutes(options: ImageRouteOptions): Router {
     requireJson(req);
     const body = options.validateCachedFeaturesRequest(req.body);
     const segmenter = engineState.requireSegmenter();
+    const { signal } = res.locals;
     const timings: Timings = {};
-    const image = await decodeTimed(body.image, config, timings);
-    const result = await segmenter.segmentTexts({
-      image,
-      texts: body.text_prompts,
-      confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
+    const result = await engineState.admitImageRequest(signal, async () => {
+      const image = await decodeTimed(body.image, config, timings);
+      throwIfCancelled(signal, 'after decoding');
+      return segmenter.segmentTexts({
+        image,
+        signal,
+        texts: body.text_prompts,
+        confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
+      });
     });
     Object.assign(timings, result.timings);
     sendTimed(res, timings, {
