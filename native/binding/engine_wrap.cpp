@@ -103,18 +103,20 @@ struct EngineHandoff {
 }  // namespace
 
 Napi::Function EngineWrap::define(Napi::Env env) {
-  return DefineClass(env, "Engine",
-                     {
-                         StaticMethod<&EngineWrap::load>("load"),
-                         InstanceMethod<&EngineWrap::encodeImage>("encodeImage"),
-                         InstanceMethod<&EngineWrap::encodeText>("encodeText"),
-                         InstanceMethod<&EngineWrap::detect>("detect"),
-                         InstanceMethod<&EngineWrap::segmentPoints>("segmentPoints"),
-                         InstanceMethod<&EngineWrap::createTracker>("createTracker"),
-                         InstanceMethod<&EngineWrap::tasksRun>("tasksRun"),
-                         InstanceMethod<&EngineWrap::lastStageTimes>("lastStageTimes"),
-                         InstanceMethod<&EngineWrap::close>("close"),
-                     });
+  return DefineClass(
+      env, "Engine",
+      {
+          StaticMethod<&EngineWrap::load>("load"),
+          InstanceMethod<&EngineWrap::encodeImage>("encodeImage"),
+          InstanceMethod<&EngineWrap::encodeText>("encodeText"),
+          InstanceMethod<&EngineWrap::detect>("detect"),
+          InstanceMethod<&EngineWrap::segmentPoints>("segmentPoints"),
+          InstanceMethod<&EngineWrap::createTracker>("createTracker"),
+          InstanceMethod<&EngineWrap::tasksRun>("tasksRun"),
+          InstanceMethod<&EngineWrap::injectDeviceOutOfMemory>("injectDeviceOutOfMemory"),
+          InstanceMethod<&EngineWrap::lastStageTimes>("lastStageTimes"),
+          InstanceMethod<&EngineWrap::close>("close"),
+      });
 }
 
 EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
@@ -304,6 +306,15 @@ Napi::Value EngineWrap::createTracker(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::tasksRun(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(engine_->tasksRun()));
+}
+
+Napi::Value EngineWrap::injectDeviceOutOfMemory(const Napi::CallbackInfo& info) {
+  try {
+    engine_->injectDeviceOutOfMemory(integerArgument(info[0], "count"));
+  } catch (const CoreError& error) {
+    throw toJsError(info.Env(), error);
+  }
+  return info.Env().Undefined();
 }
 
 Napi::Value EngineWrap::lastStageTimes(const Napi::CallbackInfo& info) {

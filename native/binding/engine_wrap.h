@@ -28,6 +28,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value segmentPoints(const Napi::CallbackInfo& info);
   Napi::Value createTracker(const Napi::CallbackInfo& info);
   Napi::Value tasksRun(const Napi::CallbackInfo& info);
+  Napi::Value injectDeviceOutOfMemory(const Napi::CallbackInfo& info);
   Napi::Value lastStageTimes(const Napi::CallbackInfo& info);
   Napi::Value close(const Napi::CallbackInfo& info);
 

@@ -106,6 +106,7 @@ struct Engine::Impl {
   StageTimes lastTimes;
   StageTimes totalTimes;
   std::atomic<int64_t> tasksRun{0};
+  std::atomic<int64_t> injectedOom{0};  // injectDeviceOutOfMemory
 
   void recordTimes(const StageTimes& times) {
     std::lock_guard<std::mutex> lock(timesMutex);
@@ -197,10 +198,12 @@ BundleInfo infoOf(const Manifest& m) {
 }
 
 // Queues `work` (returning T) on the engine's executor and reports its outcome to `done`;
-// counts the task in `tasksRun` before `done` runs.
+// counts the task in `tasksRun` before `done` runs. While `injectedOom` is positive, a task
+// fails with DEVICE_OOM instead of running (fault tests).
 template <typename T, typename Work>
-void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun, Done<T> done, Work work) {
-  auto task = [&executor, &tasksRun, done, work = std::move(work)]() mutable {
+void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun,
+                   std::atomic<int64_t>& injectedOom, Done<T> done, Work work) {
+  auto task = [&executor, &tasksRun, &injectedOom, done, work = std::move(work)]() mutable {
     Outcome<T> outcome;
     {
       // Destroyed before `done`: what the work captured (embeddings) is let go of before the
@@ -209,6 +212,11 @@ void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun, Done<T> d
       try {
         if (executor.cancelled()) {
           throw CoreError(ErrorCode::kEngineClosed, "the engine is closed");
+        }
+        // Executor thread only: no other task decrements between the test and the decrement.
+        if (injectedOom.load() > 0) {
+          --injectedOom;
+          throw CoreError(ErrorCode::kDeviceOom, "device out of memory (injected)");
         }
         outcome.value = running();
       } catch (...) {
@@ -242,7 +250,8 @@ std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::st
   }
   Executor& executor = *engine->impl_->executor;
   runOnExecutor<std::shared_ptr<Engine>>(
-      executor, engine->impl_->tasksRun, std::move(done), [engine, bundleDir]() {
+      executor, engine->impl_->tasksRun, engine->impl_->injectedOom, std::move(done),
+      [engine, bundleDir]() {
         try {
           Impl& impl = *engine->impl_;
           impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device));
@@ -261,7 +270,7 @@ std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::st
 void Engine::encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::shared_ptr<ImageEmbedding>>(
-      *impl_->executor, impl_->tasksRun, std::move(done),
+      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, request] { return self->impl_->encodeImage(request); });
 }
 
@@ -269,7 +278,7 @@ void Engine::encodeText(const TextRequest& request,
                         Done<std::vector<std::shared_ptr<TextEmbedding>>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<std::shared_ptr<TextEmbedding>>>(
-      *impl_->executor, impl_->tasksRun, std::move(done),
+      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, request] { return self->impl_->encodeText(request); });
 }
 
@@ -277,7 +286,7 @@ void Engine::detect(std::shared_ptr<const ImageEmbedding> image, std::vector<Con
                     double threshold, Done<std::vector<ConceptInstances>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<ConceptInstances>>(
-      *impl_->executor, impl_->tasksRun, std::move(done),
+      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, image = std::move(image), queries = std::move(queries), threshold] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->detect(*image, queries, threshold);
@@ -288,7 +297,7 @@ void Engine::segmentPoints(std::shared_ptr<const ImageEmbedding> image,
                            std::vector<PointQuery> queries, Done<std::vector<PointInstance>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<PointInstance>>(
-      *impl_->executor, impl_->tasksRun, std::move(done),
+      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, image = std::move(image), queries = std::move(queries)] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->segmentPoints(*image, queries);
@@ -327,7 +336,7 @@ void Engine::trackerAddPrompt(std::shared_ptr<TrackerSession> session, const Fra
                               TrackerPrompt prompt, Done<TrackerFrame> done) {
   auto self = shared_from_this();
   runOnExecutor<TrackerFrame>(
-      *impl_->executor, impl_->tasksRun, std::move(done),
+      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, session = std::move(session), frame, prompt = std::move(prompt)] {
         Impl& impl = *self->impl_;
         Bundle& bundle = impl.loadedBundle();
@@ -343,7 +352,7 @@ void Engine::trackerAddConcept(std::shared_ptr<TrackerSession> session, const Fr
                                ConceptPrompt prompt, Done<ConceptResult> done) {
   auto self = shared_from_this();
   runOnExecutor<ConceptResult>(
-      *impl_->executor, impl_->tasksRun, std::move(done),
+      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, session = std::move(session), frame, prompt = std::move(prompt)] {
         Impl& impl = *self->impl_;
         Bundle& bundle = impl.loadedBundle();
@@ -358,23 +367,24 @@ void Engine::trackerAddConcept(std::shared_ptr<TrackerSession> session, const Fr
 void Engine::trackerStep(std::shared_ptr<TrackerSession> session, const FrameRequest& frame,
                          StepRequest request, Done<std::vector<TrackerFrame>> done) {
   auto self = shared_from_this();
-  runOnExecutor<std::vector<TrackerFrame>>(*impl_->executor, impl_->tasksRun, std::move(done),
-                                           [self, session = std::move(session), frame, request] {
-                                             Impl& impl = *self->impl_;
-                                             Bundle& bundle = impl.loadedBundle();
-                                             checkSession(session, bundle);
-                                             StageTimes times;
-                                             std::vector<TrackerFrame> result = session->step(
-                                                 bundle, *impl.executor, frame, request, times);
-                                             impl.recordTimes(times);
-                                             return result;
-                                           });
+  runOnExecutor<std::vector<TrackerFrame>>(
+      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
+      [self, session = std::move(session), frame, request] {
+        Impl& impl = *self->impl_;
+        Bundle& bundle = impl.loadedBundle();
+        checkSession(session, bundle);
+        StageTimes times;
+        std::vector<TrackerFrame> result =
+            session->step(bundle, *impl.executor, frame, request, times);
+        impl.recordTimes(times);
+        return result;
+      });
 }
 
 void Engine::trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_t objId,
                                  Done<bool> done) {
   auto self = shared_from_this();
-  runOnExecutor<bool>(*impl_->executor, impl_->tasksRun, std::move(done),
+  runOnExecutor<bool>(*impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
                       [self, session = std::move(session), objId] {
                         checkSession(session, self->impl_->loadedBundle());
                         return session->removeObject(objId);
@@ -384,7 +394,8 @@ void Engine::trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_
 void Engine::trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64_t conceptId,
                                   Done<std::vector<int64_t>> done) {
   auto self = shared_from_this();
-  runOnExecutor<std::vector<int64_t>>(*impl_->executor, impl_->tasksRun, std::move(done),
+  runOnExecutor<std::vector<int64_t>>(*impl_->executor, impl_->tasksRun, impl_->injectedOom,
+                                      std::move(done),
                                       [self, session = std::move(session), conceptId] {
                                         checkSession(session, self->impl_->loadedBundle());
                                         return session->removeConcept(conceptId);
@@ -393,7 +404,7 @@ void Engine::trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64
 
 void Engine::trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done) {
   auto self = shared_from_this();
-  runOnExecutor<int64_t>(*impl_->executor, impl_->tasksRun, std::move(done),
+  runOnExecutor<int64_t>(*impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
                          [self, session = std::move(session)] {
                            checkSession(session, self->impl_->loadedBundle());
                            return session->reset();
@@ -401,6 +412,11 @@ void Engine::trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t>
 }
 
 int64_t Engine::tasksRun() const { return impl_->tasksRun.load(); }
+
+void Engine::injectDeviceOutOfMemory(int64_t count) {
+  if (count < 0) badInput("count must be >= 0");
+  impl_->injectedOom.store(count);
+}
 
 StageTimes Engine::lastStageTimes() const {
   std::lock_guard<std::mutex> lock(impl_->timesMutex);

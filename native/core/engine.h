@@ -212,6 +212,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done);
   // Executor tasks completed so far (failed ones included): tests count frames computed.
   int64_t tasksRun() const;
+  // Fault injection for the fault tests: the next `count` model tasks fail as if the device
+  // had run out of memory (DEVICE_OOM), without running; the engine stays usable after.
+  void injectDeviceOutOfMemory(int64_t count);
 
   StageTimes lastStageTimes() const;
   // Milliseconds per stage summed over every task so far (benchmarks take differences).

@@ -237,6 +237,11 @@ export class Segmenter {
     };
   }
 
+  /** The next `count` model calls fail with DEVICE_OOM without running (fault tests). */
+  injectDeviceOutOfMemory(count: number): void {
+    this.engine.injectDeviceOutOfMemory(count);
+  }
+
   /** Per-stage times of the engine's most recent calls (sequential benchmarks only). */
   engineStageTimes(): Record<string, number> {
     return this.engine.lastStageTimes();

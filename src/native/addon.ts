@@ -156,6 +156,10 @@ class Engine implements NativeEngine {
     return this.native.tasksRun();
   }
 
+  injectDeviceOutOfMemory(count: number): void {
+    this.native.injectDeviceOutOfMemory(count);
+  }
+
   lastStageTimes(): StageTimes {
     return this.native.lastStageTimes();
   }

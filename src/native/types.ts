@@ -318,6 +318,11 @@ export interface NativeEngine {
   createTracker(options: TrackerOptions): NativeTracker;
   /** Executor tasks completed on this engine so far, failed ones included. */
   tasksRun(): number;
+  /**
+   * Fault injection for the fault tests: the next `count` model calls on this engine reject
+   * with DEVICE_OOM without running, as on a device out of memory; the engine stays usable.
+   */
+  injectDeviceOutOfMemory(count: number): void;
   /** Stage times of the most recent calls on this engine (tracker calls add memory_attention,
    * tracker_decoder and memory_encoder). */
   lastStageTimes(): StageTimes;
