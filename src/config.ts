@@ -344,6 +344,11 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
   if (requireApiKey && apiKeys.length === 0) {
     throw new ConfigError('API_KEYS', 'REQUIRE_API_KEY is true but API_KEYS is empty');
   }
+  const trustProxyHops = parseNumber(env, 'TRUST_PROXY_HOPS', 0, {
+    min: 0,
+    max: 32,
+    integer: true,
+  });
   const outputMaxBytes = parseNumber(env, 'OUTPUT_MAX_BYTES', 1024 ** 3, {
     min: 1,
     max: Number.MAX_SAFE_INTEGER,
@@ -480,15 +485,21 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     metricsHost: parseHost(env, 'METRICS_HOST', '127.0.0.1'),
     metricsPort: parseNumber(env, 'METRICS_PORT', 9090, { min: 0, max: MAX_PORT, integer: true }),
 
-    trustProxyHops: parseNumber(env, 'TRUST_PROXY_HOPS', 0, { min: 0, max: 32, integer: true }),
+    trustProxyHops,
     maxImagePixels: parseNumber(env, 'MAX_IMAGE_PIXELS', 40_000_000, { min: 1, integer: true }),
     maxJsonBodyMb: parseNumber(env, 'MAX_JSON_BODY_MB', maxUploadSizeMb, { positive: true }),
     requestTimeoutSeconds: parseNumber(env, 'REQUEST_TIMEOUT_SECONDS', 300, { min: 1 }),
     maxConnections: parseNumber(env, 'MAX_CONNECTIONS', 1024, { min: 0, integer: true }),
-    maxConnectionsPerAddress: parseNumber(env, 'MAX_CONNECTIONS_PER_ADDRESS', 64, {
-      min: 0,
-      integer: true,
-    }),
+    // Behind proxies every connection comes from a proxy: no per-address cap unless set.
+    maxConnectionsPerAddress: parseNumber(
+      env,
+      'MAX_CONNECTIONS_PER_ADDRESS',
+      trustProxyHops > 0 ? 0 : 64,
+      {
+        min: 0,
+        integer: true,
+      },
+    ),
     shutdownTimeoutSeconds: parseNumber(env, 'SHUTDOWN_TIMEOUT_SECONDS', 30, { min: 0 }),
   };
   return deepFreeze(config);

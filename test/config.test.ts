@@ -109,6 +109,13 @@ describe('loadConfig defaults', () => {
     assert.deepEqual(loadConfig({}, { cudaDeviceCount: 8 }).videoGpuList, [0, 1, 2, 3]);
   });
 
+  it('defaults MAX_CONNECTIONS_PER_ADDRESS to no cap behind proxies, unless it is set', () => {
+    assert.equal(loadConfig({}, NO_GPU).maxConnectionsPerAddress, 64);
+    assert.equal(loadConfig({ TRUST_PROXY_HOPS: '1' }, NO_GPU).maxConnectionsPerAddress, 0);
+    const set = { TRUST_PROXY_HOPS: '1', MAX_CONNECTIONS_PER_ADDRESS: '8' };
+    assert.equal(loadConfig(set, NO_GPU).maxConnectionsPerAddress, 8);
+  });
+
   it('defaults MAX_JSON_BODY_MB to MAX_UPLOAD_SIZE_MB', () => {
     assert.equal(loadConfig({ MAX_UPLOAD_SIZE_MB: '12.5' }, NO_GPU).maxJsonBodyMb, 12.5);
     const both = loadConfig({ MAX_UPLOAD_SIZE_MB: '12', MAX_JSON_BODY_MB: '3' }, NO_GPU);

@@ -99,6 +99,17 @@ export class Admission {
     }
   }
 
+  /**
+   * Refuses now (throws OverloadedError, counted as rejected) when a request arriving now
+   * could neither run nor wait: lets a caller refuse before it reads the request's body.
+   */
+  refuseIfFull(): void {
+    if (this.running < this.options.maxRunning || this.queue.length < this.options.maxQueued) {
+      return;
+    }
+    throw this.refusal();
+  }
+
   stats(): AdmissionStats {
     return { running: this.running, queued: this.queue.length, ...this.counts };
   }
@@ -109,15 +120,7 @@ export class Admission {
       this.counts.admitted += 1;
       return Promise.resolve();
     }
-    if (this.queue.length >= this.options.maxQueued) {
-      this.counts.rejected += 1;
-      const { maxRunning, maxQueued, name } = this.options;
-      throw new OverloadedError(
-        `${name} is busy: ${maxRunning} requests running and ${maxQueued} waiting ` +
-          '(MAX_CONCURRENT_REQUESTS, MAX_QUEUED_REQUESTS); retry later',
-        this.retryAfterSeconds(),
-      );
-    }
+    if (this.queue.length >= this.options.maxQueued) throw this.refusal();
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
         signal,
@@ -137,6 +140,16 @@ export class Admission {
       signal?.addEventListener('abort', waiter.onAbort, { once: true });
       this.queue.push(waiter);
     });
+  }
+
+  private refusal(): OverloadedError {
+    this.counts.rejected += 1;
+    const { maxRunning, maxQueued, name } = this.options;
+    return new OverloadedError(
+      `${name} is busy: ${maxRunning} requests running and ${maxQueued} waiting ` +
+        '(MAX_CONCURRENT_REQUESTS, MAX_QUEUED_REQUESTS); retry later',
+      this.retryAfterSeconds(),
+    );
   }
 
   private leave(): void {

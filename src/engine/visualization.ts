@@ -213,11 +213,23 @@ function drawWorkers(): Piscina<DrawTask, ArrayBuffer> {
   return drawPool;
 }
 
-/** Ends the drawing threads (at shutdown); a later render starts new ones. */
-export async function closeVisualizationWorkers(): Promise<void> {
-  const pool = drawPool;
-  drawPool = null;
-  await pool?.destroy();
+/** Open stores sharing the drawing threads; the last one to close ends them. */
+let drawPoolUsers = 0;
+
+/** One store's claim on the drawing threads, given back by its close(). */
+function useDrawWorkers(): () => Promise<void> {
+  drawPoolUsers += 1;
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    drawPoolUsers -= 1;
+    if (drawPoolUsers > 0) return;
+    // The last store closed (shutdown): end the threads; a later render starts new ones.
+    const pool = drawPool;
+    drawPool = null;
+    await pool?.destroy();
+  };
 }
 
 /** Bytes copied between two turns of the event loop (a few milliseconds of memcpy). */
@@ -381,6 +393,8 @@ export class VisualizationStore {
   private sweepTimer: NodeJS.Timeout | null = null;
   private runningSweep: Promise<void> | null = null;
   private initialized = false;
+  /** Gives back this store's claim on the shared drawing threads (close). */
+  private readonly releaseDrawWorkers: () => Promise<void>;
 
   constructor(options: VisualizationStoreOptions) {
     if (!Number.isInteger(options.maxFiles) || options.maxFiles < 1) {
@@ -411,6 +425,7 @@ export class VisualizationStore {
     this.sweepIntervalMs =
       options.sweepIntervalMs ??
       clamp(options.maxAgeMs, MIN_SWEEP_INTERVAL_MS, MAX_SWEEP_INTERVAL_MS);
+    this.releaseDrawWorkers = useDrawWorkers();
   }
 
   /**
@@ -450,7 +465,7 @@ export class VisualizationStore {
   close(): void {
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
-    closeVisualizationWorkers().catch((error: unknown) => {
+    this.releaseDrawWorkers().catch((error: unknown) => {
       this.logger.warn('visualization workers did not stop cleanly', { error: String(error) });
     });
   }

@@ -23,7 +23,7 @@ import { buildOpenApiDocument } from './openapi';
 import { readPackageInfo } from './package-info';
 import { requestRateLimit } from './rate-limit';
 import { accessLog, requestContext } from './request-context';
-import { imageRoutes } from './routes/image';
+import { IMAGE_MODEL_PATHS, imageAdmissionGate, imageRoutes } from './routes/image';
 import { infoRoutes } from './routes/info';
 import { videoRoutes } from './routes/video';
 import { visualizationRoutes } from './routes/visualizations';
@@ -140,6 +140,8 @@ export function createApp(deps: AppDependencies): Express {
       maxUploadSizeMb: config.maxUploadSizeMb,
     }),
   );
+  // A saturated image model refuses before the body is read.
+  app.use(IMAGE_MODEL_PATHS, imageAdmissionGate(engineState));
   // Inflated size counts against the limit (a gzip bomb is a 413, not an allocation).
   app.use(express.json({ limit: maxJsonBodyBytes, strict: true, type: 'application/json' }));
 

@@ -74,6 +74,11 @@ export class EngineState {
     return this.models.imageAdmission.run(signal, work);
   }
 
+  /** 429 `overloaded` now when an image request could neither run nor wait (before its body). */
+  refuseImageRequestIfFull(): void {
+    this.models.imageAdmission.refuseIfFull();
+  }
+
   /** The image model's admission figures (metrics). */
   admission(): AdmissionStats {
     return this.models.imageAdmission.stats();

@@ -14,7 +14,7 @@ import ipaddr from 'ipaddr.js';
 import type { Config } from '../config';
 import type { Logger } from '../logging';
 import { markAwaitingContinue } from './body-limits';
-import { bareErrorBytes, sendBareError, type BareError } from './error-handler';
+import { bareErrorBytes, type BareError } from './error-handler';
 import { ERROR_STATUS, RETRY_AFTER_SECONDS } from './errors';
 import { newRequestId } from './request-context';
 import { attachUpgrades } from './ws';
@@ -30,8 +30,6 @@ export const MAX_HEADER_BYTES = 16 * 1024;
  * would let a timed-out request linger that much longer).
  */
 export const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
-/** A connection refused for its address may send its request this long to hear why. */
-const REFUSED_CONNECTION_GRACE_MS = 5_000;
 /** Connections dropped over MAX_CONNECTIONS are logged as one line per this interval. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
@@ -84,14 +82,11 @@ function addressKey(remote: string): string {
 /**
  * MAX_CONNECTIONS: Node's own cap (sockets beyond it are closed on accept, before a byte is
  * read or written, so open file descriptors stay bounded). MAX_CONNECTIONS_PER_ADDRESS: a
- * socket beyond it is answered 429 rate_limited on its first request and then closed (or
- * closed after a grace period if it sends none). 0 disables either cap.
+ * socket beyond it is answered 429 rate_limited as soon as it is accepted, whatever it sends,
+ * and closed once that is written: a refused socket holds no slot of MAX_CONNECTIONS for
+ * longer than that. 0 disables either cap.
  */
-function limitConnections(
-  server: http.Server,
-  config: Readonly<Config>,
-  logger: Logger,
-): (socket: Socket) => BareError | undefined {
+function limitConnections(server: http.Server, config: Readonly<Config>, logger: Logger): void {
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   let dropped = 0;
   let dropLogTimer: NodeJS.Timeout | undefined;
@@ -112,7 +107,6 @@ function limitConnections(
     if (dropLogTimer === undefined) logDrops();
   });
 
-  const refused = new WeakMap<Socket, BareError>();
   const perAddress = new Map<string, number>();
   const maxPerAddress = config.maxConnectionsPerAddress;
   if (maxPerAddress > 0) {
@@ -124,15 +118,23 @@ function limitConnections(
       const key = addressKey(socket.remoteAddress);
       const open = perAddress.get(key) ?? 0;
       if (open >= maxPerAddress) {
-        refused.set(socket, {
+        const refusal: BareError = {
           code: 'rate_limited',
           message:
             `too many open connections from your address (at most ${maxPerAddress}: ` +
             'MAX_CONNECTIONS_PER_ADDRESS); close some or retry later',
           headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) },
+        };
+        const requestId = newRequestId();
+        logger.warn('connection refused: rate_limited', {
+          requestId,
+          status: ERROR_STATUS.rate_limited,
+          code: refusal.code,
+          maxConnectionsPerAddress: maxPerAddress,
         });
-        const grace = setTimeout(() => socket.destroy(), REFUSED_CONNECTION_GRACE_MS).unref();
-        socket.once('close', () => clearTimeout(grace));
+        // What the client sends is never read; a client gone first is not an error.
+        socket.on('error', () => socket.destroy());
+        socket.end(bareErrorBytes(refusal, requestId), () => socket.destroy());
         return;
       }
       perAddress.set(key, open + 1);
@@ -143,7 +145,6 @@ function limitConnections(
       });
     });
   }
-  return (socket) => refused.get(socket);
 }
 
 export function createHttpServer(
@@ -159,23 +160,9 @@ export function createHttpServer(
     maxHeaderSize: MAX_HEADER_BYTES,
     connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
   });
-  const refusalOf = limitConnections(server, config, logger);
+  limitConnections(server, config, logger);
 
-  const serve = (req: IncomingMessage, res: ServerResponse): void => {
-    const refusal = refusalOf(req.socket);
-    if (refusal === undefined) {
-      app(req, res);
-      return;
-    }
-    const requestId = newRequestId();
-    logger.warn(`connection refused: ${refusal.code}`, {
-      requestId,
-      status: ERROR_STATUS[refusal.code],
-      code: refusal.code,
-      maxConnectionsPerAddress: config.maxConnectionsPerAddress,
-    });
-    sendBareError(res, refusal, requestId);
-  };
+  const serve = (req: IncomingMessage, res: ServerResponse): void => app(req, res);
   server.on('request', serve);
   // Without this listener Node would answer 100 Continue itself, before any check ran.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {

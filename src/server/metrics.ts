@@ -15,6 +15,7 @@ import client from 'prom-client';
 import type { AdmissionStats } from '../engine/admission';
 import type { CacheStats } from '../engine/feature-cache';
 import type { EngineState } from './engine-state';
+import { routeLabel } from './request-context';
 
 /** Request latency buckets, seconds: from a cached hit to a long video upload. */
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -179,9 +180,8 @@ export class ServerMetrics {
       const observe = (): void => {
         if (done) return;
         done = true;
-        // The matched route pattern (set once routing ran); unmatched paths share one label.
-        const route =
-          typeof req.route?.path === 'string' ? `${req.baseUrl}${req.route.path}` : 'unmatched';
+        // Unmatched paths share one label (raw paths would explode the label set).
+        const route = routeLabel(req, res) ?? 'unmatched';
         const status = String(res.writableFinished ? res.statusCode : 499);
         const labels = { route, method: req.method, status };
         this.requests.inc(labels);
@@ -216,7 +216,7 @@ export async function startMetricsServer(
     }
     metrics.registry.metrics().then(
       (text) => res.writeHead(200, { 'Content-Type': metrics.registry.contentType }).end(text),
-      (error: unknown) => res.writeHead(500).end(`metrics failed: ${String(error)}\n`),
+      () => res.writeHead(500, { 'Content-Type': 'text/plain' }).end('metrics failed\n'),
     );
   });
   await new Promise<void>((resolve, reject) => {

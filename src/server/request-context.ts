@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { RequestHandler } from 'express';
+import type { Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../logging';
 
 declare global {
@@ -20,6 +20,8 @@ declare global {
       signal: AbortSignal;
       /** The error code answered, when the error handler answered (metrics). */
       errorCode?: string;
+      /** The route pattern of a request refused before routing (see routeLabel). */
+      route?: string;
     }
   }
 }
@@ -54,6 +56,16 @@ export function requestContext(logger: Logger): RequestHandler {
   };
 }
 
+/**
+ * The route pattern (e.g. /api/v1/video/session/:id) that groups a request in logs and
+ * metrics: the matched route's, or the one a middleware refusing it before routing named in
+ * `res.locals.route`; null when none matched.
+ */
+export function routeLabel(req: Request, res: Response): string | null {
+  if (typeof req.route?.path === 'string') return req.route.path;
+  return res.locals.route ?? null;
+}
+
 /** Logs each request once, when its response finished or its connection closed early. */
 export function accessLog(): RequestHandler {
   return (req, res, next) => {
@@ -66,8 +78,7 @@ export function accessLog(): RequestHandler {
       const path = req.originalUrl.split('?')[0].slice(0, MAX_LOGGED_PATH);
       const status = res.writableFinished ? res.statusCode : 499;
       const level = status >= 500 ? 'warn' : 'info';
-      // The route pattern (e.g. /api/v1/video/session/:id) groups requests; null when none matched.
-      const route = typeof req.route?.path === 'string' ? req.route.path : null;
+      const route = routeLabel(req, res);
       res.locals.logger.log(level, `${req.method} ${path} ${status} ${ms}ms`, {
         method: req.method,
         path,

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { syntheticPngBase64 } from '../helpers/images';
+import { expectRawApiError, RawConnection } from '../helpers/raw-http';
 import {
   expectApiError,
   exportTinyBundle,
@@ -84,14 +85,24 @@ describe('admission control (tiny bundle)', () => {
       await expectApiError(response, 429, 'overloaded', /MAX_CONCURRENT_REQUESTS/);
     }
     assert.equal(server.engineState.admission().queued, 2, 'refusals did not queue');
+    // Refused on its headers: a 10 MB body of which nothing was sent gets its 429 at once.
+    const raw = await RawConnection.open(server.url);
+    raw.write(
+      `POST ${SEGMENT} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n` +
+        'Content-Length: 10000000\r\n\r\n',
+    );
+    const [early] = await raw.nextResponses(1);
+    expectRawApiError(early, 429, 'overloaded');
+    assert.equal(early.headers.connection, 'close', 'the unread body is not taken for a request');
+    raw.destroy();
     held.release();
     await held.done;
     for (const response of await Promise.all(queued)) assert.equal(response.status, 200);
 
     const metrics = await scrape(server);
-    assert.equal(sample(metrics, 'sam3_http_429_total{reason="overloaded"}'), 3);
+    assert.equal(sample(metrics, 'sam3_http_429_total{reason="overloaded"}'), 4);
     const device = server.engineState.device;
-    assert.equal(sample(metrics, `sam3_admission_total{device="${device}",outcome="rejected"}`), 3);
+    assert.equal(sample(metrics, `sam3_admission_total{device="${device}",outcome="rejected"}`), 4);
     assert.equal(sample(metrics, `sam3_admission_queued{device="${device}"}`), 0);
     assert.equal(
       sample(
@@ -105,7 +116,7 @@ describe('admission control (tiny bundle)', () => {
         metrics,
         'sam3_http_requests_total{route="/api/v1/image/segment",method="POST",status="429"}',
       ),
-      3,
+      4,
     );
     // Each 200 carried its stages in Server-Timing: decode and detect were observed twice.
     assert.equal(sample(metrics, 'sam3_inference_stage_duration_seconds_count{stage="decode"}'), 2);

@@ -104,8 +104,9 @@ describe('docker-compose.yml', () => {
     assert.equal(config.outputDir, '/var/lib/sam3/outputs');
   });
 
-  it('publishes port 8000 on loopback, restarts, and stops slower than the drain', () => {
-    assert.deepEqual(service.ports, ['127.0.0.1:8000:8000']);
+  it('publishes the API and metrics ports on loopback, restarts, stops slower than the drain', () => {
+    assert.deepEqual(service.ports, ['127.0.0.1:8000:8000', '127.0.0.1:9090:9090']);
+    assert.equal(service.environment.METRICS_HOST, '0.0.0.0');
     assert.equal(service.restart, 'unless-stopped');
     assert.equal(service.init, true);
     assert.equal(service.read_only, true);

@@ -5,7 +5,7 @@
  * Both answer with a Server-Timing header: the wall time of each stage of this request
  * (decode, hash, image_features, text_features, detect, points, visualization), milliseconds.
  */
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../../config';
 import { throwIfCancelled } from '../../engine/admission';
@@ -54,6 +54,23 @@ async function decodeTimed(
 function sendTimed(res: Response, timings: Timings, body: unknown): void {
   res.set('Server-Timing', serverTiming(timings));
   res.json(body);
+}
+
+/** The image model routes, for what must run before their bodies are read. */
+export const IMAGE_MODEL_PATHS = ['/api/v1/image/segment', '/api/v1/image/cached-features'];
+
+/**
+ * Refuses an image model request with 429 `overloaded` before its body is read when the model
+ * could neither run nor queue it: a saturated server does not take in bodies it will refuse.
+ */
+export function imageAdmissionGate(engineState: EngineState): RequestHandler {
+  return (req, res, next) => {
+    if (req.method === 'POST') {
+      res.locals.route = req.baseUrl; // the mount path: one of IMAGE_MODEL_PATHS
+      engineState.refuseImageRequestIfFull();
+    }
+    next();
+  };
 }
 
 export function imageRoutes(options: ImageRouteOptions): Router {
