@@ -59,6 +59,12 @@ Napi::Value runtimeInfoValue(const Napi::CallbackInfo& info) {
   object.Set("cudaAvailable", runtime.cudaAvailable);
   object.Set("cudaDeviceCount", runtime.cudaDeviceCount);
   object.Set("liveEmbeddingBytes", static_cast<double>(runtime.liveEmbeddingBytes));
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("maxImageSide", static_cast<double>(runtime.limits.maxImageSide));
+  limits.Set("maxClicksPerQuery", static_cast<double>(runtime.limits.maxClicksPerQuery));
+  limits.Set("maxTrackerClicks", static_cast<double>(runtime.limits.maxTrackerClicks));
+  limits.Set("maxExemplarBoxes", static_cast<double>(runtime.limits.maxExemplarBoxes));
+  object.Set("limits", limits);
   return object;
 }
 

@@ -21,9 +21,6 @@ namespace sam3 {
 
 namespace {
 
-// Largest image side accepted (pixels): keeps width * height * 3 far from overflow and the
-// per-mask buffers bounded.
-constexpr int64_t kMaxImageSide = 16384;
 // Text rows per text encoder call.
 constexpr int64_t kMaxTextBatch = 64;
 

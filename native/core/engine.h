@@ -158,6 +158,9 @@ using StageTimes = std::map<std::string, double>;
 constexpr size_t kMaxQueriesPerDetectorCall = 16;
 // The most clicks one PointQuery takes (SAM refines with a handful; this bounds the prompt).
 constexpr size_t kMaxClicksPerQuery = 64;
+// Largest image side accepted (pixels): keeps width * height * 3 far from overflow and the
+// per-mask buffers bounded.
+constexpr int64_t kMaxImageSide = 16384;
 
 class Engine : public std::enable_shared_from_this<Engine> {
  public:

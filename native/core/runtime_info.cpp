@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include "engine.h"
+#include "tracker.h"
 
 namespace sam3 {
 
@@ -13,6 +14,10 @@ RuntimeInfo runtimeInfo() {
   info.cudaAvailable = torch::cuda::is_available();
   info.cudaDeviceCount = info.cudaAvailable ? static_cast<int>(torch::cuda::device_count()) : 0;
   info.liveEmbeddingBytes = liveEmbeddingBytes();
+  info.limits.maxImageSide = kMaxImageSide;
+  info.limits.maxClicksPerQuery = static_cast<int64_t>(kMaxClicksPerQuery);
+  info.limits.maxTrackerClicks = static_cast<int64_t>(kMaxTrackerClicks);
+  info.limits.maxExemplarBoxes = static_cast<int64_t>(kMaxExemplarBoxes);
   return info;
 }
 

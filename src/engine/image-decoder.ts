@@ -7,6 +7,7 @@
  * and sharp's own limitInputPixels backs that check up.
  */
 import sharp, { type Metadata, type OutputInfo, type SharpOptions } from 'sharp';
+import { MAX_IMAGE_SIDE } from './input-limits';
 
 export type ImageErrorCode =
   | 'invalid_base64' // not strict standard base64 (or a malformed data: URL)
@@ -37,9 +38,6 @@ export interface DecodeLimits {
   /** Largest width x height accepted, pixels. */
   maxPixels: number;
 }
-
-/** Longest image side the model takes (the core's kMaxImageSide), pixels. */
-export const MAX_IMAGE_SIDE = 16384;
 
 export type AcceptedFormat = 'jpeg' | 'png' | 'webp';
 

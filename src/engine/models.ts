@@ -18,9 +18,10 @@ import type { Config } from '../config';
 import type { Logger } from '../logging';
 import type { NativeAddon, NativeEngine } from '../native/types';
 import { Admission } from './admission';
+import { nativeLimitMismatches } from './input-limits';
 import { bundleVocabPath, readBundleManifest, type BundleManifest } from './bundle-manifest';
 import { ClipTokenizer } from './tokenizer';
-import { Segmenter } from './segmenter';
+import { ModelLoadError, Segmenter } from './segmenter';
 import { VideoSessions } from './video/sessions';
 
 export type ComponentStatus =
@@ -233,7 +234,15 @@ export class Models {
       if (manifest.model.random_weights) {
         logger.warn(RANDOM_WEIGHTS_WARNING, { modelId: manifest.model.id });
       }
-      this.addon = this.options.loadAddon();
+      const addon = this.options.loadAddon();
+      const mismatches = nativeLimitMismatches(addon.runtimeInfo().limits);
+      if (mismatches.length > 0) {
+        throw new ModelLoadError(
+          `the native addon's input limits differ from the server's (${mismatches.join(', ')}): ` +
+            'it was built from other sources; rebuild it (npm run build:native)',
+        );
+      }
+      this.addon = addon;
       this.pool = new DevicePool(this.addon, bundleDir);
     } catch (error) {
       logger.error(`model bundle failed to load: ${errorMessage(error)}`, {

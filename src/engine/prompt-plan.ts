@@ -12,6 +12,8 @@
  *
  * Results are concatenated in the order of each query's first prompt.
  */
+import { MAX_QUERY_CLICKS } from './input-limits';
+
 /** [cx, cy, w, h], each in [0, 1] of the image size. */
 export type NormalizedBox = [number, number, number, number];
 
@@ -55,9 +57,6 @@ export interface PointPlan {
 }
 
 export type QueryPlan = ConceptPlan | PointPlan;
-
-/** Most clicks of the one interactive query (the core's kMaxClicksPerQuery). */
-export const MAX_QUERY_CLICKS = 64;
 
 /** A combination of prompts that has no single meaning; its message says which prompt. */
 export class PromptPlanError extends Error {

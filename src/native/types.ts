@@ -200,6 +200,14 @@ export interface TrackerFrame {
   objectsDropped: number;
 }
 
+/** What the core refuses beyond (src/engine/input-limits.ts holds the server's copy). */
+export interface NativeInputLimits {
+  maxImageSide: number;
+  maxClicksPerQuery: number;
+  maxTrackerClicks: number;
+  maxExemplarBoxes: number;
+}
+
 /**
  * Text prompts on one frame (each text a concept; the same text twice is one concept), each
  * with optional exemplar boxes on that frame: normalized cx, cy, w, h per box, and one label
@@ -355,5 +363,6 @@ export interface NativeAddon {
     cudaDeviceCount: number;
     /** Bytes held by all image and text embeddings of the process not yet freed (leak checks). */
     liveEmbeddingBytes: number;
+    limits: NativeInputLimits;
   };
 }

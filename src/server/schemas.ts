@@ -8,7 +8,7 @@
  * Every object forbids unknown properties, every string has a maxLength and every array a
  * maxItems; coordinates are normalized to [0, 1] (JSON has no NaN or Infinity).
  */
-import { MAX_OBJECT_CLICKS } from '../engine/video/sessions';
+import { MAX_OBJECT_CLICKS } from '../engine/input-limits';
 
 /** A JSON Schema object (draft 2020-12). */
 export type JsonSchema = Readonly<Record<string, unknown>>;

@@ -20,6 +20,7 @@ import { rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../logging';
 import type { NativeEngine, NativeTracker, TrackerFrame } from '../../native/types';
+import { MAX_OBJECT_CLICKS } from '../input-limits';
 import { planQueries, PromptPlanError, type NormalizedBox, type PromptInput } from '../prompt-plan';
 import type { PromptTokenizer, RleMask } from '../segmenter';
 import { FrameSource } from './frame-source';
@@ -206,9 +207,6 @@ export interface VideoConceptPrompt {
   boxes: NormalizedBox[];
   boxLabels: (0 | 1)[];
 }
-
-/** Most clicks one object takes on one frame (the tracker's limit, native kMaxTrackerClicks). */
-export const MAX_OBJECT_CLICKS = 64;
 
 /**
  * Prompts of one video prompt request -> what to ask the tracker. With text prompts: concepts,
