@@ -146,7 +146,7 @@ async function main(): Promise<void> {
   const webSockets = new PropagationSockets({ config, engineState, logger });
   const metrics = config.enableMetrics ? new ServerMetrics(engineState) : undefined;
   const app = createApp({ config, engineState, logger, visualizations, webSockets, metrics });
-  const server = createHttpServer(app, config, logger);
+  const server = createHttpServer(app, config, logger, metrics?.observeRefusal);
   const address = await listen(server, config.serverHost, config.serverPort);
   logger.info(`listening on http://${address.address}:${address.port}`, {
     host: address.address,

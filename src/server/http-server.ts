@@ -15,7 +15,7 @@ import type { Config } from '../config';
 import type { Logger } from '../logging';
 import { markAwaitingContinue } from './body-limits';
 import { bareErrorBytes, type BareError } from './error-handler';
-import { ERROR_STATUS, RETRY_AFTER_SECONDS } from './errors';
+import { ERROR_STATUS, RETRY_AFTER_SECONDS, type ErrorCode } from './errors';
 import { newRequestId } from './request-context';
 import { attachUpgrades } from './ws';
 
@@ -86,7 +86,12 @@ function addressKey(remote: string): string {
  * and closed once that is written: a refused socket holds no slot of MAX_CONNECTIONS for
  * longer than that. 0 disables either cap.
  */
-function limitConnections(server: http.Server, config: Readonly<Config>, logger: Logger): void {
+function limitConnections(
+  server: http.Server,
+  config: Readonly<Config>,
+  logger: Logger,
+  onRefusal: RefusalObserver,
+): void {
   if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   let dropped = 0;
   let dropLogTimer: NodeJS.Timeout | undefined;
@@ -135,6 +140,7 @@ function limitConnections(server: http.Server, config: Readonly<Config>, logger:
         // What the client sends is never read; a client gone first is not an error.
         socket.on('error', () => socket.destroy());
         socket.end(bareErrorBytes(refusal, requestId), () => socket.destroy());
+        onRefusal(ERROR_STATUS.rate_limited, refusal.code);
         return;
       }
       perAddress.set(key, open + 1);
@@ -147,10 +153,14 @@ function limitConnections(server: http.Server, config: Readonly<Config>, logger:
   }
 }
 
+/** Told of each answer the HTTP server gives outside the app (metrics count them). */
+export type RefusalObserver = (status: number, code: ErrorCode) => void;
+
 export function createHttpServer(
   app: RequestListener,
   config: Readonly<Config>,
   logger: Logger,
+  onRefusal: RefusalObserver = () => {},
 ): http.Server {
   const requestTimeout = config.requestTimeoutSeconds * 1000;
   const server = http.createServer({
@@ -160,7 +170,7 @@ export function createHttpServer(
     maxHeaderSize: MAX_HEADER_BYTES,
     connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
   });
-  limitConnections(server, config, logger);
+  limitConnections(server, config, logger, onRefusal);
 
   const serve = (req: IncomingMessage, res: ServerResponse): void => app(req, res);
   server.on('request', serve);
@@ -194,6 +204,7 @@ export function createHttpServer(
       reason: error.code,
     });
     socket.end(bareErrorBytes(answer, requestId), () => socket.destroy());
+    onRefusal(ERROR_STATUS[answer.code], answer.code);
   });
   return server;
 }

@@ -172,6 +172,15 @@ export class ServerMetrics {
     });
   }
 
+  /**
+   * An answer the HTTP server gave outside the app (a malformed request, a timeout, a
+   * connection over the per-address cap): counted as a request of no route.
+   */
+  readonly observeRefusal = (status: number, code: string): void => {
+    this.requests.inc({ route: 'outside_app', method: 'none', status: String(status) });
+    if (status === 429) this.refused.inc({ reason: code });
+  };
+
   /** Counts and times every request when its response finishes or its client goes away. */
   middleware(): RequestHandler {
     return (req, res, next) => {

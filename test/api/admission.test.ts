@@ -224,6 +224,19 @@ describe('admission control (tiny bundle)', () => {
     assert.equal(tasksRun(server), before, 'no model task ran');
   });
 
+  it('counts the answers the HTTP server gives outside the app', async () => {
+    const raw = await RawConnection.open(server.url);
+    raw.write('NOT A REQUEST\r\n\r\n');
+    const [answer] = await raw.nextResponses(1);
+    expectRawApiError(answer, 400, 'invalid_request');
+    raw.destroy();
+    const metrics = await scrape(server);
+    assert.equal(
+      sample(metrics, 'sam3_http_requests_total{route="outside_app",method="none",status="400"}'),
+      1,
+    );
+  });
+
   it('serves nothing but GET /metrics on the metrics listener', async () => {
     const other = await fetch(`${server.metricsUrl}/api/v1/image/segment`);
     assert.equal(other.status, 404);

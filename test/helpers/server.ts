@@ -93,7 +93,7 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
   const webSockets = new PropagationSockets({ config, engineState, logger });
   const metrics = options.metrics === true ? new ServerMetrics(engineState) : undefined;
   const app = createApp({ config, engineState, logger, visualizations, webSockets, metrics });
-  const server = createHttpServer(app, config, logger);
+  const server = createHttpServer(app, config, logger, metrics?.observeRefusal);
   const address = await listen(server, config.serverHost, config.serverPort);
   const metricsServer =
     metrics === undefined ? null : await startMetricsServer(metrics, '127.0.0.1', 0);
