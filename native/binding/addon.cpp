@@ -1,6 +1,9 @@
 // Entry point of sam3.node (NativeAddon in src/native/types.ts).
 #include <napi.h>
 
+#include <exception>
+#include <optional>
+
 #include "addon_data.h"
 #include "async_call.h"
 #include "embedding_wrap.h"
@@ -68,6 +71,27 @@ Napi::Value runtimeInfoValue(const Napi::CallbackInfo& info) {
   return object;
 }
 
+Napi::Value deviceMemoryValue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    Napi::TypeError::New(env, "device must be a string").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::optional<DeviceMemory> memory;
+  try {
+    memory = deviceMemory(info[0].As<Napi::String>().Utf8Value());
+  } catch (const std::exception&) {
+    // A device string LibTorch cannot parse: no figures for it.
+    memory = std::nullopt;
+  }
+  if (!memory) return env.Null();
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("allocatedBytes", static_cast<double>(memory->allocatedBytes));
+  object.Set("reservedBytes", static_cast<double>(memory->reservedBytes));
+  object.Set("peakAllocatedBytes", static_cast<double>(memory->peakAllocatedBytes));
+  return object;
+}
+
 }  // namespace
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
@@ -87,6 +111,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("liveTrackerBytes",
               Napi::Function::New<liveTrackerBytesValue>(env, "liveTrackerBytes"));
   exports.Set("runtimeInfo", Napi::Function::New<runtimeInfoValue>(env, "runtimeInfo"));
+  exports.Set("deviceMemory", Napi::Function::New<deviceMemoryValue>(env, "deviceMemory"));
   exports.Set("shutdown", Napi::Function::New<shutdown>(env, "shutdown"));
   return exports;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace sam3 {
@@ -25,5 +26,16 @@ struct RuntimeInfo {
 };
 
 RuntimeInfo runtimeInfo();
+
+// What the caching allocator of one accelerator device holds, bytes.
+struct DeviceMemory {
+  int64_t allocatedBytes = 0;  // in tensors now
+  int64_t reservedBytes = 0;   // taken from the device by the allocator (allocated + cached)
+  int64_t peakAllocatedBytes = 0;
+};
+
+// The allocator figures of `device` ("cuda:N"); nullopt for "cpu" (the host has no such
+// allocator) and when CUDA is not usable. Thread-safe: the allocator locks its own state.
+std::optional<DeviceMemory> deviceMemory(const std::string& device);
 
 }  // namespace sam3

@@ -175,6 +175,17 @@ export class Models {
   }
 
   /** Known once the manifest has been read (also while the engines still load). */
+  /** The caching allocator's figures of each accelerator device in use (none on CPU). */
+  deviceMemory(): { device: string; allocatedBytes: number; reservedBytes: number }[] {
+    const addon = this.addon;
+    if (addon === null) return [];
+    const devices = [...new Set(this.devices().map((d) => d.device))];
+    return devices.flatMap((device) => {
+      const memory = addon.deviceMemory(device);
+      return memory === null ? [] : [{ device, ...memory }];
+    });
+  }
+
   /** Bytes held by the process's embeddings and video trackers; null before the addon loads. */
   nativeMemory(): { embeddings: number; trackers: number } | null {
     const addon = this.addon;

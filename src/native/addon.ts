@@ -180,6 +180,7 @@ function wrap(native: NativeAddon): NativeAddon {
     liveTrackerBytes: () => native.liveTrackerBytes(),
     shutdown: () => native.shutdown(),
     runtimeInfo: () => native.runtimeInfo(),
+    deviceMemory: (device: string) => native.deviceMemory(device),
   });
 }
 

@@ -356,6 +356,14 @@ export interface NativeAddon {
   shutdown(): void;
   /** Bytes held by all video trackers of the process not yet released (leak checks). */
   liveTrackerBytes(): number;
+  /**
+   * The caching allocator's figures for an accelerator device ("cuda:N"): bytes in tensors,
+   * reserved from the device (in tensors and cached), and the peak in tensors; null for "cpu",
+   * an absent device, or without CUDA.
+   */
+  deviceMemory(
+    device: string,
+  ): { allocatedBytes: number; reservedBytes: number; peakAllocatedBytes: number } | null;
   /** Version strings of the linked LibTorch and whether CUDA is usable. */
   runtimeInfo(): {
     torchVersion: string;

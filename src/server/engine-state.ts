@@ -84,6 +84,11 @@ export class EngineState {
     return this.models.imageAdmission.stats();
   }
 
+  /** The caching allocator's figures of each accelerator device in use (metrics). */
+  deviceMemory(): { device: string; allocatedBytes: number; reservedBytes: number }[] {
+    return this.models.deviceMemory();
+  }
+
   /** Bytes the model holds on its devices, once the addon is loaded (metrics). */
   nativeMemory(): { embeddings: number; trackers: number } | null {
     return this.models.nativeMemory();

@@ -159,6 +159,21 @@ export class ServerMetrics {
       },
     });
     new client.Gauge({
+      name: 'sam3_device_memory_bytes',
+      help:
+        "Accelerator memory by the caching allocator's count: allocated (in tensors), " +
+        'reserved (taken from the device: allocated and cached); no samples on CPU',
+      labelNames: ['device', 'kind'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { device, allocatedBytes, reservedBytes } of engineState.deviceMemory()) {
+          this.set({ device, kind: 'allocated' }, allocatedBytes);
+          this.set({ device, kind: 'reserved' }, reservedBytes);
+        }
+      },
+    });
+    new client.Gauge({
       name: 'sam3_native_memory_bytes',
       help: 'Bytes the model holds on its devices: image and text embeddings, video trackers',
       labelNames: ['kind'],

@@ -1,4 +1,7 @@
-/** The server's copy of the core's input limits equals the addon's (src/engine/input-limits.ts). */
+/**
+ * Facts of the addon itself: its input limits equal the server's copy
+ * (src/engine/input-limits.ts), and the caching allocator's figures are there only for CUDA.
+ */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
@@ -10,7 +13,7 @@ import {
 } from '../../src/engine/input-limits';
 import { loadAddon } from '../../src/native/addon';
 
-describe('input limits', () => {
+describe('addon facts', () => {
   it('equal the addon limits', () => {
     const { limits } = loadAddon().runtimeInfo();
     assert.deepEqual(limits, {
@@ -27,5 +30,21 @@ describe('input limits', () => {
     assert.deepEqual(nativeLimitMismatches({ ...limits, maxImageSide: 8192 }), [
       `maxImageSide: ${MAX_IMAGE_SIDE} vs 8192`,
     ]);
+  });
+
+  it('reports allocator figures for CUDA devices only', () => {
+    const addon = loadAddon();
+    assert.equal(addon.deviceMemory('cpu'), null);
+    assert.equal(addon.deviceMemory('cuda:not-a-number'), null);
+    const { cudaAvailable, cudaDeviceCount } = addon.runtimeInfo();
+    assert.equal(addon.deviceMemory(`cuda:${cudaDeviceCount}`), null, 'an absent device');
+    const first = addon.deviceMemory('cuda:0');
+    if (!cudaAvailable) {
+      assert.equal(first, null);
+      return;
+    }
+    assert.ok(first !== null);
+    assert.ok(first.reservedBytes >= first.allocatedBytes && first.allocatedBytes >= 0);
+    assert.ok(first.peakAllocatedBytes >= first.allocatedBytes);
   });
 });
