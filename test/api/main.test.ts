@@ -235,7 +235,7 @@ describe('main', () => {
         const response = await fetch(`${url}/health`);
         const body = (await response.json()) as { status: string };
         return response.status === 200 ? body : undefined;
-      }, 60_000);
+      }, 180_000); // a tiny bundle loads in seconds; a loaded CI machine is slower
       assert.equal(ready.status, 'ok');
       const warnings = child
         .stdoutLines()
