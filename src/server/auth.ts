@@ -58,10 +58,39 @@ export function createApiKeyVerifier(keys: readonly string[]): ApiKeyVerifier {
   };
 }
 
-/** The X-API-Key header value, or undefined when absent (a repeated header is a wrong key). */
+/**
+ * The WebSocket subprotocol a browser offers to name its API key: a browser's WebSocket
+ * cannot set headers, but it can offer subprotocols, which travel in the
+ * `Sec-WebSocket-Protocol` header (not the URL, so no log or history records them). The key
+ * is base64url-encoded (a subprotocol must be an HTTP token): `sam3.key.<base64url(key)>`,
+ * offered together with WS_PROTOCOL, the one the server selects (the key is never echoed).
+ */
+export const WS_KEY_PROTOCOL_PREFIX = 'sam3.key.';
+/** The subprotocol the server selects for its WebSocket (SPEC.md protocol, version 1). */
+export const WS_PROTOCOL = 'sam3.v1';
+
+/** The key named by a `sam3.key.` subprotocol of a WebSocket upgrade, or undefined. */
+function webSocketProtocolKey(headers: IncomingHttpHeaders): string | undefined {
+  if (headers.upgrade?.toLowerCase() !== 'websocket') return undefined;
+  const offered = headers['sec-websocket-protocol'];
+  if (offered === undefined) return undefined;
+  for (const protocol of offered.split(',').map((p) => p.trim())) {
+    if (!protocol.startsWith(WS_KEY_PROTOCOL_PREFIX)) continue;
+    const encoded = protocol.slice(WS_KEY_PROTOCOL_PREFIX.length);
+    const key = Buffer.from(encoded, 'base64url');
+    // Only the canonical encoding counts (Node's decoder skips what it does not know).
+    return key.toString('base64url') === encoded ? key.toString('utf8') : '';
+  }
+  return undefined;
+}
+
+/**
+ * The presented API key: the X-API-Key header (a repeated header is a wrong key), or on a
+ * WebSocket upgrade without it a `sam3.key.` subprotocol; undefined when there is none.
+ */
 export function presentedApiKey(headers: IncomingHttpHeaders): string | undefined {
   const value = headers[API_KEY_HEADER.toLowerCase()];
-  if (value === undefined) return undefined;
+  if (value === undefined) return webSocketProtocolKey(headers);
   return Array.isArray(value) ? value.join(', ') : value;
 }
 

@@ -527,7 +527,9 @@ function videoPaths(options: OpenApiOptions): Record<string, unknown> {
         security: apiKeySecurity,
         summary: 'WebSocket: a propagation streamed frame by frame',
         description:
-          'Upgrade with X-API-Key in a header (never the query string); refusals (401, 429, ' +
+          'Upgrade with X-API-Key in a header (never the query string); a browser, which ' +
+          'cannot set headers, offers the subprotocols "sam3.v1" and "sam3.key.<the key, ' +
+          'base64url>" instead, and the server selects "sam3.v1". Refusals (401, 429, ' +
           '503) are HTTP answers before the 101. Then send one JSON text message like the ' +
           'propagate body without stream (PropagateRequest); the server sends one ' +
           'PropagateStreamMessage per frame in processing order, then "complete" (close ' +

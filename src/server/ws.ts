@@ -23,6 +23,7 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { Config } from '../config';
 import type { VideoSessions } from '../engine/video/sessions';
 import type { Logger } from '../logging';
+import { WS_PROTOCOL } from './auth';
 import type { EngineState } from './engine-state';
 import { ApiError, mapError } from './errors';
 import {
@@ -121,6 +122,9 @@ export interface PropagationSocketsOptions {
 export class PropagationSockets {
   private readonly wss = new WebSocketServer({
     noServer: true,
+    // A browser that sent its API key as a subprotocol (auth.ts) is answered with
+    // WS_PROTOCOL, never with the key's; other clients offer none and get none.
+    handleProtocols: (protocols) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : false),
     maxPayload: WS_MAX_PAYLOAD_BYTES,
     perMessageDeflate: false,
     clientTracking: false,

@@ -12,6 +12,7 @@ import {
   checkApiKey,
   createApiKeyVerifier,
   hasQueryStringKey,
+  presentedApiKey,
 } from '../../src/server/auth';
 import { expectApiError, postJson, startTestServer, type TestServer } from '../helpers/server';
 
@@ -65,6 +66,23 @@ describe('createApiKeyVerifier and checkApiKey (shared with the WebSocket upgrad
     assert.equal(inQuery.ok, false);
     assert.match(inQuery.ok ? '' : inQuery.message, /query string.*X-API-Key header/);
     assert.doesNotMatch(inQuery.ok ? '' : inQuery.message, new RegExp(KEY_A));
+  });
+
+  it('reads a sam3.key. subprotocol as the key of WebSocket upgrades only', () => {
+    const protocol = `sam3.v1, sam3.key.${Buffer.from(KEY_A).toString('base64url')}`;
+    const upgrade = { upgrade: 'websocket', 'sec-websocket-protocol': protocol };
+    assert.equal(presentedApiKey(upgrade), KEY_A);
+    assert.deepEqual(checkApiKey(verify, upgrade, '/ws/propagate/s1'), { ok: true });
+    assert.equal(presentedApiKey({ 'sec-websocket-protocol': protocol }), undefined, 'not HTTP');
+    assert.equal(
+      presentedApiKey({ ...upgrade, 'x-api-key': KEY_B }),
+      KEY_B,
+      'the header wins over the subprotocol',
+    );
+    assert.equal(
+      presentedApiKey({ upgrade: 'websocket', 'sec-websocket-protocol': 'sam3.v1' }),
+      undefined,
+    );
   });
 
   it('recognizes key-like query parameters whatever their case', () => {

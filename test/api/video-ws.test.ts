@@ -277,6 +277,25 @@ describe('WebSocket propagation', () => {
     await expectJson(await api.close(id));
   });
 
+  it('selects the sam3.v1 subprotocol when offered, never echoing a key subprotocol', async () => {
+    const keyProtocol = `sam3.key.${Buffer.from('a key').toString('base64url')}`;
+    const ws = new WebSocket(`${server.wsUrl}/ws/propagate/no-such-session`, [
+      'sam3.v1',
+      keyProtocol,
+    ]);
+    const selected = await new Promise<string>((resolve, reject) => {
+      ws.once('upgrade', (response) => resolve(String(response.headers['sec-websocket-protocol'])));
+      ws.once('error', reject);
+    });
+    assert.equal(selected, 'sam3.v1');
+    assert.equal(ws.protocol, 'sam3.v1');
+    ws.close();
+    // A client offering no subprotocol gets none (as before).
+    const plain = await connect(`${server.wsUrl}/ws/propagate/no-such-session`);
+    assert.equal(plain.protocol, '');
+    await collect(plain);
+  });
+
   it('answers bad requests with an error message, then closes', async () => {
     const unknown = await connect(`${server.wsUrl}/ws/propagate/no-such-session`);
     const unknownDone = await collect(unknown);
@@ -359,6 +378,22 @@ describe('WebSocket propagation', () => {
         connect(`${guarded.wsUrl}/ws/propagate/abc`, { 'X-API-Key': 'test-key-1' }),
         { statusCode: 503 },
       );
+    });
+
+    it('takes the key from a sam3.key. subprotocol, as a browser can send it', async () => {
+      const port = Number(new URL(guarded.url).port);
+      const offer = (key: string): string =>
+        `Sec-WebSocket-Protocol: sam3.v1, sam3.key.${Buffer.from(key).toString('base64url')}`;
+      const past = await rawUpgrade(port, '/ws/propagate/abc', [offer('test-key-1')]);
+      assert.match(past, /^HTTP\/1\.1 503 /, 'past the key check');
+      const wrong = await rawUpgrade(port, '/ws/propagate/abc', [offer('test-key-2')]);
+      assert.match(wrong, /^HTTP\/1\.1 401 /);
+      assert.match(wrong, /invalid API key/);
+      // Not the canonical base64url of anything: refused, not decoded leniently.
+      const garbled = await rawUpgrade(port, '/ws/propagate/abc', [
+        'Sec-WebSocket-Protocol: sam3.v1, sam3.key.dGVzdC1rZXktMQ==',
+      ]);
+      assert.match(garbled, /^HTTP\/1\.1 401 /);
     });
 
     it('refuses an upgrade request with a body (400) without waiting for it', async () => {
