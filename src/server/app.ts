@@ -15,7 +15,6 @@ import type { Logger } from '../logging';
 import { apiKeyAuth, createApiKeyVerifier } from './auth';
 import { declaredBodyLimit } from './body-limits';
 import { corsPolicy } from './cors';
-import { renderDocsPage } from './docs-page';
 import type { EngineState } from './engine-state';
 import { errorHandler, notFound } from './error-handler';
 import { ApiError } from './errors';
@@ -23,6 +22,7 @@ import { buildOpenApiDocument } from './openapi';
 import { readPackageInfo } from './package-info';
 import { requestRateLimit } from './rate-limit';
 import { accessLog, requestContext } from './request-context';
+import { docsRoutes } from './routes/docs';
 import { IMAGE_MODEL_PATHS, imageAdmissionGate, imageRoutes } from './routes/image';
 import { infoRoutes } from './routes/info';
 import { videoRoutes } from './routes/video';
@@ -150,9 +150,9 @@ export function createApp(deps: AppDependencies): Express {
       engineState,
       packageInfo,
       openApi,
-      docsHtml: renderDocsPage(openApi),
     }),
   );
+  app.use(docsRoutes());
   app.use(
     imageRoutes({
       config,

@@ -10,6 +10,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RequestHandler } from 'express';
 import { ApiError } from './errors';
+import { DOCS_ASSET_PATHS } from './routes/docs';
 
 export const API_KEY_HEADER = 'X-API-Key';
 /** Sent with every 401 (RFC 9110 requires a challenge); the scheme names the header to use. */
@@ -27,6 +28,7 @@ const OPEN_ROUTES: ReadonlySet<string> = new Set([
   'GET /',
   'GET /health',
   'GET /docs',
+  ...DOCS_ASSET_PATHS.map((path) => `GET ${path}`),
   'GET /openapi.json',
 ]);
 

@@ -148,11 +148,14 @@ describe('API keys (REQUIRE_API_KEY=true)', () => {
     await expectApiError(response, 503, 'not_ready', /loading/);
   });
 
-  it('keeps GET /, /health, /docs and /openapi.json open without a key', async () => {
+  it('keeps GET /, /health, /docs (with its assets) and /openapi.json open without a key', async () => {
     const expected: [string, number][] = [
       ['/', 200],
       ['/health', 503],
       ['/docs', 200],
+      ['/docs/swagger-ui.css', 200],
+      ['/docs/swagger-ui-bundle.js', 200],
+      ['/docs/init.js', 200],
       ['/openapi.json', 200],
     ];
     for (const [path, status] of expected) {

@@ -139,17 +139,31 @@ describe('info routes while the model loads', () => {
     });
   });
 
-  it('GET /docs is a self-contained HTML page rendered from the document', async () => {
+  it('GET /docs is Swagger UI over /openapi.json, every asset from this server', async () => {
     const response = await fetch(`${server.url}/docs`);
     assert.equal(response.status, 200);
     assert.match(response.headers.get('content-type') ?? '', /^text\/html/);
+    const csp = response.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /script-src 'self'(;|$)/, 'scripts from this server only');
     const html = await response.text();
     assert.match(html, /^<!doctype html>/);
-    assert.match(html, /POST<\/span> <code>\/api\/v1\/image\/segment<\/code>/);
-    assert.match(html, /confidence_threshold/);
-    assert.match(html, /invalid_prompt/);
-    assert.match(html, /\/api\/v1\/image\/cached-features/);
-    assert.doesNotMatch(html, /<script/i);
-    assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//i);
+    assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//i, 'no CDN');
+    assert.doesNotMatch(html, /<script>/i, 'no inline script (CSP)');
+    const assets = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(assets, [
+      '/docs/swagger-ui.css',
+      '/docs/swagger-ui-bundle.js',
+      '/docs/init.js',
+    ]);
+    for (const asset of assets) {
+      const file = await fetch(`${server.url}${asset}`);
+      assert.equal(file.status, 200, asset);
+      const type = asset.endsWith('.css') ? /^text\/css/ : /^text\/javascript/;
+      assert.match(file.headers.get('content-type') ?? '', type, asset);
+      assert.ok((await file.text()).length > 0, asset);
+    }
+    const init = await (await fetch(`${server.url}/docs/init.js`)).text();
+    assert.match(init, /url: '\/openapi\.json'/);
+    assert.match(init, /validatorUrl: null/);
   });
 });

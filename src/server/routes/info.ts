@@ -1,5 +1,5 @@
 /**
- * GET / (server info), GET /health (readiness), GET /openapi.json and GET /docs.
+ * GET / (server info), GET /health (readiness) and GET /openapi.json (GET /docs: docs.ts).
  */
 import { Router } from 'express';
 import type { EngineState } from '../engine-state';
@@ -12,11 +12,10 @@ export interface InfoRouteOptions {
   engineState: EngineState;
   packageInfo: PackageInfo;
   openApi: OpenApiDocument;
-  docsHtml: string;
 }
 
 export function infoRoutes(options: InfoRouteOptions): Router {
-  const { engineState, packageInfo, openApi, docsHtml } = options;
+  const { engineState, packageInfo, openApi } = options;
   const router = Router();
   const openApiJson = JSON.stringify(openApi);
 
@@ -57,10 +56,6 @@ export function infoRoutes(options: InfoRouteOptions): Router {
 
   router.get('/openapi.json', (_req, res) => {
     res.type('application/json').send(openApiJson);
-  });
-
-  router.get('/docs', (_req, res) => {
-    res.type('text/html; charset=utf-8').send(docsHtml);
   });
 
   return router;
