@@ -59,7 +59,6 @@ export interface AdmissionStats {
 
 interface Waiter {
   admit: () => void;
-  signal: AbortSignal | undefined;
   onAbort: () => void;
 }
 
@@ -123,7 +122,6 @@ export class Admission {
     if (this.queue.length >= this.options.maxQueued) throw this.refusal();
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
-        signal,
         admit: () => {
           signal?.removeEventListener('abort', waiter.onAbort);
           this.running += 1;

@@ -93,26 +93,21 @@ export class ServerMetrics {
       device: engineState.device,
       stats: engineState.admission(),
     });
-    new client.Gauge({
-      name: 'sam3_admission_running',
-      help: 'Image model requests in progress, per device',
-      labelNames: ['device'],
-      registers: [registry],
-      collect() {
-        const { device, stats } = admission();
-        this.set({ device }, stats.running);
-      },
-    });
-    new client.Gauge({
-      name: 'sam3_admission_queued',
-      help: 'Image model requests waiting for admission, per device',
-      labelNames: ['device'],
-      registers: [registry],
-      collect() {
-        const { device, stats } = admission();
-        this.set({ device }, stats.queued);
-      },
-    });
+    for (const [field, help] of [
+      ['running', 'Image model requests in progress, per device'],
+      ['queued', 'Image model requests waiting for admission, per device'],
+    ] as const) {
+      new client.Gauge({
+        name: `sam3_admission_${field}`,
+        help,
+        labelNames: ['device'],
+        registers: [registry],
+        collect() {
+          const { device, stats } = admission();
+          this.set({ device }, stats[field]);
+        },
+      });
+    }
     cumulative(
       registry,
       'sam3_admission_total',
