@@ -3,7 +3,7 @@
  * promises here), plus the 404 for unknown routes, and the same error shape for the answers
  * the HTTP server gives before a request reaches the app (http-server.ts).
  */
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { RequestCancelledError } from '../engine/admission';
 import type { Logger } from '../logging';
@@ -93,23 +93,10 @@ function bareBody(error: BareError): string {
 }
 
 /**
- * An error answered outside Express (no middleware ran): the error shape, a fresh request id,
- * and Connection: close. For a response object of the HTTP server (or of an upgrade).
+ * An error answered outside Express as raw bytes (no middleware ran): the error shape, a
+ * fresh request id and Connection: close, for a socket whose request never parsed
+ * ('clientError') or was never read (a connection refused on accept).
  */
-export function sendBareError(res: ServerResponse, error: BareError, requestId: string): void {
-  const body = bareBody(error);
-  res.shouldKeepAlive = false;
-  res.writeHead(ERROR_STATUS[error.code], {
-    ...error.headers,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    [REQUEST_ID_HEADER]: requestId,
-    Connection: 'close',
-  });
-  res.end(body);
-}
-
-/** The same answer as raw bytes, for a socket whose request never parsed ('clientError'). */
 export function bareErrorBytes(error: BareError, requestId: string): string {
   const body = bareBody(error);
   const status = ERROR_STATUS[error.code];
