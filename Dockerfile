@@ -75,9 +75,13 @@ RUN npm ci --no-audit --no-fund
 COPY CMakeLists.txt tsconfig.json ./
 COPY native ./native
 COPY src ./src
+COPY clients/typescript/src ./clients/typescript/src
+COPY web ./web
+COPY scripts/build-web.mjs ./scripts/
 # LIBTORCH_DIR: CMakeLists.txt links against it (there is no .venv in the image).
 RUN LIBTORCH_DIR=/opt/torch/torch npm run build:native \
   && npm run build:ts \
+  && npm run build:web \
   && npm prune --omit=dev --no-audit --no-fund
 
 FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu22.04 AS runtime
@@ -99,6 +103,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/dist/web ./dist/web
 COPY --from=build /src/build/Release/sam3.node ./build/Release/sam3.node
 # Fail the build, not the first start, when a library is missing (the driver's libcuda comes
 # from the host at run time).

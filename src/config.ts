@@ -344,6 +344,15 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
   if (requireApiKey && apiKeys.length === 0) {
     throw new ConfigError('API_KEYS', 'REQUIRE_API_KEY is true but API_KEYS is empty');
   }
+  // A key travels in an HTTP header, which carries printable ASCII only (browsers refuse
+  // anything else before sending); the key itself is never part of the message.
+  const unsendable = apiKeys.findIndex((key) => !/^[\x20-\x7e]+$/.test(key));
+  if (unsendable >= 0) {
+    throw new ConfigError(
+      'API_KEYS',
+      `item ${unsendable} holds characters an HTTP header cannot carry (printable ASCII only)`,
+    );
+  }
   const trustProxyHops = parseNumber(env, 'TRUST_PROXY_HOPS', 0, {
     min: 0,
     max: 32,

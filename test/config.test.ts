@@ -238,6 +238,8 @@ describe('loadConfig errors name the variable', () => {
     [{ VIDEO_GPU_LIST: '0,-1' }, 'VIDEO_GPU_LIST', />= 0/],
     [{ API_KEYS: '[{"k": 1}]' }, 'API_KEYS', /string or a number/],
     [{ REQUIRE_API_KEY: 'true' }, 'API_KEYS', /empty/],
+    [{ API_KEYS: 'ok,clé' }, 'API_KEYS', /item 1 holds characters an HTTP header cannot carry/],
+    [{ API_KEYS: '["ok", "tab\\there"]' }, 'API_KEYS', /item 1 .*\(printable ASCII only\)$/],
     [{ TRUST_PROXY_HOPS: 'true' }, 'TRUST_PROXY_HOPS', /expected a number/],
     [{ MAX_UPLOAD_SIZE_MB: '0' }, 'MAX_UPLOAD_SIZE_MB', /> 0/],
     [{ MAX_IMAGE_PIXELS: '-5' }, 'MAX_IMAGE_PIXELS', />= 1/],

@@ -22,6 +22,7 @@ import { buildOpenApiDocument } from './openapi';
 import { readPackageInfo } from './package-info';
 import { requestRateLimit } from './rate-limit';
 import { accessLog, requestContext } from './request-context';
+import { demoRoutes } from './routes/demo';
 import { docsRoutes } from './routes/docs';
 import { IMAGE_MODEL_PATHS, imageAdmissionGate, imageRoutes } from './routes/image';
 import { infoRoutes } from './routes/info';
@@ -153,6 +154,7 @@ export function createApp(deps: AppDependencies): Express {
     }),
   );
   app.use(docsRoutes());
+  app.use(demoRoutes());
   app.use(
     imageRoutes({
       config,

@@ -10,6 +10,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RequestHandler } from 'express';
 import { ApiError } from './errors';
+import { DEMO_PATHS } from './routes/demo';
 import { DOCS_ASSET_PATHS } from './routes/docs';
 
 export const API_KEY_HEADER = 'X-API-Key';
@@ -29,6 +30,7 @@ const OPEN_ROUTES: ReadonlySet<string> = new Set([
   'GET /health',
   'GET /docs',
   ...DOCS_ASSET_PATHS.map((path) => `GET ${path}`),
+  ...DEMO_PATHS.map((path) => `GET ${path}`),
   'GET /openapi.json',
 ]);
 
