@@ -17,16 +17,9 @@ import path from 'node:path';
 import openapiTS, { astToString } from 'openapi-typescript';
 import * as prettier from 'prettier';
 import { loadConfig, type Config } from '../src/config';
-import { buildOpenApiDocument, type OpenApiDocument } from '../src/server/openapi';
+import { configuredOpenApiDocument } from '../src/server/app';
+import type { OpenApiDocument } from '../src/server/openapi';
 import { readPackageInfo } from '../src/server/package-info';
-import {
-  cachedFeaturesRequestSchema,
-  propagateRequestSchema,
-  segmentRequestSchema,
-  startSessionRequestSchema,
-} from '../src/server/schemas';
-
-const BYTES_PER_MB = 1024 * 1024;
 
 /** The repository root, from dist/scripts/ (compiled) or scripts/. */
 export const REPO_ROOT = path.resolve(
@@ -37,33 +30,9 @@ export const REPO_ROOT = path.resolve(
 /** The generated file, committed beside the client's sources. */
 export const API_TYPES_FILE = path.join(REPO_ROOT, 'clients', 'typescript', 'src', 'api-types.ts');
 
-/**
- * The document GET /openapi.json serves for `config`: the same arguments createApp
- * (src/server/app.ts) passes to buildOpenApiDocument. test/clients/generated-types.test.ts
- * checks that it equals what a running server serves.
- */
+/** The document GET /openapi.json serves for `config` (test/clients/generated-types.test.ts). */
 export function serverOpenApiDocument(config: Readonly<Config>): OpenApiDocument {
-  const maxJsonBodyBytes = Math.floor(config.maxJsonBodyMb * BYTES_PER_MB);
-  return buildOpenApiDocument({
-    version: readPackageInfo().version,
-    segmentRequestSchema: segmentRequestSchema(
-      maxJsonBodyBytes,
-      config.imageModelConfidenceThreshold,
-    ),
-    cachedFeaturesRequestSchema: cachedFeaturesRequestSchema(
-      maxJsonBodyBytes,
-      config.imageModelConfidenceThreshold,
-    ),
-    startSessionRequestSchema: startSessionRequestSchema(maxJsonBodyBytes),
-    propagateRequestSchema: propagateRequestSchema({ stream: true }),
-    limits: {
-      maxUploadSizeMb: config.maxUploadSizeMb,
-      wsMaxBufferedMb: config.wsMaxBufferedMb,
-      maxConcurrentSessions: config.maxConcurrentSessions,
-      maxObjects: config.videoMaxObjects,
-      sessionTimeoutSeconds: config.sessionTimeoutSeconds,
-    },
-  });
+  return configuredOpenApiDocument(config, readPackageInfo().version);
 }
 
 /** The configuration the types are generated for: every default, no GPU. */

@@ -18,7 +18,7 @@ import { corsPolicy } from './cors';
 import type { EngineState } from './engine-state';
 import { errorHandler, notFound } from './error-handler';
 import { ApiError } from './errors';
-import { buildOpenApiDocument } from './openapi';
+import { buildOpenApiDocument, type OpenApiDocument } from './openapi';
 import { readPackageInfo } from './package-info';
 import { requestRateLimit } from './rate-limit';
 import { accessLog, requestContext } from './request-context';
@@ -43,6 +43,7 @@ import {
   type StartSessionFormFields,
   type StartSessionRequestBody,
   type VideoPromptRequestBody,
+  type JsonSchema,
 } from './schemas';
 import { compileValidator, createAjv } from './validation';
 import type { ServerMetrics } from './metrics';
@@ -64,33 +65,43 @@ const BYTES_PER_MB = 1024 * 1024;
 /** Paths that still answer while the server shuts down (so orchestrators see "degraded"). */
 const SERVED_WHILE_STOPPING = new Set(['/health']);
 
-export function createApp(deps: AppDependencies): Express {
-  const { config, engineState, logger } = deps;
-  const packageInfo = readPackageInfo();
-  const maxJsonBodyBytes = Math.floor(config.maxJsonBodyMb * BYTES_PER_MB);
+/** The request schemas as this configuration's limits make them. */
+export interface RequestSchemas {
+  segment: JsonSchema;
+  cachedFeatures: JsonSchema;
+  startSession: JsonSchema;
+  /** The HTTP propagate body (with `stream`). */
+  propagate: JsonSchema;
+}
 
-  const ajv = createAjv();
-  const requestSchema = segmentRequestSchema(
-    maxJsonBodyBytes,
-    config.imageModelConfidenceThreshold,
-  );
-  const validateSegmentRequest = compileValidator<SegmentRequestBody>(ajv, requestSchema);
-  const cachedSchema = cachedFeaturesRequestSchema(
-    maxJsonBodyBytes,
-    config.imageModelConfidenceThreshold,
-  );
-  const validateCachedFeaturesRequest = compileValidator<CachedFeaturesRequestBody>(
-    ajv,
-    cachedSchema,
-  );
-  const startSchema = startSessionRequestSchema(maxJsonBodyBytes);
-  const propagateSchema = propagateRequestSchema({ stream: true });
-  const openApi = buildOpenApiDocument({
-    version: packageInfo.version,
-    segmentRequestSchema: requestSchema,
-    cachedFeaturesRequestSchema: cachedSchema,
-    startSessionRequestSchema: startSchema,
-    propagateRequestSchema: propagateSchema,
+export function configuredRequestSchemas(config: Readonly<Config>): RequestSchemas {
+  const maxJsonBodyBytes = Math.floor(config.maxJsonBodyMb * BYTES_PER_MB);
+  return {
+    segment: segmentRequestSchema(maxJsonBodyBytes, config.imageModelConfidenceThreshold),
+    cachedFeatures: cachedFeaturesRequestSchema(
+      maxJsonBodyBytes,
+      config.imageModelConfidenceThreshold,
+    ),
+    startSession: startSessionRequestSchema(maxJsonBodyBytes),
+    propagate: propagateRequestSchema({ stream: true }),
+  };
+}
+
+/**
+ * The document GET /openapi.json serves for this configuration: built from the schemas that
+ * validate the requests (the TypeScript client's types are generated from it).
+ */
+export function configuredOpenApiDocument(
+  config: Readonly<Config>,
+  version: string,
+  schemas: RequestSchemas = configuredRequestSchemas(config),
+): OpenApiDocument {
+  return buildOpenApiDocument({
+    version,
+    segmentRequestSchema: schemas.segment,
+    cachedFeaturesRequestSchema: schemas.cachedFeatures,
+    startSessionRequestSchema: schemas.startSession,
+    propagateRequestSchema: schemas.propagate,
     limits: {
       maxUploadSizeMb: config.maxUploadSizeMb,
       wsMaxBufferedMb: config.wsMaxBufferedMb,
@@ -99,6 +110,21 @@ export function createApp(deps: AppDependencies): Express {
       sessionTimeoutSeconds: config.sessionTimeoutSeconds,
     },
   });
+}
+
+export function createApp(deps: AppDependencies): Express {
+  const { config, engineState, logger } = deps;
+  const packageInfo = readPackageInfo();
+  const maxJsonBodyBytes = Math.floor(config.maxJsonBodyMb * BYTES_PER_MB);
+
+  const schemas = configuredRequestSchemas(config);
+  const ajv = createAjv();
+  const validateSegmentRequest = compileValidator<SegmentRequestBody>(ajv, schemas.segment);
+  const validateCachedFeaturesRequest = compileValidator<CachedFeaturesRequestBody>(
+    ajv,
+    schemas.cachedFeatures,
+  );
+  const openApi = configuredOpenApiDocument(config, packageInfo.version, schemas);
 
   const app = express();
   // A hop count, never `true`: X-Forwarded-For is believed only from that many proxies.
@@ -169,11 +195,11 @@ export function createApp(deps: AppDependencies): Express {
     videoRoutes({
       config,
       engineState,
-      validateStart: compileValidator<StartSessionRequestBody>(ajv, startSchema),
+      validateStart: compileValidator<StartSessionRequestBody>(ajv, schemas.startSession),
       validateStartFields: compileValidator<StartSessionFormFields>(ajv, startSessionFieldsSchema),
       validateGpuIds: compileValidator<{ gpu_ids: GpuId[] }>(ajv, gpuIdsFieldSchema),
       validatePrompt: compileValidator<VideoPromptRequestBody>(ajv, videoPromptRequestSchema),
-      validatePropagate: compileValidator<PropagateRequestBody>(ajv, propagateSchema),
+      validatePropagate: compileValidator<PropagateRequestBody>(ajv, schemas.propagate),
     }),
   );
   if (deps.webSockets !== undefined) app.use(deps.webSockets.routes());

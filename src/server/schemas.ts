@@ -567,11 +567,11 @@ export const videoPromptRequestSchema = {
     prompts: {
       type: 'array',
       description:
-        `Point prompts and at most one box prompt, all for one object: the clicks of every ` +
+        `Clicks: point prompts and at most one box prompt, all for one object: the clicks of every ` +
         `point prompt together (at most ${MAX_OBJECT_CLICKS}) are the object's clicks on this ` +
         `frame and replace its earlier clicks there (send every click again to refine); a box ` +
-        `is the object's box. Text prompts (concept tracking) are not available yet: ` +
-        `invalid_prompt.`,
+        `is the object's box. Concepts: text prompts, each a concept to find and track, every ` +
+        `box after a text being its exemplar on this frame. Clicks do not go with a text.`,
       minItems: 1,
       maxItems: MAX_PROMPTS,
       items: promptSchema,

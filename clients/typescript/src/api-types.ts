@@ -498,7 +498,7 @@ export interface components {
     VideoPromptRequest: {
       /** @description The frame the prompts are on (0-based; below the video's total_frames). */
       frame_index: number;
-      /** @description Point prompts and at most one box prompt, all for one object: the clicks of every point prompt together (at most 64) are the object's clicks on this frame and replace its earlier clicks there (send every click again to refine); a box is the object's box. Text prompts (concept tracking) are not available yet: invalid_prompt. */
+      /** @description Clicks: point prompts and at most one box prompt, all for one object: the clicks of every point prompt together (at most 64) are the object's clicks on this frame and replace its earlier clicks there (send every click again to refine); a box is the object's box. Concepts: text prompts, each a concept to find and track, every box after a text being its exemplar on this frame. Clicks do not go with a text. */
       prompts: ({
         /** @enum {string} */
         type: 'text' | 'box' | 'point';
