@@ -15,40 +15,46 @@ VOCAB="${VOCAB:-.venv/lib/python3.11/site-packages/open_clip/bpe_simple_vocab_16
 PYTHON="${PYTHON:-python3}"
 PRESET="${PRESET:-full}"   # a dry run on a CPU: DEVICE=cpu PRESET=tiny ITERS=1
 ITERS="${ITERS:-5}"
+# CI's dry run reuses what the main build made: CLI=build/Release/sam3_core_cli, BUNDLE=<dir>.
+CLI="${CLI:-}"
+BUNDLE="${BUNDLE:-}"
 log() { printf '\n== %s\n' "$*" | tee -a "$OUT/summary.txt"; }
 
 log "machine"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | tee -a "$OUT/summary.txt" || true
 "$PYTHON" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)' | tee -a "$OUT/summary.txt"
 
-log "build the core and its CLI (no Node)"
-LIBTORCH_DIR="$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-  cmake -S . -B build-gpu -G Ninja -DSAM3_BUILD_ADDON=OFF -DSAM3_COMPILE_JOBS=8 > "$OUT/cmake.log" 2>&1
-cmake --build build-gpu > "$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; exit 1; }
-CLI=build-gpu/Release/sam3_core_cli
+if [ -z "$CLI" ]; then
+  log "build the core and its CLI (no Node)"
+  LIBTORCH_DIR="$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+    cmake -S . -B build-gpu -G Ninja -DSAM3_BUILD_ADDON=OFF -DSAM3_COMPILE_JOBS=8 > "$OUT/cmake.log" 2>&1
+  cmake --build build-gpu > "$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; exit 1; }
+  CLI=build-gpu/Release/sam3_core_cli
+fi
 
 log "ROI align against torchvision"
 "$PYTHON" -m pytest -q tools/tests/test_roi_align.py 2>&1 | tail -n 3 | tee -a "$OUT/summary.txt" || true
 
-log "export a random '$PRESET' bundle traced on $DEVICE"
-BUNDLE="$OUT/bundle-$PRESET"
-"$PYTHON" tools/export_sam3.py --tiny-random --preset "$PRESET" --seed 0 --device "$DEVICE" \
-  --bpe "$VOCAB" --out "$BUNDLE" 2>&1 | grep '\[export\]' | tee -a "$OUT/summary.txt"
+if [ -z "$BUNDLE" ]; then
+  log "export a random '$PRESET' bundle traced on $DEVICE"
+  BUNDLE="$OUT/bundle-$PRESET"
+  "$PYTHON" tools/export_sam3.py --tiny-random --preset "$PRESET" --seed 0 --device "$DEVICE" \
+    --bpe "$VOCAB" --out "$BUNDLE" 2>&1 | grep '\[export\]' | tee -a "$OUT/summary.txt"
+fi
 
-log "core: 1008x1008 image, 3 prompts (ms per stage)"
-"$CLI" bench "$BUNDLE" --device "$DEVICE" --size 1008x1008 --prompts 3 --iters "$ITERS" | tee -a "$OUT/summary.txt"
-
-log "reference: transformers eager on $DEVICE, same image size and prompts"
-"$PYTHON" - "$BUNDLE" "$DEVICE" "$ITERS" <<'PY' | tee -a "$OUT/summary.txt"
+# The reference's mean ms per stage on a 1008x1008 image with $1 text prompts, and its total.
+reference_image() {
+  "$PYTHON" - "$BUNDLE" "$DEVICE" "$ITERS" "$1" <<'PY'
 import json, subprocess, sys, tempfile
 import numpy as np
 from PIL import Image
-bundle, device, iters = sys.argv[1], sys.argv[2], int(sys.argv[3])
+bundle, device, iters, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+texts = ("cat", "dog", "car", "tree", "person", "bird", "cup", "chair")[:prompts]
 with tempfile.TemporaryDirectory() as tmp:
     image = f"{tmp}/image.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (1008, 1008, 3), dtype=np.uint8)).save(image)
     # threshold 0 as the core's bench: every query's mask is resized and encoded on both sides
-    case = {"image": image, "threshold": 0.0, "prompts": [{"text": t} for t in ("cat", "dog", "car")]}
+    case = {"image": image, "threshold": 0.0, "prompts": [{"text": t} for t in texts]}
     out = subprocess.run(
         [sys.executable, "tools/reference.py", "--bundle", bundle, "--device", device, "--warmup"],
         input=json.dumps({"cases": [case] * iters}), capture_output=True, text=True, check=True,
@@ -58,6 +64,25 @@ with tempfile.TemporaryDirectory() as tmp:
         print(f"  {stage:<16} {ms / iters:10.1f} ms")
     print(f"  {'total':<16} {sum(stages.values()) / iters:10.1f} ms")
 PY
+}
+total_ms() { awk '$1 == "total" { print $2 }'; }
+
+log "core: 1008x1008 image, 3 prompts (ms per stage)"
+"$CLI" bench "$BUNDLE" --device "$DEVICE" --size 1008x1008 --prompts 3 --iters "$ITERS" | tee -a "$OUT/summary.txt"
+
+log "reference: transformers eager on $DEVICE, same image size and prompts"
+reference_image 3 | tee -a "$OUT/summary.txt"
+
+log "cost of an extra text prompt (text encoder + detector + masks), from 1 and 4 prompts"
+core1="$("$CLI" bench "$BUNDLE" --device "$DEVICE" --size 1008x1008 --prompts 1 --iters "$ITERS" | total_ms)"
+core4="$("$CLI" bench "$BUNDLE" --device "$DEVICE" --size 1008x1008 --prompts 4 --iters "$ITERS" | total_ms)"
+ref1="$(reference_image 1 | total_ms)"
+ref4="$(reference_image 4 | total_ms)"
+awk -v c1="$core1" -v c4="$core4" -v r1="$ref1" -v r4="$ref4" 'BEGIN {
+  printf "  core       %8.1f ms per extra prompt (1 prompt %.1f ms, 4 prompts %.1f ms)\n", (c4 - c1) / 3, c1, c4
+  printf "  reference  %8.1f ms per extra prompt (1 prompt %.1f ms, 4 prompts %.1f ms)\n", (r4 - r1) / 3, r1, r4
+}' | tee -a "$OUT/summary.txt"
+
 log "image done: compare the totals (both sides keep every query, threshold 0)"
 
 log "video: click tracking, core tracker against the transformers reference on $DEVICE"
@@ -83,7 +108,7 @@ for i in range(count):
     frames.append(f)
 np.stack(frames).tofile(path)
 PY
-for objects in 1 3 8; do
+for objects in ${VIDEO_OBJECTS:-1 3 5 8}; do
   "$CLI" track "$BUNDLE" "$VIDEO_RAW" 640 480 --device "$DEVICE" --objects "$objects" | tee -a "$OUT/summary.txt"
   "$PYTHON" - "$BUNDLE" "$DEVICE" "$VIDEO_RAW" "$objects" <<'PY' | tee -a "$OUT/summary.txt"
 import json, subprocess, sys
