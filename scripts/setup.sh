@@ -29,6 +29,9 @@ step "Python environment (.venv)"
 .venv/bin/pip install --retries 0 -q -r tools/requirements.txt
 # The CLIP vocabulary ships in open_clip_torch; its torchvision dependency is not needed.
 .venv/bin/pip install --retries 0 -q --no-deps open_clip_torch
+# The Python client (clients/python), editable. PIP_RETRIES also reaches the pip that build
+# isolation starts to fetch hatchling (which would otherwise retry an unreachable index).
+PIP_RETRIES=0 .venv/bin/pip install --retries 0 -q -e clients/python
 
 step "Native addon and TypeScript"
 npm run build
