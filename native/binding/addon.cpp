@@ -6,6 +6,7 @@
 
 #include "addon_data.h"
 #include "async_call.h"
+#include "cancel_token_wrap.h"
 #include "embedding_wrap.h"
 #include "engine_wrap.h"
 #include "rle.h"
@@ -102,6 +103,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   data->imageEmbeddingConstructor = Napi::Persistent(ImageEmbeddingWrap::define(env));
   data->textEmbeddingConstructor = Napi::Persistent(TextEmbeddingWrap::define(env));
   data->trackerConstructor = Napi::Persistent(TrackerWrap::define(env));
+  data->cancelTokenConstructor = Napi::Persistent(CancelTokenWrap::define(env));
 
   // Stop executor threads before a worker's environment goes away under a running model call.
   env.AddCleanupHook([env] { EngineWrap::cancelEnvironmentEngines(env); });

@@ -16,6 +16,7 @@ struct AddonData {
   Napi::FunctionReference imageEmbeddingConstructor;
   Napi::FunctionReference textEmbeddingConstructor;
   Napi::FunctionReference trackerConstructor;
+  Napi::FunctionReference cancelTokenConstructor;
   // Engines started in this environment, so teardown can stop their threads.
   std::vector<std::weak_ptr<Engine>> engines;
 

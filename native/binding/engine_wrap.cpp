@@ -8,6 +8,7 @@
 #include "addon_data.h"
 #include "arguments.h"
 #include "async_call.h"
+#include "cancel_token_wrap.h"
 #include "embedding_wrap.h"
 #include "tracker_wrap.h"
 
@@ -111,6 +112,7 @@ Napi::Function EngineWrap::define(Napi::Env env) {
           InstanceMethod<&EngineWrap::encodeText>("encodeText"),
           InstanceMethod<&EngineWrap::detect>("detect"),
           InstanceMethod<&EngineWrap::segmentPoints>("segmentPoints"),
+          InstanceMethod<&EngineWrap::createCancelToken>("createCancelToken"),
           InstanceMethod<&EngineWrap::createTracker>("createTracker"),
           InstanceMethod<&EngineWrap::tasksRun>("tasksRun"),
           InstanceMethod<&EngineWrap::injectDeviceOutOfMemory>("injectDeviceOutOfMemory"),
@@ -164,12 +166,15 @@ Napi::Value EngineWrap::encodeImage(const Napi::CallbackInfo& info) {
     request.width = integerArgument(info[1], "width");
     request.height = integerArgument(info[2], "height");
     // The executor reads the pixels in place: keep the buffer (and this engine) referenced.
+    CancelToken cancel = CancelTokenWrap::optionalArgument(env, info[3], "cancel");
     auto call = AsyncCall::start(env, {info.This(), rgb});
-    engine_->encodeImage(
-        request, AsyncCall::completion<std::shared_ptr<ImageEmbedding>>(
-                     call, [](Napi::Env env, const std::shared_ptr<ImageEmbedding>& embedding) {
-                       return ImageEmbeddingWrap::wrap(env, embedding);
-                     }));
+    engine_->encodeImage(request,
+                         AsyncCall::completion<std::shared_ptr<ImageEmbedding>>(
+                             call,
+                             [](Napi::Env env, const std::shared_ptr<ImageEmbedding>& embedding) {
+                               return ImageEmbeddingWrap::wrap(env, embedding);
+                             }),
+                         std::move(cancel));
     return call->promise();
   });
 }
@@ -186,17 +191,21 @@ Napi::Value EngineWrap::encodeText(const Napi::CallbackInfo& info) {
     request.mask = mask.Data();
     request.maskLength = mask.ElementLength();
     request.batch = integerArgument(info[2], "batch");
+    CancelToken cancel = CancelTokenWrap::optionalArgument(env, info[3], "cancel");
     auto call = AsyncCall::start(env, {info.This(), ids, mask});
     using Embeddings = std::vector<std::shared_ptr<TextEmbedding>>;
-    engine_->encodeText(
-        request,
-        AsyncCall::completion<Embeddings>(call, [](Napi::Env env, const Embeddings& embeddings) {
-          Napi::Array array = Napi::Array::New(env, embeddings.size());
-          for (size_t i = 0; i < embeddings.size(); ++i) {
-            array.Set(static_cast<uint32_t>(i), TextEmbeddingWrap::wrap(env, embeddings[i]));
-          }
-          return array;
-        }));
+    engine_->encodeText(request,
+                        AsyncCall::completion<Embeddings>(
+                            call,
+                            [](Napi::Env env, const Embeddings& embeddings) {
+                              Napi::Array array = Napi::Array::New(env, embeddings.size());
+                              for (size_t i = 0; i < embeddings.size(); ++i) {
+                                array.Set(static_cast<uint32_t>(i),
+                                          TextEmbeddingWrap::wrap(env, embeddings[i]));
+                              }
+                              return array;
+                            }),
+                        std::move(cancel));
     return call->promise();
   });
 }
@@ -219,29 +228,37 @@ Napi::Value EngineWrap::detect(const Napi::CallbackInfo& info) {
     if (!info[2].IsObject()) badArgument("options must be an object");
     Napi::Value threshold = info[2].As<Napi::Object>().Get("threshold");
     if (!threshold.IsNumber()) badArgument("options.threshold must be a number");
+    CancelToken cancel = CancelTokenWrap::optionalArgument(env, info[3], "cancel");
 
     auto call = AsyncCall::start(env, {info.This()});
     using Results = std::vector<ConceptInstances>;
     engine_->detect(
         std::move(image), std::move(queries), threshold.As<Napi::Number>().DoubleValue(),
-        AsyncCall::completion<Results>(call, [](Napi::Env env, const Results& results) {
-          Napi::Array array = Napi::Array::New(env, results.size());
-          for (size_t i = 0; i < results.size(); ++i) {
-            const ConceptInstances& instances = results[i];
-            Napi::Object object = Napi::Object::New(env);
-            object.Set("scores", floatArray(env, instances.scores));
-            object.Set("boxes", floatArray(env, instances.boxes));
-            Napi::Array masks = Napi::Array::New(env, instances.masks.size());
-            for (size_t m = 0; m < instances.masks.size(); ++m) {
-              masks.Set(static_cast<uint32_t>(m), Napi::String::New(env, instances.masks[m]));
-            }
-            object.Set("masks", masks);
-            array.Set(static_cast<uint32_t>(i), object);
-          }
-          return array;
-        }));
+        AsyncCall::completion<Results>(
+            call,
+            [](Napi::Env env, const Results& results) {
+              Napi::Array array = Napi::Array::New(env, results.size());
+              for (size_t i = 0; i < results.size(); ++i) {
+                const ConceptInstances& instances = results[i];
+                Napi::Object object = Napi::Object::New(env);
+                object.Set("scores", floatArray(env, instances.scores));
+                object.Set("boxes", floatArray(env, instances.boxes));
+                Napi::Array masks = Napi::Array::New(env, instances.masks.size());
+                for (size_t m = 0; m < instances.masks.size(); ++m) {
+                  masks.Set(static_cast<uint32_t>(m), Napi::String::New(env, instances.masks[m]));
+                }
+                object.Set("masks", masks);
+                array.Set(static_cast<uint32_t>(i), object);
+              }
+              return array;
+            }),
+        std::move(cancel));
     return call->promise();
   });
+}
+
+Napi::Value EngineWrap::createCancelToken(const Napi::CallbackInfo& info) {
+  return CancelTokenWrap::create(info.Env());
 }
 
 Napi::Value EngineWrap::segmentPoints(const Napi::CallbackInfo& info) {
@@ -260,24 +277,28 @@ Napi::Value EngineWrap::segmentPoints(const Napi::CallbackInfo& info) {
               query.Get("box"), napi_float32_array, where + ".box", "Float32Array"));
           return parsed;
         });
+    CancelToken cancel = CancelTokenWrap::optionalArgument(env, info[2], "cancel");
 
     auto call = AsyncCall::start(env, {info.This()});
     using Results = std::vector<PointInstance>;
     engine_->segmentPoints(
         std::move(image), std::move(queries),
-        AsyncCall::completion<Results>(call, [](Napi::Env env, const Results& results) {
-          Napi::Array array = Napi::Array::New(env, results.size());
-          for (size_t i = 0; i < results.size(); ++i) {
-            const PointInstance& instance = results[i];
-            Napi::Object object = Napi::Object::New(env);
-            object.Set("score", Napi::Number::New(env, instance.score));
-            object.Set("box", floatArray(env, std::vector<float>(instance.box.begin(),
-                                                                 instance.box.end())));
-            object.Set("mask", Napi::String::New(env, instance.mask));
-            array.Set(static_cast<uint32_t>(i), object);
-          }
-          return array;
-        }));
+        AsyncCall::completion<Results>(
+            call,
+            [](Napi::Env env, const Results& results) {
+              Napi::Array array = Napi::Array::New(env, results.size());
+              for (size_t i = 0; i < results.size(); ++i) {
+                const PointInstance& instance = results[i];
+                Napi::Object object = Napi::Object::New(env);
+                object.Set("score", Napi::Number::New(env, instance.score));
+                object.Set("box", floatArray(env, std::vector<float>(instance.box.begin(),
+                                                                     instance.box.end())));
+                object.Set("mask", Napi::String::New(env, instance.mask));
+                array.Set(static_cast<uint32_t>(i), object);
+              }
+              return array;
+            }),
+        std::move(cancel));
     return call->promise();
   });
 }

@@ -26,6 +26,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value encodeText(const Napi::CallbackInfo& info);
   Napi::Value detect(const Napi::CallbackInfo& info);
   Napi::Value segmentPoints(const Napi::CallbackInfo& info);
+  Napi::Value createCancelToken(const Napi::CallbackInfo& info);
   Napi::Value createTracker(const Napi::CallbackInfo& info);
   Napi::Value tasksRun(const Napi::CallbackInfo& info);
   Napi::Value injectDeviceOutOfMemory(const Napi::CallbackInfo& info);

@@ -199,9 +199,18 @@ BundleInfo infoOf(const Manifest& m) {
 // fails with DEVICE_OOM instead of running (fault tests).
 template <typename T, typename Work>
 void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun,
-                   std::atomic<int64_t>& injectedOom, Done<T> done, Work work) {
-  auto task = [&executor, &tasksRun, &injectedOom, done, work = std::move(work)]() mutable {
+                   std::atomic<int64_t>& injectedOom, Done<T> done, Work work,
+                   CancelToken cancel = nullptr) {
+  auto task = [&executor, &tasksRun, &injectedOom, done, work = std::move(work),
+               cancel = std::move(cancel)]() mutable {
     Outcome<T> outcome;
+    if (cancel && cancel->isCancelled()) {
+      // The caller went away while this waited: no model work, not counted as a task run.
+      { Work dropped = std::move(work); }
+      outcome.error = CoreError(ErrorCode::kCancelled, "the call was cancelled before it ran");
+      done(std::move(outcome));
+      return;
+    }
     {
       // Destroyed before `done`: what the work captured (embeddings) is let go of before the
       // caller learns the outcome, so a released embedding's memory is free by then.
@@ -264,41 +273,47 @@ std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::st
   return engine;
 }
 
-void Engine::encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done) {
+void Engine::encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done,
+                         CancelToken cancel) {
   auto self = shared_from_this();
   runOnExecutor<std::shared_ptr<ImageEmbedding>>(
       *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
-      [self, request] { return self->impl_->encodeImage(request); });
+      [self, request] { return self->impl_->encodeImage(request); }, std::move(cancel));
 }
 
 void Engine::encodeText(const TextRequest& request,
-                        Done<std::vector<std::shared_ptr<TextEmbedding>>> done) {
+                        Done<std::vector<std::shared_ptr<TextEmbedding>>> done,
+                        CancelToken cancel) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<std::shared_ptr<TextEmbedding>>>(
       *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
-      [self, request] { return self->impl_->encodeText(request); });
+      [self, request] { return self->impl_->encodeText(request); }, std::move(cancel));
 }
 
 void Engine::detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
-                    double threshold, Done<std::vector<ConceptInstances>> done) {
+                    double threshold, Done<std::vector<ConceptInstances>> done,
+                    CancelToken cancel) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<ConceptInstances>>(
       *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, image = std::move(image), queries = std::move(queries), threshold] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->detect(*image, queries, threshold);
-      });
+      },
+      std::move(cancel));
 }
 
 void Engine::segmentPoints(std::shared_ptr<const ImageEmbedding> image,
-                           std::vector<PointQuery> queries, Done<std::vector<PointInstance>> done) {
+                           std::vector<PointQuery> queries, Done<std::vector<PointInstance>> done,
+                           CancelToken cancel) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<PointInstance>>(
       *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
       [self, image = std::move(image), queries = std::move(queries)] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->segmentPoints(*image, queries);
-      });
+      },
+      std::move(cancel));
 }
 
 std::shared_ptr<TrackerSession> Engine::createTracker(const TrackerOptions& options) {

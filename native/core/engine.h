@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -58,6 +59,15 @@ struct Outcome {
 // the call is refused before queuing (ENGINE_CLOSED, or a bad device for load).
 template <typename T>
 using Done = std::function<void(Outcome<T>)>;
+
+// Set by the caller (any thread) when it no longer wants a call's result: a call still queued
+// behind other work then fails with CANCELLED instead of running. A running call finishes.
+struct CancelFlag {
+  std::atomic<bool> cancelled{false};
+  void cancel() { cancelled.store(true); }
+  bool isCancelled() const { return cancelled.load(); }
+};
+using CancelToken = std::shared_ptr<const CancelFlag>;
 
 // Features of one image, computed once by encodeImage (device memory, freed with the object).
 class ImageEmbedding {
@@ -180,20 +190,25 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Normalized: "cpu" or "cuda:N".
   const std::string& device() const;
 
-  void encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done);
+  // The image calls take an optional CancelToken: cancelled while queued, they fail with
+  // CANCELLED without running.
+  void encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done,
+                   CancelToken cancel = nullptr);
   // One embedding per row.
   void encodeText(const TextRequest& request,
-                  Done<std::vector<std::shared_ptr<TextEmbedding>>> done);
+                  Done<std::vector<std::shared_ptr<TextEmbedding>>> done,
+                  CancelToken cancel = nullptr);
   // All queries through the detector in batches of kMaxQueriesPerDetectorCall. Keeps
   // instances with score > threshold (compared in float32).
   void detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
-              double threshold, Done<std::vector<ConceptInstances>> done);
+              double threshold, Done<std::vector<ConceptInstances>> done,
+              CancelToken cancel = nullptr);
   // Each query through a point decoder on the image's tracker features (one call per query,
   // in order): exactly one instance per query. BAD_INPUT (naming the query) for points not 2
   // per label, labels other than 0/1, non-finite numbers, a box not empty or 4 numbers, no
   // click and no box, more than kMaxClicksPerQuery clicks, or another engine's embedding.
   void segmentPoints(std::shared_ptr<const ImageEmbedding> image, std::vector<PointQuery> queries,
-                     Done<std::vector<PointInstance>> done);
+                     Done<std::vector<PointInstance>> done, CancelToken cancel = nullptr);
 
   // A video tracking session on this engine (synchronous: it only allocates the session).
   // BAD_INPUT for numFrames outside 1..kMaxTrackerFrames, sides outside 1..16384,
@@ -213,7 +228,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64_t conceptId,
                             Done<std::vector<int64_t>> done);
   void trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done);
-  // Executor tasks completed so far (failed ones included): tests count frames computed.
+  // Executor tasks completed so far (failed ones included, cancelled ones not): tests count
+  // frames computed.
   int64_t tasksRun() const;
   // Fault injection for the fault tests: the next `count` model tasks fail as if the device
   // had run out of memory (DEVICE_OOM), without running; the engine stays usable after.

@@ -21,6 +21,8 @@ const char* errorCodeName(ErrorCode code) {
       return "ENGINE_CLOSED";
     case ErrorCode::kSessionClosed:
       return "SESSION_CLOSED";
+    case ErrorCode::kCancelled:
+      return "CANCELLED";
     case ErrorCode::kInternal:
       return "INTERNAL";
   }

@@ -15,6 +15,7 @@ enum class ErrorCode {
   kDeviceUnavailable,  // e.g. cuda:3 on a machine with one GPU
   kEngineClosed,       // the engine was closed before the call ran
   kSessionClosed,      // the video tracker session was released before the call ran
+  kCancelled,          // the caller cancelled the call before it ran (CancelToken)
   kInternal,           // anything else: a bug in the bundle or in this code
 };
 

@@ -37,6 +37,33 @@ export function throwIfCancelled(signal: AbortSignal | undefined, stage: string)
   if (signal?.aborted === true) throw new RequestCancelledError(stage);
 }
 
+/**
+ * `promise`, or RequestCancelledError as soon as `signal` aborts (`stage` says what was
+ * waited for); the promise itself goes on (its outcome is then ignored).
+ */
+export function untilAborted<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  stage: string,
+): Promise<T> {
+  if (signal === undefined) return promise;
+  throwIfCancelled(signal, stage);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new RequestCancelledError(stage));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 export interface AdmissionOptions {
   /** Requests in progress at once (>= 1). */
   maxRunning: number;

@@ -15,13 +15,22 @@
  *   value's native memory is released when it is neither cached nor leased. Device memory
  *   returns without waiting for a garbage collection, and never while a request still uses it.
  * - clear() also covers computations in flight: their results go to their waiters only.
+ * - Cancellation: a request that gives up (its signal aborts) stops waiting at once; a
+ *   computation all of whose waiters gave up is aborted (its model call, still queued, is
+ *   dropped) and left to them: the next request for its keys computes them anew.
  */
+import { throwIfCancelled, untilAborted } from './admission';
 
 /** What the cache holds: something with a known size that can drop its memory. */
 export interface CachedValue {
   readonly byteSize: number;
   /** Frees the native memory behind this handle; later use is an error. */
   release(): void;
+}
+
+export interface AcquireOptions {
+  /** The request's signal: aborted, it stops waiting (RequestCancelledError). */
+  signal?: AbortSignal;
 }
 
 export interface FeatureCacheOptions {
@@ -74,6 +83,20 @@ export type ExpectedBytes = number | ((key: string) => number);
 /** Upper bound for one expiry timer (setTimeout clamps larger delays to 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * One computation of missing keys, shared by every request waiting for one of them. Its
+ * signal aborts once every waiter has given up (each had a signal, and each aborted): the
+ * computation is then not wanted, and a model call still queued for it can be dropped.
+ */
+class Computation {
+  readonly controller = new AbortController();
+  /** Waiters that may still give up. */
+  waiting = 0;
+  /** A waiter came without a signal: it never gives up. */
+  pinned = false;
+  done = false;
+}
+
 class Slot<V extends CachedValue> {
   users = 0;
   pending = true;
@@ -91,6 +114,7 @@ class Slot<V extends CachedValue> {
   constructor(
     readonly key: string,
     expected: number,
+    readonly computation: Computation,
   ) {
     this.size = expected;
   }
@@ -120,10 +144,16 @@ export class FeatureCache<V extends CachedValue> {
   /** The value for `key`: from the cache, from a computation in flight, or from `compute`. */
   async acquire(
     key: string,
-    compute: () => Promise<V>,
+    compute: (signal: AbortSignal) => Promise<V>,
     expectedBytes: ExpectedBytes = 0,
+    options: AcquireOptions = {},
   ): Promise<Lease<V>> {
-    const [lease] = await this.acquireMany([key], async () => [await compute()], expectedBytes);
+    const [lease] = await this.acquireMany(
+      [key],
+      async (_missing, signal) => [await compute(signal)],
+      expectedBytes,
+      options,
+    );
     return lease;
   }
 
@@ -131,12 +161,19 @@ export class FeatureCache<V extends CachedValue> {
    * Leases for several keys, in order. The keys neither cached nor in flight are computed by
    * ONE call of `computeMissing` (e.g. one batched encoder call), which returns one value per
    * key it is given, in order. A repeated key gets one lease per occurrence.
+   *
+   * With `options.signal`, an abort rejects at once with RequestCancelledError; a computation
+   * whose every waiter has aborted has its own signal (computeMissing's) aborted, and is not
+   * joined by later requests, which compute the keys anew.
    */
   async acquireMany(
     keys: readonly string[],
-    computeMissing: (missing: string[]) => Promise<V[]>,
+    computeMissing: (missing: string[], signal: AbortSignal) => Promise<V[]>,
     expectedBytes: ExpectedBytes = 0,
+    options: AcquireOptions = {},
   ): Promise<Lease<V>[]> {
+    const { signal } = options;
+    throwIfCancelled(signal, 'before the features');
     this.expire();
     // Lease what exists first, so that making room for the missing keys cannot evict it.
     const taken = keys.map((key) => {
@@ -157,10 +194,24 @@ export class FeatureCache<V extends CachedValue> {
     });
     const leased = taken as { slot: Slot<V>; hit: boolean }[];
     const leases = leased.map(({ slot, hit }) => this.lease(slot, hit));
+    const computations = new Set(
+      leased.filter(({ slot }) => slot.pending).map(({ slot }) => slot.computation),
+    );
+    for (const computation of computations) {
+      if (signal === undefined) computation.pinned = true;
+      else computation.waiting += 1;
+    }
     try {
-      await Promise.all(leased.map(({ slot }) => slot.ready));
+      await untilAborted(
+        Promise.all(leased.map(({ slot }) => slot.ready)),
+        signal,
+        'while the features were computed',
+      );
     } catch (error) {
       for (const lease of leases) lease.release();
+      if (signal?.aborted === true) {
+        for (const computation of computations) this.giveUp(computation);
+      }
       throw error;
     }
     return leases;
@@ -209,7 +260,7 @@ export class FeatureCache<V extends CachedValue> {
 
   private startComputation(
     missing: string[],
-    computeMissing: (missing: string[]) => Promise<V[]>,
+    computeMissing: (missing: string[], signal: AbortSignal) => Promise<V[]>,
     expectedBytes: ExpectedBytes,
   ): void {
     this.counters.misses += missing.length;
@@ -217,7 +268,8 @@ export class FeatureCache<V extends CachedValue> {
       const bytes = typeof expectedBytes === 'number' ? expectedBytes : expectedBytes(key);
       return Number.isFinite(bytes) && bytes > 0 ? bytes : 0;
     };
-    const slots = missing.map((key) => new Slot<V>(key, expected(key)));
+    const computation = new Computation();
+    const slots = missing.map((key) => new Slot<V>(key, expected(key), computation));
     // Reserve before computing, so that a burst of misses cannot overshoot the budget.
     for (const slot of slots) {
       this.live.add(slot);
@@ -226,10 +278,14 @@ export class FeatureCache<V extends CachedValue> {
     }
     let computed: Promise<V[]>;
     try {
-      computed = computeMissing(missing);
+      computed = computeMissing(missing, computation.controller.signal);
     } catch (error) {
       computed = Promise.reject(error);
     }
+    computed.then(
+      () => (computation.done = true),
+      () => (computation.done = true),
+    );
     const batch = computed.then((values) => {
       if (values.length !== missing.length) {
         for (const value of values) value.release();
@@ -254,6 +310,21 @@ export class FeatureCache<V extends CachedValue> {
       // unhandled rejection when every waiter has already given up.
       slot.ready.catch(() => undefined);
     });
+  }
+
+  /**
+   * A waiter of `computation` gave up; the last one (when none came without a signal) aborts
+   * it, and its keys stop being in flight: later requests start their own computation.
+   */
+  private giveUp(computation: Computation): void {
+    computation.waiting -= 1;
+    if (computation.waiting > 0 || computation.pinned || computation.done) return;
+    for (const slot of this.live) {
+      if (slot.computation !== computation) continue;
+      slot.discarded = true;
+      if (this.pending.get(slot.key) === slot) this.pending.delete(slot.key);
+    }
+    computation.controller.abort();
   }
 
   /** A computed value: cached when it may and fits, else handed to its waiters only. */

@@ -11,14 +11,16 @@
  */
 import { webcrypto } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { NativeError } from '../native/errors';
 import type {
   ConceptInstances,
   NativeAddon,
+  NativeCancelToken,
   NativeEngine,
   NativeImageEmbedding,
   NativeTextEmbedding,
 } from '../native/types';
-import { throwIfCancelled } from './admission';
+import { RequestCancelledError, throwIfCancelled } from './admission';
 import { bundleVocabPath, type BundleManifest } from './bundle-manifest';
 import { FeatureCache, type CacheStats, type Lease } from './feature-cache';
 import type { DecodedImage } from './image-decoder';
@@ -164,6 +166,17 @@ export function expectedFeatureSizes(manifest: BundleManifest): FeatureSizes {
   return { image: vision.every((o) => signatureBytes(o) > 0) ? image : 0, text };
 }
 
+/** A model call of this request: dropped unrun (CANCELLED) once its client went away. */
+async function cancellable<T>(call: Promise<T>, stage: string): Promise<T> {
+  try {
+    return await call;
+  } catch (error) {
+    if (error instanceof NativeError && error.code === 'CANCELLED') {
+      throw new RequestCancelledError(`${stage} was dropped before it ran`);
+    }
+    throw error;
+  }
+}
 /** Milliseconds since `started` (a performance.now() value), to 0.1 ms. */
 export function elapsedMs(started: number): number {
   return Math.round((performance.now() - started) * 10) / 10;
@@ -262,6 +275,7 @@ export class Segmenter {
         ...(await this.textFeatures(
           concepts.map((c) => c.text),
           timings,
+          signal,
         )),
       );
       throwIfCancelled(signal, 'before detection');
@@ -270,13 +284,19 @@ export class Segmenter {
         concepts.map((concept, i) => ({ concept, text: textLeases[i].value })),
         confidenceThreshold,
         timings,
+        signal,
       );
       const pointQuery = queries.find((q): q is PointPlan => q.kind === 'point');
       if (pointQuery !== undefined) throwIfCancelled(signal, 'before the point query');
       const pointResult =
         pointQuery === undefined
           ? null
-          : await this.segmentPoints(imageLease.value as NativeImageEmbedding, pointQuery, timings);
+          : await this.segmentPoints(
+              imageLease.value as NativeImageEmbedding,
+              pointQuery,
+              timings,
+              signal,
+            );
 
       const result: SegmentResult = {
         masks: [],
@@ -316,7 +336,7 @@ export class Segmenter {
     const textLeases: Lease<Feature>[] = [];
     try {
       throwIfCancelled(signal, 'before the text features');
-      textLeases.push(...(await this.textFeatures(texts, timings)));
+      textLeases.push(...(await this.textFeatures(texts, timings, signal)));
       throwIfCancelled(signal, 'before detection');
       const concepts = texts.map((text, i) => ({
         concept: { kind: 'concept', text, label: text, boxes: [], boxLabels: [] } as ConceptPlan,
@@ -327,6 +347,7 @@ export class Segmenter {
         concepts,
         confidenceThreshold,
         timings,
+        signal,
       );
       return {
         results: perText.map((instances, i) => ({
@@ -352,6 +373,18 @@ export class Segmenter {
     await this.engine.close();
   }
 
+  /**
+   * A native token cancelled when `signal` aborts: a model call still queued behind others on
+   * the executor is then dropped (CANCELLED) instead of computed for nobody.
+   */
+  private cancelTokenFor(signal: AbortSignal | undefined): NativeCancelToken | undefined {
+    if (signal === undefined) return undefined;
+    const token = this.engine.createCancelToken();
+    if (signal.aborted) token.cancel();
+    else signal.addEventListener('abort', () => token.cancel(), { once: true });
+    return token;
+  }
+
   private async imageFeatures(
     image: DecodedImage,
     timings: Timings,
@@ -368,13 +401,19 @@ export class Segmenter {
     const key = `image|${this.modelKey}|${image.width}x${image.height}|${digest}`;
     const lease = await this.cache.acquire(
       key,
-      async () => {
+      async (computationSignal) => {
         this.imageEncodes += 1;
-        const features = await this.engine.encodeImage(image.data, image.width, image.height);
+        const features = await this.engine.encodeImage(
+          image.data,
+          image.width,
+          image.height,
+          this.cancelTokenFor(computationSignal),
+        );
         this.featureSizes.image = features.byteSize;
         return features;
       },
       this.featureSizes.image,
+      { signal },
     );
     timings.image_features = elapsedMs(started);
     return lease;
@@ -383,6 +422,7 @@ export class Segmenter {
   private async textFeatures(
     texts: readonly string[],
     timings: Timings,
+    signal: AbortSignal | undefined,
   ): Promise<Lease<Feature>[]> {
     if (texts.length === 0) return [];
     const started = performance.now();
@@ -390,15 +430,21 @@ export class Segmenter {
     const byKey = new Map(keys.map((key, i) => [key, texts[i]]));
     const leases = await this.cache.acquireMany(
       keys,
-      async (missing) => {
+      async (missing, computationSignal) => {
         this.textEncodes += missing.length;
         const batch = missing.map((key) => byKey.get(key) as string);
         const tokens = this.tokenizer.encodeBatch(batch);
-        const features = await this.engine.encodeText(tokens.ids, tokens.mask, batch.length);
+        const features = await this.engine.encodeText(
+          tokens.ids,
+          tokens.mask,
+          batch.length,
+          this.cancelTokenFor(computationSignal),
+        );
         if (features.length > 0) this.featureSizes.text = features[0].byteSize;
         return features;
       },
       this.featureSizes.text,
+      { signal },
     );
     timings.text_features = elapsedMs(started);
     return leases;
@@ -409,17 +455,22 @@ export class Segmenter {
     queries: { concept: ConceptPlan; text: Feature }[],
     threshold: number,
     timings: Timings,
+    signal: AbortSignal | undefined,
   ): Promise<Instances[]> {
     if (queries.length === 0) return [];
     const started = performance.now();
-    const found: ConceptInstances[] = await this.engine.detect(
-      image,
-      queries.map(({ concept, text }) => ({
-        text: text as NativeTextEmbedding,
-        boxes: Float32Array.from(concept.boxes.flat()),
-        boxLabels: Int32Array.from(concept.boxLabels),
-      })),
-      { threshold },
+    const found: ConceptInstances[] = await cancellable(
+      this.engine.detect(
+        image,
+        queries.map(({ concept, text }) => ({
+          text: text as NativeTextEmbedding,
+          boxes: Float32Array.from(concept.boxes.flat()),
+          boxLabels: Int32Array.from(concept.boxLabels),
+        })),
+        { threshold },
+        this.cancelTokenFor(signal),
+      ),
+      'detection',
     );
     timings.detect = elapsedMs(started);
     if (found.length !== queries.length) {
@@ -443,15 +494,23 @@ export class Segmenter {
     image: NativeImageEmbedding,
     query: PointPlan,
     timings: Timings,
+    signal: AbortSignal | undefined,
   ): Promise<Instances> {
     const started = performance.now();
-    const [instance] = await this.engine.segmentPoints(image, [
-      {
-        points: Float32Array.from(query.points.flat()),
-        pointLabels: Int32Array.from(query.pointLabels),
-        box: Float32Array.from(query.box ?? []),
-      },
-    ]);
+    const [instance] = await cancellable(
+      this.engine.segmentPoints(
+        image,
+        [
+          {
+            points: Float32Array.from(query.points.flat()),
+            pointLabels: Int32Array.from(query.pointLabels),
+            box: Float32Array.from(query.box ?? []),
+          },
+        ],
+        this.cancelTokenFor(signal),
+      ),
+      'the point query',
+    );
     timings.points = elapsedMs(started);
     return {
       masks: [{ size: [image.height, image.width], counts: instance.mask }],

@@ -16,6 +16,7 @@ import type {
   DetectOptions,
   EngineOptions,
   NativeAddon,
+  NativeCancelToken,
   NativeEngine,
   NativeImageEmbedding,
   NativeTextEmbedding,
@@ -127,24 +128,43 @@ class Engine implements NativeEngine {
     return this.native.device;
   }
 
-  encodeImage(rgb: Buffer, width: number, height: number): Promise<NativeImageEmbedding> {
-    return callNative(() => this.native.encodeImage(rgb, width, height));
+  encodeImage(
+    rgb: Buffer,
+    width: number,
+    height: number,
+    cancel?: NativeCancelToken,
+  ): Promise<NativeImageEmbedding> {
+    return callNative(() => this.native.encodeImage(rgb, width, height, cancel));
   }
 
-  encodeText(ids: Int32Array, mask: Int32Array, batch: number): Promise<NativeTextEmbedding[]> {
-    return callNative(() => this.native.encodeText(ids, mask, batch));
+  encodeText(
+    ids: Int32Array,
+    mask: Int32Array,
+    batch: number,
+    cancel?: NativeCancelToken,
+  ): Promise<NativeTextEmbedding[]> {
+    return callNative(() => this.native.encodeText(ids, mask, batch, cancel));
   }
 
   detect(
     image: NativeImageEmbedding,
     queries: ConceptQuery[],
     options: DetectOptions,
+    cancel?: NativeCancelToken,
   ): Promise<ConceptInstances[]> {
-    return callNative(() => this.native.detect(image, queries, options));
+    return callNative(() => this.native.detect(image, queries, options, cancel));
   }
 
-  segmentPoints(image: NativeImageEmbedding, queries: PointQuery[]): Promise<PointInstance[]> {
-    return callNative(() => this.native.segmentPoints(image, queries));
+  segmentPoints(
+    image: NativeImageEmbedding,
+    queries: PointQuery[],
+    cancel?: NativeCancelToken,
+  ): Promise<PointInstance[]> {
+    return callNative(() => this.native.segmentPoints(image, queries, cancel));
+  }
+
+  createCancelToken(): NativeCancelToken {
+    return callNativeSync(() => this.native.createCancelToken());
   }
 
   createTracker(options: TrackerOptions): NativeTracker {

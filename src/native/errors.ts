@@ -12,6 +12,7 @@ const NATIVE_ERROR_CODES: ReadonlySet<string> = new Set<NativeErrorCode>([
   'DEVICE_UNAVAILABLE',
   'ENGINE_CLOSED',
   'SESSION_CLOSED',
+  'CANCELLED',
   'INTERNAL',
 ]);
 

@@ -14,7 +14,18 @@ export type NativeErrorCode =
   | 'DEVICE_UNAVAILABLE' // e.g. cuda:3 on a machine with one GPU
   | 'ENGINE_CLOSED' // the engine was closed before or while the call ran
   | 'SESSION_CLOSED' // the video tracker was released before the call ran
+  | 'CANCELLED' // the caller cancelled the call (NativeCancelToken) before it ran
   | 'INTERNAL'; // anything else (a bug): logged, mapped to 500
+
+/**
+ * Made by engine.createCancelToken(); the last argument of an image call. cancel() while the
+ * call waits on the executor makes it reject with CANCELLED without running (a running call
+ * finishes).
+ */
+export interface NativeCancelToken {
+  cancel(): void;
+  readonly cancelled: boolean;
+}
 
 export interface EngineOptions {
   /** Directory holding manifest.json and the TorchScript modules. */
@@ -293,11 +304,21 @@ export interface NativeEngine {
    * rgb: width * height * 3 bytes, row-major RGB (uint8). The buffer is read on the device
    * executor thread without a copy; do not modify it until the promise settles.
    */
-  encodeImage(rgb: Buffer, width: number, height: number): Promise<NativeImageEmbedding>;
+  encodeImage(
+    rgb: Buffer,
+    width: number,
+    height: number,
+    cancel?: NativeCancelToken,
+  ): Promise<NativeImageEmbedding>;
   /**
    * ids and mask: batch * contextLength values each (row-major). Returns one embedding per row.
    */
-  encodeText(ids: Int32Array, mask: Int32Array, batch: number): Promise<NativeTextEmbedding[]>;
+  encodeText(
+    ids: Int32Array,
+    mask: Int32Array,
+    batch: number,
+    cancel?: NativeCancelToken,
+  ): Promise<NativeTextEmbedding[]>;
   /**
    * Runs the queries through the detector in batches of up to 16 (one call for typical
    * requests). Text-only queries get one padding box (label -10); queries with fewer boxes
@@ -307,6 +328,7 @@ export interface NativeEngine {
     image: NativeImageEmbedding,
     queries: ConceptQuery[],
     options: DetectOptions,
+    cancel?: NativeCancelToken,
   ): Promise<ConceptInstances[]>;
   /**
    * Interactive queries on the image's tracker features (point_decoder modules): each query
@@ -317,7 +339,13 @@ export interface NativeEngine {
    * 2 per label, a label other than 0/1, non-finite coordinates, a box that is not empty or 4
    * numbers, neither a click nor a box, more than 64 clicks, a released embedding.
    */
-  segmentPoints(image: NativeImageEmbedding, queries: PointQuery[]): Promise<PointInstance[]>;
+  segmentPoints(
+    image: NativeImageEmbedding,
+    queries: PointQuery[],
+    cancel?: NativeCancelToken,
+  ): Promise<PointInstance[]>;
+  /** A token for the image calls above (synchronous). */
+  createCancelToken(): NativeCancelToken;
   /**
    * A video tracking session (synchronous). Throws NativeError BAD_INPUT when the bundle has
    * no tracker modules (info.videoAvailable false) or an option is out of range (numFrames

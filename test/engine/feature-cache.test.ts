@@ -389,4 +389,83 @@ describe('FeatureCache', () => {
     const later = await cache.acquire('a', async () => new Feature('a', 1));
     assert.equal(later.hit, false);
   });
+
+  it('aborts a computation once every waiter gave up, and computes the key anew after', async () => {
+    const cache = new FeatureCache<Feature>({ maxBytes: 100, ttlMs: 1000 });
+    const signals: AbortSignal[] = [];
+    const finishers: ((f: Feature) => void)[] = [];
+    const compute = (signal: AbortSignal): Promise<Feature> => {
+      signals.push(signal);
+      return new Promise<Feature>((resolve) => finishers.push(resolve));
+    };
+    const [one, two] = [new AbortController(), new AbortController()];
+    const first = cache.acquire('a', compute, 10, { signal: one.signal });
+    const second = cache.acquire('a', compute, 10, { signal: two.signal });
+    assert.equal(signals.length, 1, 'one shared computation');
+    one.abort();
+    await assert.rejects(first, { name: 'RequestCancelledError' });
+    assert.equal(signals[0].aborted, false, 'another waiter still wants it');
+    two.abort();
+    await assert.rejects(second, { name: 'RequestCancelledError' });
+    assert.equal(signals[0].aborted, true);
+    assert.deepEqual(bytesOf(cache.stats()), {
+      bytes: 0,
+      inFlightBytes: 10,
+      leasedBytes: 0,
+      heldBytes: 10,
+      uncountedBytes: 0,
+      entries: 0,
+      inFlight: 0,
+    });
+    // A later request does not join the abandoned computation: it starts its own.
+    const third = cache.acquire('a', compute, 10);
+    assert.equal(signals.length, 2);
+    finishers[1](new Feature('a2', 10));
+    const lease = await third;
+    assert.equal(lease.value.name, 'a2');
+    lease.release();
+    // The abandoned one still finishing (its model call had started) is freed, not cached.
+    const late = new Feature('a1', 10);
+    finishers[0](late);
+    await sleep(0);
+    assert.equal(late.released, 1);
+    assert.equal((await cache.acquire('a', compute)).value.name, 'a2');
+    assert.equal(cache.stats().heldBytes, 10);
+  });
+
+  it('never aborts a computation a waiter without a signal still wants', async () => {
+    const cache = new FeatureCache<Feature>({ maxBytes: 100, ttlMs: 1000 });
+    const { compute, finish } = deferred();
+    let signal: AbortSignal | undefined;
+    const leaving = new AbortController();
+    const gone = cache.acquire(
+      'a',
+      (s) => {
+        signal = s;
+        return compute();
+      },
+      0,
+      { signal: leaving.signal },
+    );
+    const staying = cache.acquire('a', compute);
+    leaving.abort();
+    await assert.rejects(gone, { name: 'RequestCancelledError' });
+    assert.equal(signal?.aborted, false);
+    finish(new Feature('a', 5));
+    assert.equal((await staying).value.name, 'a');
+    assert.equal(cache.stats().entries, 1);
+  });
+
+  it('refuses at once a request whose signal already aborted', async () => {
+    const cache = new FeatureCache<Feature>({ maxBytes: 100, ttlMs: 1000 });
+    let computed = 0;
+    await assert.rejects(
+      cache.acquire('a', async () => new Feature(`a${++computed}`, 1), 0, {
+        signal: AbortSignal.abort(),
+      }),
+      { name: 'RequestCancelledError' },
+    );
+    assert.equal(computed, 0);
+    assert.equal(cache.stats().misses, 0);
+  });
 });

@@ -516,6 +516,49 @@ describe('native engine on a tiny random bundle', () => {
     );
   });
 
+  test('a call cancelled while queued rejects with CANCELLED without running', async () => {
+    const embedding = await engine.encodeImage(image(40, 30, 3), 40, 30);
+    const [text] = await textEmbeddings([[2368]]);
+    const { ids, mask } = tokens([[1929]]);
+    const point = {
+      points: new Float32Array([0.5, 0.5]),
+      pointLabels: new Int32Array([1]),
+      box: new Float32Array(0),
+    };
+    const before = engine.tasksRun();
+    // The executor runs one task at a time: everything after the first call waits behind it,
+    // and is cancelled (in this same turn of the event loop) before its turn comes.
+    const running = engine.encodeImage(image(640, 480, 4), 640, 480);
+    const tokens4 = [0, 1, 2, 3].map(() => engine.createCancelToken());
+    const dropped = [
+      engine.encodeImage(image(40, 30, 5), 40, 30, tokens4[0]),
+      engine.encodeText(ids, mask, 1, tokens4[1]),
+      engine.detect(embedding, [textOnly(text)], { threshold: 0 }, tokens4[2]),
+      engine.segmentPoints(embedding, [point], tokens4[3]),
+    ];
+    const kept = engine.createCancelToken();
+    const notCancelled = engine.detect(embedding, [textOnly(text)], { threshold: 0 }, kept);
+    for (const token of tokens4) token.cancel();
+    assert.deepEqual(
+      tokens4.map((token) => token.cancelled),
+      [true, true, true, true],
+    );
+    for (const call of dropped) {
+      await assert.rejects(call, expectCode('CANCELLED', /cancelled before it ran/));
+    }
+    assert.equal((await running).width, 640);
+    const [instances] = await notCancelled;
+    assert.ok(instances.scores.length > 0);
+    // Cancelling after the call ran changes nothing.
+    kept.cancel();
+    // Only the two calls that ran were tasks.
+    assert.equal(engine.tasksRun() - before, 2);
+    await assert.rejects(
+      engine.encodeImage(image(8, 8), 8, 8, {} as never),
+      expectCode('BAD_INPUT', /^cancel must be a CancelToken$/),
+    );
+  });
+
   test('close runs queued work first; later calls reject with ENGINE_CLOSED', async () => {
     const closing = await addon.Engine.load({ bundleDir, device: 'cpu' });
     const queued = closing.encodeImage(image(32, 32), 32, 32);
