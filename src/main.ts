@@ -9,6 +9,7 @@
 import path from 'node:path';
 import { ConfigError, loadConfig, readEnvironment, type Config, type RuntimeInfo } from './config';
 import { Models } from './engine/models';
+import { resolutionMismatch } from './engine/segmenter';
 import { VisualizationStore } from './engine/visualization';
 import { chooseLogFormat, createLogger, type Logger } from './logging';
 import { loadAddon } from './native/addon';
@@ -79,17 +80,13 @@ function installShutdown(running: Running, deadlineMs: number, logger: Logger): 
 function startupFailure(config: Readonly<Config>, models: Models): string | null {
   // A shutdown under way decides the exit code itself.
   if (models.imageStatus === 'stopping') return null;
-  const expected = config.imageModelResolution;
   const actual = models.manifest?.resolution;
   // A bad variable, not a failed load: fatal as every other configuration error.
-  if (
-    config.imageModelEnabled &&
-    expected !== null &&
-    actual !== undefined &&
-    actual !== expected
-  ) {
-    return `IMAGE_MODEL_RESOLUTION is ${expected} but the bundle's resolution is ${actual}`;
-  }
+  const mismatch =
+    config.imageModelEnabled && actual !== undefined
+      ? resolutionMismatch(config.imageModelResolution, actual)
+      : null;
+  if (mismatch !== null) return mismatch;
   if (config.imageModelRequired && models.imageStatus !== 'ready') {
     return 'IMAGE_MODEL_REQUIRED is true but the image model failed to load (see the log)';
   }

@@ -24,7 +24,7 @@ import { RequestCancelledError, throwIfCancelled } from './admission';
 import { bundleVocabPath, type BundleManifest } from './bundle-manifest';
 import { FeatureCache, type CacheStats, type Lease } from './feature-cache';
 import type { DecodedImage } from './image-decoder';
-import { planQueries, type ConceptPlan, type PointPlan, type PromptInput } from './prompt-plan';
+import type { ConceptPlan, PointPlan, QueryPlan } from './prompt-plan';
 import { ClipTokenizer } from './tokenizer';
 
 /** What the segmenter needs from a tokenizer (ClipTokenizer satisfies it). */
@@ -58,8 +58,8 @@ export interface SegmentRequest {
   image: DecodedImage;
   /** Aborted: the client went away; the next stage is not run (RequestCancelledError). */
   signal?: AbortSignal;
-  /** Validated upstream: at least one prompt. */
-  prompts: readonly PromptInput[];
+  /** planQueries() of the request's prompts (validated upstream: at least one). */
+  queries: readonly QueryPlan[];
   /** Keep concept instances whose score (a probability) is above this. */
   confidenceThreshold: number;
 }
@@ -113,6 +113,12 @@ export interface SegmenterStats {
   /** Tasks the engine's executor has run (every model call is one). */
   tasksRun: number;
   cache: CacheStats;
+}
+
+/** Why IMAGE_MODEL_RESOLUTION (when set) refuses the bundle's resolution, or null. */
+export function resolutionMismatch(expected: number | null, actual: number): string | null {
+  if (expected === null || expected === actual) return null;
+  return `IMAGE_MODEL_RESOLUTION is ${expected} but the bundle's resolution is ${actual}`;
 }
 
 /** Model loading failed for a reason a person can act on (message names the cause). */
@@ -221,12 +227,8 @@ export class Segmenter {
     manifest: BundleManifest,
     options: LoadSegmenterOptions,
   ): Promise<Segmenter> {
-    if (options.expectedResolution !== null && manifest.resolution !== options.expectedResolution) {
-      throw new ModelLoadError(
-        `IMAGE_MODEL_RESOLUTION is ${options.expectedResolution} but the bundle's resolution is ` +
-          `${manifest.resolution}`,
-      );
-    }
+    const mismatch = resolutionMismatch(options.expectedResolution, manifest.resolution);
+    if (mismatch !== null) throw new ModelLoadError(mismatch);
     const vocabPath = options.bpePath ?? bundleVocabPath(options.bundleDir, manifest);
     const tokenizer = await ClipTokenizer.fromFile(vocabPath, manifest.text.context_length);
     const engine = await addon.Engine.load({
@@ -261,8 +263,7 @@ export class Segmenter {
   }
 
   async segment(request: SegmentRequest): Promise<SegmentResult> {
-    const { image, confidenceThreshold } = request;
-    const queries = planQueries(request.prompts);
+    const { image, confidenceThreshold, queries } = request;
     const concepts = queries.filter((q): q is ConceptPlan => q.kind === 'concept');
     const timings: Timings = {};
     const started = performance.now();

@@ -11,6 +11,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
+import { planQueries, type PromptInput } from '../../src/engine/prompt-plan';
 import { syntheticPngBase64 } from '../helpers/images';
 import { expectRawApiError, RawConnection } from '../helpers/raw-http';
 import {
@@ -23,7 +24,7 @@ import {
 } from '../helpers/server';
 
 const SEGMENT = '/api/v1/image/segment';
-const TEXT = [{ type: 'text', text: 'object' }];
+const TEXT: PromptInput[] = [{ type: 'text', text: 'object' }];
 
 /** Holds the model's only place until release() (what a long request would do). */
 function holdThePlace(server: TestServer): { release: () => void; done: Promise<void> } {
@@ -184,7 +185,7 @@ describe('admission control (tiny bundle)', () => {
     const running = segmenter.segment({
       image,
       signal: gone.signal,
-      prompts: TEXT as never,
+      queries: planQueries(TEXT),
       confidenceThreshold: 0.5,
     });
     gone.abort(); // while the image is hashed: no model stage starts

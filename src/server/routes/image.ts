@@ -81,7 +81,7 @@ export function imageRoutes(options: ImageRouteOptions): Router {
     requireJson(req);
     const body = options.validateSegmentRequest(req.body);
     // Refused before anything is decoded (a plan the model cannot run costs nothing).
-    planQueries(body.prompts);
+    const queries = planQueries(body.prompts);
     const segmenter = engineState.requireSegmenter();
     const { signal } = res.locals;
     const timings: Timings = {};
@@ -92,7 +92,7 @@ export function imageRoutes(options: ImageRouteOptions): Router {
       const segmented = await segmenter.segment({
         image,
         signal,
-        prompts: body.prompts,
+        queries,
         confidenceThreshold: body.confidence_threshold ?? config.imageModelConfidenceThreshold,
       });
       Object.assign(timings, segmented.timings);
