@@ -9,6 +9,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdir, readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
@@ -627,6 +629,39 @@ describe('TypeScript client (@sam3/client)', () => {
       unreachable.propagateStream('any').next(),
       (e: unknown) => e instanceof Sam3ApiError && e.code === 'connection_failed' && e.status === 0,
     );
+  });
+
+  it('something in front of the server: http_error for its failure page, invalid_response for a non-JSON success', async () => {
+    // A stand-in proxy: a 502 HTML page on /health, a 200 text body on /.
+    const proxy = createServer((req, res) => {
+      if (req.url === '/health') {
+        res.writeHead(502, { 'content-type': 'text/html', 'x-request-id': 'proxy-1' });
+        res.end('<html><body>Bad Gateway</body></html>');
+      } else {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('hello');
+      }
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const { port } = proxy.address() as AddressInfo;
+    const behindProxy = new Sam3Client({ baseUrl: `http://127.0.0.1:${port}` });
+    try {
+      await assert.rejects(
+        behindProxy.health(),
+        (e: unknown) =>
+          e instanceof Sam3ApiError &&
+          e.code === 'http_error' &&
+          e.status === 502 &&
+          e.requestId === 'proxy-1',
+      );
+      await assert.rejects(
+        behindProxy.info(),
+        (e: unknown) =>
+          e instanceof Sam3ApiError && e.code === 'invalid_response' && e.status === 200,
+      );
+    } finally {
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 
   it('a server shutting down mid-stream: connection_closed with the close code 1001', async () => {

@@ -351,7 +351,9 @@ export class Sam3Client {
     }
     throw new Sam3ApiError({
       status: response.status,
-      code: 'invalid_response',
+      // A failure status from something in front of the server (a proxy's HTML page), or a
+      // success the client cannot read.
+      code: response.ok ? 'invalid_response' : 'http_error',
       message: `${call.method} ${call.path}: HTTP ${response.status} without a JSON answer`,
       requestId,
       retryAfterSeconds: retryAfterOf(response.headers.get('retry-after')),

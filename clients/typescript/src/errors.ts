@@ -7,9 +7,11 @@ import { errorStatuses, type ErrorCode } from './api-types';
  *   implementation reports it, as `ws` does; a browser does not).
  * - connection_closed: the WebSocket closed before a "complete" or "error" message (server
  *   shutdown 1001, a terminated slow reader 1006, a protocol close such as 1009).
- * - invalid_response: an answer that is not the API's JSON (e.g. from a proxy).
+ * - http_error: a failure status without the API's error body (e.g. a proxy's HTML page).
+ * - invalid_response: a success (or a stream message) that is not the API's JSON.
  */
-export type ClientErrorCode = 'connection_failed' | 'connection_closed' | 'invalid_response';
+export type ClientErrorCode =
+  'connection_failed' | 'connection_closed' | 'http_error' | 'invalid_response';
 
 /** The API's error codes, the client's own, and (from a newer server) any other string. */
 export type Sam3ErrorCode = ErrorCode | ClientErrorCode | (string & Record<never, never>);

@@ -24,7 +24,6 @@ from .errors import (
     CONNECTION_CLOSED,
     ERROR_STATUS,
     INVALID_RESPONSE,
-    UNEXPECTED_MESSAGE,
     Sam3Error,
     _header,
 )
@@ -568,7 +567,7 @@ def _stream_error(message: Mapping[str, Any], request_id: str | None) -> Sam3Err
     text = error.get("message") if isinstance(error, dict) else None
     if not isinstance(code, str) or not isinstance(text, str):
         return Sam3Error(
-            0, UNEXPECTED_MESSAGE, f"malformed error message: {message!r}", request_id=request_id
+            0, INVALID_RESPONSE, f"malformed error message: {message!r}", request_id=request_id
         )
     return Sam3Error(ERROR_STATUS.get(code, 0), code, text, request_id=request_id)
 
@@ -604,8 +603,7 @@ def _receive(
                 snippet = raw[:200] if isinstance(raw, str) else repr(raw[:200])
                 raise Sam3Error(
                     0,
-                    UNEXPECTED_MESSAGE,
-                    f"unexpected stream message: {snippet}",
+                                    f"unexpected stream message: {snippet}",
                     request_id=request_id,
                 )
     finally:

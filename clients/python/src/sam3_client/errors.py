@@ -55,10 +55,9 @@ ERROR_STATUS: Mapping[str, int] = MappingProxyType(
 #: The code of an error response whose body is not the API's JSON error (a proxy's HTML page,
 #: an empty body): the client made it up, the server did not send it.
 HTTP_ERROR = "http_error"
-#: The code of a 2xx response whose body is not the JSON the endpoint answers with.
+#: The code of a 2xx response whose body is not the JSON the endpoint answers with, and of a
+#: WebSocket message that is none of frame, complete or error (as the TypeScript client).
 INVALID_RESPONSE = "invalid_response"
-#: The code of a WebSocket message that is none of frame, complete or error.
-UNEXPECTED_MESSAGE = "unexpected_message"
 #: The code of a propagation stream the server closed before its complete or error message
 #: (server shutdown: 1001; a client that does not read is terminated: 1006).
 CONNECTION_CLOSED = "connection_closed"
@@ -83,7 +82,8 @@ class Sam3Error(Exception):
 
     Codes the client makes up itself (status 0 where there is no HTTP status):
     ``http_error`` (an error answer that is not the API's JSON), ``invalid_response`` (a 2xx
-    answer that is not JSON), ``unexpected_message`` and ``connection_closed`` (streams).
+    answer that is not JSON, or a stream message that is none of the API's) and
+    ``connection_closed`` (streams).
     """
 
     def __init__(
