@@ -129,11 +129,12 @@ describe('Dockerfile structure', () => {
       'npm ci',
       'LIBTORCH_DIR=/opt/torch/torch npm run build:native',
       'npm run build:ts',
+      'npm run build:web',
       'npm prune --omit=dev',
     ]) {
       assert.ok(buildRuns.includes(command), `build stage runs ${command}`);
     }
-    for (const script of ['build:native', 'build:ts']) {
+    for (const script of ['build:native', 'build:ts', 'build:web']) {
       assert.ok(packageJson.scripts[script], `package.json has the script ${script}`);
     }
     const copied = dockerfile
@@ -147,6 +148,7 @@ describe('Dockerfile structure', () => {
       'build /src/package.json ./',
       'build /src/node_modules ./node_modules',
       'build /src/dist/src ./dist/src',
+      'build /src/dist/web ./dist/web',
       'build /src/build/Release/sam3.node ./build/Release/sam3.node',
     ]);
     // The command runs the package's entry point, where src/native/addon.ts finds the addon.
@@ -217,8 +219,18 @@ describe('.dockerignore', () => {
       'tsconfig.json',
       'native',
       'src',
+      // The demo page (/demo): its sources, the TypeScript client it imports, its build script.
+      'clients/typescript/src',
+      'web',
+      'scripts/build-web.mjs',
     ]);
-    for (const file of [...contextSources, 'src/main.ts', 'native/core/engine.cpp']) {
+    for (const file of [
+      ...contextSources,
+      'src/main.ts',
+      'native/core/engine.cpp',
+      'web/demo/src/main.ts',
+      'clients/typescript/src/index.ts',
+    ]) {
       assert.equal(rules.ignores(file), false, file);
     }
   });
@@ -233,6 +245,9 @@ describe('.dockerignore', () => {
       'build/Release/sam3.node',
       '.git/config',
       'test/config.test.ts',
+      'dist/web/demo/demo.js',
+      'clients/python/src/sam3_client/client.py',
+      'clients/typescript/README.md',
     ]) {
       assert.equal(rules.ignores(file), true, file);
     }
