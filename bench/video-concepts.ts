@@ -133,6 +133,9 @@ async function stageSplit(
     String(objects),
     '--hotstart-delay',
     String(manifest.concept.hotstart_delay),
+    // As the server and the reference in the fps table (transformers without kernels).
+    '--official-postprocess',
+    'false',
   ]);
   const stages: Record<string, number> = {};
   for (const line of stdout.split('\n')) {

@@ -8,6 +8,7 @@
 //       Random image and prompts; prints the mean milliseconds per stage.
 //   sam3_core_cli track <bundle> <rgb-file> <width> <height> [--device D] [--objects K]
 //                 [--tokens ID,ID,... [--max-objects N] [--hotstart-delay D]]
+//                 [--official-postprocess true|false]
 //       <rgb-file>: raw RGB frames back to back. One click per object on frame 0 (spread as
 //       bench/video.ts spreads them), then every later frame forward; prints frames per second
 //       and the mean milliseconds per stage of the propagated frames.
@@ -328,6 +329,10 @@ int track(const Options& options) {
   const std::string tokens = flag(options, "tokens", "");
   const int64_t maxObjects = parseInt(flag(options, "max-objects", "0"), "--max-objects");
   const int64_t hotstartDelay = parseInt(flag(options, "hotstart-delay", "0"), "--hotstart-delay");
+  const std::string official = flag(options, "official-postprocess", "true");
+  if (official != "true" && official != "false") {
+    throw CoreError(ErrorCode::kBadInput, "--official-postprocess is true or false");
+  }
   std::ifstream file(options.positional[1], std::ios::binary);
   std::vector<uint8_t> video((std::istreambuf_iterator<char>(file)),
                              std::istreambuf_iterator<char>());
@@ -342,6 +347,7 @@ int track(const Options& options) {
   trackerOptions.width = width;
   trackerOptions.height = height;
   trackerOptions.maxObjects = maxObjects;
+  trackerOptions.officialPostprocess = official == "true";
   auto session = engine->createTracker(trackerOptions);
   auto frameAt = [&](int64_t index) {
     return sam3::FrameRequest{video.data() + static_cast<size_t>(index) * frameBytes, frameBytes};
