@@ -9,6 +9,7 @@
  * `loadConfig` is pure: it reads only the env record and the runtime facts it is given, so
  * tests can build any configuration without touching process.env or a GPU.
  */
+import type { AllocatorName } from './allocator';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { parse as parseDotenv } from 'dotenv';
@@ -27,7 +28,18 @@ export class ConfigError extends Error {
 /** Facts about the machine that decide device defaults (from the addon's runtimeInfo()). */
 export interface RuntimeInfo {
   cudaDeviceCount: number;
+  /** The malloc the process runs on (src/allocator.ts); absent: the system allocator. */
+  allocator?: AllocatorName;
 }
+
+/** MEMORY_ALLOCATOR: what the process must run on; auto accepts whatever it got. */
+export type MemoryAllocatorSetting = 'auto' | AllocatorName;
+const MEMORY_ALLOCATORS: readonly MemoryAllocatorSetting[] = [
+  'auto',
+  'mimalloc',
+  'jemalloc',
+  'system',
+];
 
 export type LogLevelName = 'DEBUG' | 'INFO' | 'WARNING' | 'ERROR' | 'CRITICAL';
 
@@ -35,6 +47,7 @@ export interface Config {
   serverHost: string;
   serverPort: number;
   logLevel: LogLevelName;
+  memoryAllocator: MemoryAllocatorSetting;
   /** NODE_ENV; "production" forces JSON log lines. */
   nodeEnv: string;
 
@@ -297,6 +310,32 @@ function refuseUnsupported(env: Env): void {
   }
 }
 
+/**
+ * MEMORY_ALLOCATOR. An allocator is chosen before the process starts (scripts/start.sh
+ * preloads it); a setting the running process does not match is refused, saying how to start.
+ */
+function parseMemoryAllocator(env: Env, runtime: RuntimeInfo): MemoryAllocatorSetting {
+  const value = raw(env, 'MEMORY_ALLOCATOR');
+  if (value === undefined) return 'auto';
+  const setting = MEMORY_ALLOCATORS.find((candidate) => candidate === value.toLowerCase());
+  if (setting === undefined) {
+    throw new ConfigError(
+      'MEMORY_ALLOCATOR',
+      `expected one of ${MEMORY_ALLOCATORS.join(', ')}, got "${value}"`,
+    );
+  }
+  const active = runtime.allocator ?? 'system';
+  if (setting !== 'auto' && setting !== active) {
+    throw new ConfigError(
+      'MEMORY_ALLOCATOR',
+      `is ${setting} but the process runs on ${active === 'system' ? 'the system allocator' : active}: ` +
+        'start the server with npm start (scripts/start.sh preloads the allocator named in ' +
+        'the environment), or set LD_PRELOAD to its library yourself',
+    );
+  }
+  return setting;
+}
+
 function parseLogLevel(env: Env): LogLevelName {
   const value = raw(env, 'LOG_LEVEL');
   if (value === undefined) return 'INFO';
@@ -399,6 +438,7 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     serverHost: parseHost(env, 'SERVER_HOST', '0.0.0.0'),
     serverPort: parseNumber(env, 'SERVER_PORT', 8000, { min: 0, max: MAX_PORT, integer: true }),
     logLevel: parseLogLevel(env),
+    memoryAllocator: parseMemoryAllocator(env, runtime),
     nodeEnv: parseString(env, 'NODE_ENV', 'development'),
 
     sam3Checkpoint: parseString(env, 'SAM3_CHECKPOINT', 'weights/sam3'),

@@ -7,6 +7,7 @@
  * have always is.
  */
 import path from 'node:path';
+import { activeAllocator } from './allocator';
 import { ConfigError, loadConfig, readEnvironment, type Config, type RuntimeInfo } from './config';
 import { Models } from './engine/models';
 import { resolutionMismatch } from './engine/segmenter';
@@ -27,10 +28,17 @@ function probeAddon(): { addon: NativeAddon | null; error: unknown; runtime: Run
     return {
       addon,
       error: null,
-      runtime: { cudaDeviceCount: addon.runtimeInfo().cudaDeviceCount },
+      runtime: {
+        cudaDeviceCount: addon.runtimeInfo().cudaDeviceCount,
+        allocator: activeAllocator().name,
+      },
     };
   } catch (error) {
-    return { addon: null, error, runtime: { cudaDeviceCount: 0 } };
+    return {
+      addon: null,
+      error,
+      runtime: { cudaDeviceCount: 0, allocator: activeAllocator().name },
+    };
   }
 }
 
@@ -160,6 +168,12 @@ async function main(): Promise<void> {
   const deadlineMs = config.shutdownTimeoutSeconds * 1000;
   installShutdown(running, deadlineMs, logger);
 
+  const allocator = activeAllocator();
+  logger.info(
+    `memory allocator: ${allocator.name}` +
+      (allocator.name === 'system' ? ' (npm start preloads mimalloc where it is installed)' : ''),
+    { allocator: allocator.name, library: allocator.library },
+  );
   if (!config.imageModelEnabled) logger.info('image model disabled (IMAGE_MODEL_ENABLED=false)');
   if (!config.videoModelEnabled) logger.info('video sessions disabled (VIDEO_MODEL_ENABLED=false)');
   if (config.imageModelEnabled || config.videoModelEnabled) {
