@@ -22,23 +22,12 @@ import { ServerMetrics, startMetricsServer } from './server/metrics';
 import { PropagationSockets } from './server/ws';
 
 /** The addon, if it loads; its runtime info decides the device defaults of the config. */
-function probeAddon(): { addon: NativeAddon | null; error: unknown; runtime: RuntimeInfo } {
+function probeAddon(): { addon: NativeAddon | null; error: unknown; cudaDeviceCount: number } {
   try {
     const addon = loadAddon();
-    return {
-      addon,
-      error: null,
-      runtime: {
-        cudaDeviceCount: addon.runtimeInfo().cudaDeviceCount,
-        allocator: activeAllocator().name,
-      },
-    };
+    return { addon, error: null, cudaDeviceCount: addon.runtimeInfo().cudaDeviceCount };
   } catch (error) {
-    return {
-      addon: null,
-      error,
-      runtime: { cudaDeviceCount: 0, allocator: activeAllocator().name },
-    };
+    return { addon: null, error, cudaDeviceCount: 0 };
   }
 }
 
@@ -111,9 +100,14 @@ function startupFailure(config: Readonly<Config>, models: Models): string | null
 async function main(): Promise<void> {
   const env = await readEnvironment(process.env, path.resolve('.env'));
   const probe = probeAddon();
+  const allocator = activeAllocator();
   let config;
   try {
-    config = loadConfig(env, probe.runtime);
+    const runtime: RuntimeInfo = {
+      cudaDeviceCount: probe.cudaDeviceCount,
+      allocator: allocator.name,
+    };
+    config = loadConfig(env, runtime);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`configuration error: ${error.message}`);
@@ -168,7 +162,6 @@ async function main(): Promise<void> {
   const deadlineMs = config.shutdownTimeoutSeconds * 1000;
   installShutdown(running, deadlineMs, logger);
 
-  const allocator = activeAllocator();
   logger.info(
     `memory allocator: ${allocator.name}` +
       (allocator.name === 'system' ? ' (npm start preloads mimalloc where it is installed)' : ''),
