@@ -27,7 +27,6 @@ struct Executor::State {
   bool exited = false;
   std::thread::id threadId;
   c10::Device device{c10::kCPU};
-  std::optional<c10::Stream> stream;  // the thread's stream on devices that have streams
 };
 
 void Executor::runLoop(const std::shared_ptr<State>& state) {
@@ -41,8 +40,6 @@ void Executor::runLoop(const std::shared_ptr<State>& state) {
       c10::impl::VirtualGuardImpl guardImpl(state->device.type());
       c10::Stream stream = guardImpl.getStreamFromGlobalPool(state->device);
       streamGuard.emplace(stream);
-      std::lock_guard<std::mutex> lock(state->mutex);
-      state->stream = stream;
     } catch (const std::exception& e) {
       // The device was validated before the thread started; if this still fails the tasks
       // report their own device errors.
@@ -84,7 +81,7 @@ void Executor::runLoop(const std::shared_ptr<State>& state) {
   }
 }
 
-Executor::Executor(const std::string& device) : state_(std::make_shared<State>()) {
+Executor::Executor(const std::string& device) : device_(device), state_(std::make_shared<State>()) {
   state_->device = c10::Device(device);
   thread_ = std::thread([state = state_] { runLoop(state); });
   state_->threadId = thread_.get_id();
@@ -141,14 +138,5 @@ bool Executor::cancelled() const {
 }
 
 bool Executor::onExecutorThread() const { return std::this_thread::get_id() == state_->threadId; }
-
-void Executor::synchronizeDevice() const {
-  std::optional<c10::Stream> stream;
-  {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    stream = state_->stream;
-  }
-  if (stream) stream->synchronize();
-}
 
 }  // namespace sam3

@@ -39,14 +39,15 @@ class Executor {
 
   bool cancelled() const;
   bool onExecutorThread() const;
-  // Waits until the device has finished the work queued by this thread (stage timing on
-  // asynchronous devices). Executor thread only; a no-op on CPU.
-  void synchronizeDevice() const;
+  // The device its tasks run on, as given ("cpu", "cuda:N"). On the executor thread a device
+  // with streams has the executor's own stream current.
+  const std::string& device() const { return device_; }
 
  private:
   struct State;
   static void runLoop(const std::shared_ptr<State>& state);
 
+  std::string device_;
   std::shared_ptr<State> state_;
   std::thread thread_;
 };

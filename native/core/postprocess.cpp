@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
 
@@ -26,11 +27,34 @@ at::Tensor owned(const at::Tensor& tensor) {
   return contiguous;
 }
 
+StageClock::StageClock(const Executor& executor) {
+  const c10::Device device(executor.device());
+  if (device.is_cpu()) return;
+  stream_ = c10::impl::VirtualGuardImpl(device.type()).getStream(device);
+  lap("");
+}
+
 void StageClock::lap(const char* stage) {
-  executor_.synchronizeDevice();
-  auto now = std::chrono::steady_clock::now();
-  times_[stage] += std::chrono::duration<double, std::milli>(now - start_).count();
-  start_ = now;
+  if (!stream_) {
+    auto now = std::chrono::steady_clock::now();
+    times_[stage] += std::chrono::duration<double, std::milli>(now - start_).count();
+    start_ = now;
+    return;
+  }
+  c10::Event event(stream_->device_type(), c10::EventFlag::BACKEND_DEFAULT);
+  event.record(*stream_);
+  marks_.emplace_back(stage, std::move(event));
+}
+
+const StageTimes& StageClock::times() {
+  if (marks_.size() > 1) {
+    marks_.back().second.synchronize();
+    for (size_t i = 1; i < marks_.size(); ++i) {
+      times_[marks_[i].first] += marks_[i - 1].second.elapsedTime(marks_[i].second);
+    }
+    marks_.erase(marks_.begin(), marks_.end() - 1);
+  }
+  return times_;
 }
 
 std::vector<std::string> encodeMasks(const at::Tensor& maskLogits, int64_t H, int64_t W,

@@ -4,11 +4,15 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Event.h>
+#include <c10/core/Stream.h>
 
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine.h"
@@ -23,17 +27,24 @@ int64_t tensorBytes(const at::Tensor& tensor);
 // A contiguous tensor that owns exactly its bytes (outputs can be views into a larger buffer).
 at::Tensor owned(const at::Tensor& tensor);
 
+// Stage times of one task, on its executor thread. On the CPU the work of a stage has run when
+// lap() is called: wall time. On a device with streams (CUDA) a timing event is recorded on the
+// executor's stream at each lap, so timing never makes the host wait for the device; times()
+// reads the events, waiting for the last one (by then the task has copied its results to the
+// host, which waited for that work anyway). Each stage's time is then the device's, from the
+// end of the previous stage's work to the end of its own.
 class StageClock {
  public:
-  explicit StageClock(const Executor& executor) : executor_(executor) {}
+  explicit StageClock(const Executor& executor);
 
-  // Ends the current stage (waiting for the device) and adds its time to `stage`.
+  // Ends the current stage and adds its time to `stage`.
   void lap(const char* stage);
-  const StageTimes& times() const { return times_; }
+  const StageTimes& times();
 
  private:
-  const Executor& executor_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::optional<c10::Stream> stream_;
+  std::vector<std::pair<std::string, c10::Event>> marks_;  // the first is the start
   StageTimes times_;
 };
 
