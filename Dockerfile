@@ -89,7 +89,7 @@ FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu22.04 AS runtime
 # wheel's nvidia/* packages, or the zip's lib/); the NVIDIA container toolkit adds the driver.
 RUN apt-get update \
   && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    ca-certificates ffmpeg \
+    ca-certificates ffmpeg libmimalloc2.0 \
   && rm -rf /var/lib/apt/lists/*
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 COPY --from=build /opt/torch/torch/lib /opt/torch/torch/lib
@@ -115,7 +115,11 @@ RUN groupadd --system --gid 10001 sam3 \
   && install -d -o sam3 -g sam3 -m 0750 /var/lib/sam3 /var/lib/sam3/uploads /var/lib/sam3/outputs \
   && install -d -m 0755 /models
 
-ENV NODE_ENV=production \
+# mimalloc (README "Memory allocator"): the loader finds the bare name on any architecture, and
+# MEMORY_ALLOCATOR=mimalloc makes the server refuse to start should it ever not be preloaded.
+ENV LD_PRELOAD=libmimalloc.so.2 \
+  MEMORY_ALLOCATOR=mimalloc \
+  NODE_ENV=production \
   SERVER_HOST=0.0.0.0 \
   SERVER_PORT=8000 \
   SAM3_CHECKPOINT=/models/sam3 \

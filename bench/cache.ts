@@ -14,7 +14,15 @@ import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { tempDir, writePhotos } from '../test/helpers/reference';
 import { postJson, startTestServer, type TestServer } from '../test/helpers/server';
-import { addInto, benchBundle, flag, numberOption, row, serverTiming } from './common';
+import {
+  addInto,
+  allocatorLine,
+  benchBundle,
+  flag,
+  numberOption,
+  row,
+  serverTiming,
+} from './common';
 
 const PROMPTS = ['person', 'car', 'tree', 'dog', 'cat', 'bicycle', 'cup', 'window', 'road', 'sky'];
 
@@ -78,6 +86,7 @@ async function main(): Promise<void> {
         `\nbench:cache  bundle=${full ? 'full (1008 px, random)' : 'tiny (random)'}  ` +
           `image=${photo.width}x${photo.height}  iterations=${iterations}`,
       );
+      console.log(allocatorLine());
       for (const n of [1, 5, 10]) {
         const prompts = PROMPTS.slice(0, n);
         let separateMs = 0;

@@ -24,7 +24,7 @@ import { repoPath } from '../test/helpers/repo';
 import { postJson, startTestServer } from '../test/helpers/server';
 import { runConceptReference, type ConceptOp } from '../test/helpers/video-concept-reference';
 import { conceptShapesFrames, writeLosslessVideo } from '../test/helpers/videos';
-import { numberOption } from './common';
+import { allocatorLine, numberOption } from './common';
 
 const execFileAsync = promisify(execFile);
 const WIDTH = 160;
@@ -166,6 +166,7 @@ export async function runTextBench(argv: string[]): Promise<void> {
     // Untimed warm-up of both sides' first calls.
     await serverRun(bundle, work.dir, video, 1);
     console.log(`\ntext prompt "${TEXT}", ${WIDTH}x${HEIGHT} video, ${frames - 1} frames forward`);
+    console.log(allocatorLine());
     console.log('  objects   server fps   reference fps   server / reference');
     const splits: [number, Record<string, number>][] = [];
     for (const objects of [1, 5, 20]) {

@@ -187,7 +187,12 @@ describe('Dockerfile structure', () => {
       only(runtime, 'EXPOSE').map((expose) => expose.getArgumentsContent()),
       [env.SERVER_PORT],
     );
-    const config = loadConfig(env, { cudaDeviceCount: 1 });
+    // The image preloads mimalloc, which its runtime stage installs; the configuration insists.
+    assert.equal(env.LD_PRELOAD, 'libmimalloc.so.2');
+    assert.ok(runText.includes('libmimalloc2.0'), 'the runtime installs mimalloc');
+    assert.equal(env.MEMORY_ALLOCATOR, 'mimalloc');
+    assert.throws(() => loadConfig(env, { cudaDeviceCount: 1 }), /MEMORY_ALLOCATOR/);
+    const config = loadConfig(env, { cudaDeviceCount: 1, allocator: 'mimalloc' });
     assert.equal(config.serverHost, '0.0.0.0');
     assert.equal(config.serverPort, 8000);
     assert.equal(config.nodeEnv, 'production');

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config';
+import { repoPath } from '../helpers/repo';
 import { configVariableNames, parseEnvFile, readRepoFile, run } from './tools';
 
 const SYSTEMD_ANALYZE = '/usr/bin/systemd-analyze';
@@ -116,6 +117,20 @@ describe('systemd unit', () => {
       `${SHIPPED_NODE} ${path.posix.join('/opt/sam3-server', packageJson.main)}`,
     );
     assert.deepEqual(unit.get('Install')?.get('WantedBy'), ['multi-user.target']);
+  });
+
+  it('preloads mimalloc by the bare name the loader finds on any architecture', async () => {
+    assert.deepEqual(service.get('Environment'), [
+      'NODE_ENV=production',
+      'LD_PRELOAD=libmimalloc.so.2',
+    ]);
+    // What the unit's node then runs on (this machine has libmimalloc2.0, as .ci/run installs).
+    const allocator = JSON.stringify(repoPath('dist', 'src', 'allocator.js'));
+    const probe = `console.log(require(${allocator}).activeAllocator().name)`;
+    const result = await run(process.execPath, ['-e', probe], {
+      env: { ...process.env, LD_PRELOAD: 'libmimalloc.so.2' },
+    });
+    assert.equal(result.stdout.trim(), 'mimalloc');
   });
 
   it('restarts on failure and stops with SIGTERM, waiting longer than the drain', () => {
