@@ -1,8 +1,13 @@
 /** Shared pieces of the benchmarks: bundles, photos and Server-Timing parsing. */
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import { activeAllocator } from '../src/allocator';
 import { exportRandomBundle } from '../test/helpers/reference';
-import { repoPath } from '../test/helpers/repo';
+import { repoPath, venvPython } from '../test/helpers/repo';
+
+const execFileAsync = promisify(execFile);
 
 /** --full: the full-size random bundle (weights/bench-full, exported on first use). */
 export async function benchBundle(full: boolean, workDir: string): Promise<string> {
@@ -17,6 +22,62 @@ export async function benchBundle(full: boolean, workDir: string): Promise<strin
     await exportRandomBundle(bundle, 'full', 0);
   }
   return bundle;
+}
+
+export const DTYPES = ['float32', 'bfloat16', 'float16'] as const;
+export type Dtype = (typeof DTYPES)[number];
+
+/** --dtype D (float32 unless given). */
+export function dtypeOption(argv: string[]): Dtype {
+  const at = argv.indexOf('--dtype');
+  if (at < 0) return 'float32';
+  const value = argv[at + 1] as Dtype;
+  if (!DTYPES.includes(value)) throw new Error(`--dtype ${DTYPES.join(' | ')}`);
+  return value;
+}
+
+/**
+ * The bundles of a benchmark: the fp32 one the reference runs (benchBundle) and the one the
+ * server runs, the same weights exported at `dtype` (tools/export_sam3.py --dtype): beside the
+ * fp32 bundle (weights/bench-full-<dtype> for --full, exported on first use from the fp32
+ * bundle's hf/ copy).
+ */
+export async function benchBundles(
+  full: boolean,
+  workDir: string,
+  dtype: Dtype,
+): Promise<{ reference: string; served: string }> {
+  const reference = await benchBundle(full, workDir);
+  if (dtype === 'float32') return { reference, served: reference };
+  const served = `${reference}-${dtype}`;
+  if (!existsSync(path.join(served, 'manifest.json'))) {
+    console.log(`exporting the ${dtype} bundle of the same weights to ${served} ...`);
+    await execFileAsync(
+      venvPython(),
+      [
+        repoPath('tools', 'export_sam3.py'),
+        ...['--model', path.join(reference, 'hf'), '--dtype', dtype, '--out', served],
+      ],
+      { cwd: repoPath(), maxBuffer: 64 * 1024 * 1024 },
+    );
+  }
+  return { reference, served };
+}
+
+/** tools/precision_report.py: the served bundle's accuracy against the fp32 one. */
+export async function precisionReport(reference: string, served: string): Promise<string> {
+  const { stdout } = await execFileAsync(
+    venvPython(),
+    [repoPath('tools', 'precision_report.py'), '--reference', reference, '--candidate', served],
+    { cwd: repoPath(), maxBuffer: 64 * 1024 * 1024 },
+  );
+  return stdout;
+}
+
+/** The allocator this process (and the reference processes it starts) runs on. */
+export function allocatorLine(): string {
+  const { name } = activeAllocator();
+  return `allocator=${name} (server and reference; MEMORY_ALLOCATOR, scripts/with-allocator.sh)`;
 }
 
 /** Parses `Server-Timing: a;dur=1.5, b;dur=2` into {a: 1.5, b: 2}. */

@@ -1,18 +1,30 @@
 /**
- * npm run bench:image [-- --full] [-- --iterations N]
+ * npm run bench:image [-- --full] [-- --iterations N] [-- --dtype bfloat16 [--accuracy]]
  *
  * Text-prompted image segmentation end to end through HTTP against the Python reference
  * (transformers, eager fp32) on the same bundle and the same decoded pixels, in the same run.
  * Prints per-stage times of both and the end-to-end ratio (reference / server; > 1 means the
  * server is faster). Default: the tiny random bundle; --full: a full-size random-weight bundle
  * at 1008 px (weights/bench-full, exported on first use: minutes on a CPU, 7 GB of disk).
+ * --dtype: the server runs the bundle of the same weights at that precision (the reference stays
+ * fp32 eager); --accuracy adds tools/precision_report.py's measures of it against fp32.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { decodedPixelsPng, runReference, tempDir, writePhotos } from '../test/helpers/reference';
 import { postJson, startTestServer } from '../test/helpers/server';
-import { addInto as add, benchBundle, flag, numberOption, row, serverTiming } from './common';
+import {
+  addInto as add,
+  allocatorLine,
+  benchBundles,
+  dtypeOption,
+  flag,
+  numberOption,
+  precisionReport,
+  row,
+  serverTiming,
+} from './common';
 
 const PROMPTS = ['person', 'a cup of coffee', 'cat'];
 
@@ -20,9 +32,10 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const full = flag(argv, '--full');
   const iterations = numberOption(argv, '--iterations', full ? 1 : 5);
+  const dtype = dtypeOption(argv);
   const work = await tempDir('sam3-bench-');
   try {
-    const bundle = await benchBundle(full, work.dir);
+    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype);
     const photos = (await writePhotos(work.dir)).slice(0, full ? 1 : 3);
     const cases = await Promise.all(
       photos.map(async (photo) => ({
@@ -41,7 +54,7 @@ async function main(): Promise<void> {
 
     // Cache off: every request pays every stage, as the reference does.
     const server = await startTestServer({
-      bundleDir: bundle,
+      bundleDir: served,
       env: { RATE_LIMIT_ENABLED: 'false', ENABLE_FEATURE_CACHE: 'false' },
     });
     const segmenter = server.engineState.segmenter;
@@ -83,8 +96,9 @@ async function main(): Promise<void> {
     console.log(
       `\nbench:image  bundle=${full ? 'full (1008 px, random)' : 'tiny (random)'}  ` +
         `images=${photos.map((p) => `${p.width}x${p.height}`).join(',')}  prompts=${PROMPTS.length}  ` +
-        `iterations=${iterations}`,
+        `iterations=${iterations}  server dtype=${dtype}`,
     );
+    console.log(allocatorLine());
     console.log('server (per request, mean):');
     for (const [k, v] of Object.entries(stages)) console.log(row(k, v));
     console.log(row('http + json + other', serverPerImage - accounted));
@@ -95,6 +109,10 @@ async function main(): Promise<void> {
     console.log(
       `ratio reference / server end to end: ${(refPerImage / serverPerImage).toFixed(2)}x`,
     );
+    if (flag(argv, '--accuracy') && served !== bundle) {
+      console.log(`accuracy of the ${dtype} bundle against fp32 (tools/precision_report.py):`);
+      console.log(await precisionReport(bundle, served));
+    }
   } finally {
     await work.cleanup();
   }

@@ -1,5 +1,5 @@
 /**
- * npm run bench:video [-- --full] [-- --frames N]
+ * npm run bench:video [-- --full] [-- --frames N] [-- --dtype bfloat16]
  * npm run bench:video -- --text: text prompts in video instead (bench/video-concepts.ts).
  *
  * Click tracking through the HTTP API against the Python reference (transformers'
@@ -11,13 +11,15 @@
  *   outputs, the server a bounded window, so its memory should stay flat.
  * Default: the tiny random bundle; --full: the full-size random bundle (weights/bench-full) on
  * a few frames and one object count (a CPU takes tens of seconds per full-size frame).
+ * --dtype: the server runs the bundle of the same weights at that precision (the reference stays
+ * fp32 eager).
  */
 import path from 'node:path';
 import { tempDir } from '../test/helpers/reference';
 import { postJson, startTestServer, type TestServer } from '../test/helpers/server';
 import { runVideoReference, type ReferenceOp } from '../test/helpers/video-reference';
 import { movingShapesFrames, writeLosslessVideo } from '../test/helpers/videos';
-import { benchBundle, flag, numberOption } from './common';
+import { allocatorLine, benchBundles, dtypeOption, flag, numberOption } from './common';
 import { runTextBench } from './video-concepts';
 
 const WIDTH = 160;
@@ -113,9 +115,10 @@ async function main(): Promise<void> {
   const frames = numberOption(argv, '--frames', full ? 3 : 24);
   const objectCounts = full ? [1] : [1, 3, 8];
   const lengths = full ? [] : [frames, frames * 4];
+  const dtype = dtypeOption(argv);
   const work = await tempDir('sam3-bench-video-');
   try {
-    const bundle = await benchBundle(full, work.dir);
+    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype);
     const writeVideo = async (count: number): Promise<string> => {
       const file = path.join(work.dir, `shapes-${count}.mp4`);
       await writeLosslessVideo(file, movingShapesFrames(WIDTH, HEIGHT, count), WIDTH, HEIGHT);
@@ -123,13 +126,16 @@ async function main(): Promise<void> {
     };
     const video = await writeVideo(frames + 1);
     const server = await startTestServer({
-      bundleDir: bundle,
+      bundleDir: served,
       env: { RATE_LIMIT_ENABLED: 'false', UPLOAD_DIR: work.dir },
     });
     try {
       // Untimed warm-up (first-call graph optimisation on both sides is not what we measure).
       await serverRun(server, video, 1, 2);
-      console.log(`\npropagation, ${WIDTH}x${HEIGHT} video, ${frames} frames forward`);
+      console.log(
+        `\npropagation, ${WIDTH}x${HEIGHT} video, ${frames} frames forward, server dtype=${dtype}`,
+      );
+      console.log(allocatorLine());
       console.log('  objects   server fps   reference fps   reference / server');
       for (const objects of objectCounts) {
         const ours = await serverRun(server, video, objects, frames);

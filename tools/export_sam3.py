@@ -4,6 +4,7 @@
   export_sam3.py --model facebook/sam3 --out weights/sam3 [--device cuda:0]
   export_sam3.py --model /path/to/local/checkpoint --out weights/sam3
   export_sam3.py --tiny-random --seed 0 [--preset tiny] --out weights/sam3
+  export_sam3.py ... --dtype bfloat16     (modules computing in bf16, under autocast)
 
 --model takes what transformers' Sam3VideoModel.from_pretrained takes (a hub id needs network
 access and, for the gated facebook/sam3, a Hugging Face token: `huggingface-cli login` or HF_TOKEN).
@@ -27,10 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sam3_tools.precision import DTYPES, TRACE_TOLERANCE, at_precision, freeze  # noqa: E402
 from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
 
 FORMAT_VERSION = 3
-EXPORTER_VERSION = 3
+EXPORTER_VERSION = 4
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
@@ -422,24 +424,29 @@ def export(args: argparse.Namespace) -> None:
     tracker_width = model.config.tracker_config.mask_decoder_config.hidden_size
     log(f"resolution {resolution}, patch {patch}, width {width}, queries {queries}, context {context}")
 
-    vision = VisionEncoder(model).eval()
-    text = TextEncoder(model.detector_model).eval()
-    detector = Detector(model.detector_model).eval()
+    # Each module runs at the bundle's precision (sam3_tools/precision.py); its interface does not.
+    def at_dtype(module, output_dtype=torch.float32):
+        return at_precision(module.eval(), args.dtype, device, output_dtype)
+
+    vision = at_dtype(VisionEncoder(model))
+    text = at_dtype(TextEncoder(model.detector_model))
+    detector = at_dtype(Detector(model.detector_model))
     point_decoders = {
-        "point_decoder": PointDecoder(model, multimask_output=False).eval(),
-        "point_decoder_multimask": PointDecoder(model, multimask_output=True).eval(),
+        "point_decoder": at_dtype(PointDecoder(model, multimask_output=False)),
+        "point_decoder_multimask": at_dtype(PointDecoder(model, multimask_output=True)),
     }
     tracker = model.tracker_model
     geometry = tracker_geometry(tracker)
     mem_dim, memory_size = geometry["mem_dim"], geometry["memory_input_size"]
     num_memory_slots, num_pointer_slots = memory_slots(tracker)
-    memory_attention = MemoryAttention(model).eval()
+    memory_attention = at_dtype(MemoryAttention(model))
     tracker_decoders = {
-        "tracker_decoder": TrackerDecoder(model, multimask_output=False).eval(),
-        "tracker_decoder_multimask": TrackerDecoder(model, multimask_output=True).eval(),
+        "tracker_decoder": at_dtype(TrackerDecoder(model, multimask_output=False)),
+        "tracker_decoder_multimask": at_dtype(TrackerDecoder(model, multimask_output=True)),
     }
-    memory_encoder = MemoryEncoder(model).eval()
-    mask_decoder = TrackerMaskDecoder(model).eval()
+    # Memories are bf16 at every precision, as transformers stores them.
+    memory_encoder = at_dtype(MemoryEncoder(model), torch.bfloat16)
+    mask_decoder = at_dtype(TrackerMaskDecoder(model))
     if geometry["resolution"] != resolution or geometry["grid"] != grid or geometry["hidden"] != tracker_width:
         raise SystemExit(f"tracker geometry {geometry} does not match the image modules")
 
@@ -528,24 +535,39 @@ def export(args: argparse.Namespace) -> None:
             mask_decoder, mask_decoder_inputs(2), check_trace=False
         )
         log(f"traced tracker modules in {time.time() - t:.1f}s")
+        if args.dtype != "float32":
+            t = time.time()
+            traced_vision, traced_text, traced_detector = map(freeze, (traced_vision, traced_text, traced_detector))
+            traced_points = {name: freeze(module) for name, module in traced_points.items()}
+            traced_tracker = {name: freeze(module) for name, module in traced_tracker.items()}
+            log(f"froze the {args.dtype} modules in {time.time() - t:.1f}s")
 
         # The traced graphs must reproduce eager outputs (shapes different from the trace's too).
+        # fp32: the largest absolute difference; reduced precision: relative to the output's
+        # range, since a trace's kernels may round a few values one bf16 / fp16 step apart.
+        def difference(eager_out: torch.Tensor, traced_out: torch.Tensor) -> float:
+            error = (eager_out.float() - traced_out.float()).abs().max().item()
+            return error if args.dtype == "float32" else error / max(1.0, eager_out.float().abs().max().item())
+
         check_maps = traced_vision(pixels)
-        diffs = [(a - b).abs().max().item() for a, b in zip(maps, check_maps)]
+        diffs = [difference(a, b) for a, b in zip(maps, check_maps)]
         ids3 = torch.cat([ids, ids[:1]])
         mask3 = torch.cat([mask, mask[:1]])
-        diffs.append((text(ids3, mask3) - traced_text(ids3, mask3)).abs().max().item())
+        diffs.append(difference(text(ids3, mask3), traced_text(ids3, mask3)))
         feats3 = text(ids3, mask3)
         boxes3 = torch.rand(3, 3, 4, device=device) * 0.4 + 0.3
         labels3 = torch.tensor([[1, 0, -10], [1, -10, -10], [-10, -10, -10]], device=device)
-        eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
+        # The traced geometry encoder's ROI align (see traceable_geometry_encoder): under autocast
+        # it samples in fp32, where transformers' own path would cast to the reduced dtype.
+        with traceable_geometry_encoder(model.detector_model):
+            eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
         traced = traced_detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
-        diffs += [(a - b).abs().max().item() for a, b in zip(eager, traced)]
+        diffs += [difference(a, b) for a, b in zip(eager, traced)]
         clicks, click_labels = points[:, :, :1].repeat(2, 1, 1, 1), point_labels[:, :, :1].repeat(2, 1, 1)
         for name, module in point_decoders.items():
             eager_points = module(maps[3], maps[4], maps[5], clicks, click_labels)
             traced_out = traced_points[name](maps[3], maps[4], maps[5], clicks, click_labels)
-            diffs += [(a - b).abs().max().item() for a, b in zip(eager_points, traced_out)]
+            diffs += [difference(a, b) for a, b in zip(eager_points, traced_out)]
         tracker_checks = [
             (memory_attention, "memory_attention", memory_inputs(*shape)) for shape in ((1,), (3,), (1, 1, 1), (3, 4, 7))
         ]
@@ -566,10 +588,10 @@ def export(args: argparse.Namespace) -> None:
             eager_out, traced_out = module(*inputs), traced_tracker[name](*inputs)
             if isinstance(eager_out, torch.Tensor):
                 eager_out, traced_out = (eager_out,), (traced_out,)
-            diffs += [(a.float() - b.float()).abs().max().item() for a, b in zip(eager_out, traced_out)]
+            diffs += [difference(a, b) for a, b in zip(eager_out, traced_out)]
         worst = max(diffs)
-        log(f"traced vs eager max abs difference {worst:.3g}")
-        if worst > 1e-3:
+        log(f"traced vs eager max {'abs' if args.dtype == 'float32' else 'relative'} difference {worst:.3g}")
+        if worst > TRACE_TOLERANCE[args.dtype]:
             raise SystemExit(f"traced modules differ from eager by {worst}: refusing to write the bundle")
 
     modules = {"vision_encoder": traced_vision, "text_encoder": traced_text, "detector": traced_detector}
@@ -682,7 +704,7 @@ def export(args: argparse.Namespace) -> None:
         },
         "versions": {"torch": torch.__version__, "transformers": transformers_version, "exporter": EXPORTER_VERSION},
         "device_type": device.type,
-        "dtype": f32,
+        "dtype": args.dtype,
         "resolution": resolution,
         "patch_size": patch,
         "image_mean": [0.5, 0.5, 0.5],
@@ -755,6 +777,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", required=True, help="bundle directory to write")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (trace on the serving device type)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="precision the modules compute in: bfloat16 / float16 trace them under autocast (matrix "
+        "products and convolutions in that dtype, normalizations and softmax in fp32) and freeze them",
+    )
     parser.add_argument("--bpe", help="CLIP vocabulary bpe_simple_vocab_16e6.txt.gz to copy into the bundle")
     args = parser.parse_args(argv)
     from sam3_tools.configs import FULL_PRESET, PRESETS

@@ -3,9 +3,10 @@
 # torchvision, cmake, ninja; no Node, no network). Run from the repository root, e.g.
 #   device run: bash bench/gpu/run.sh   (carry: the CLIP vocabulary, see VOCAB below)
 # It builds the native core and its CLI against the machine's torch, exports a full-size
-# random-weight bundle traced on CUDA, checks the pure-torch ROI align against torchvision,
-# and benchmarks the core against the transformers reference on the same device, printing
-# per-stage times and the ratio. Results go to $OUT (or /tmp/sam3-gpu) as well.
+# random-weight bundle traced on CUDA (and its bf16 export), checks the pure-torch ROI align
+# against torchvision, and benchmarks the core (fp32 and bf16) against the transformers
+# reference (fp32) on the same device, printing per-stage times, the bf16 bundle's accuracy
+# against fp32, and tracking fps. Results go to $OUT (or /tmp/sam3-gpu) as well.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/sam3-gpu}"
@@ -85,6 +86,17 @@ awk -v c1="$core1" -v c4="$core4" -v r1="$ref1" -v r4="$ref4" 'BEGIN {
 
 log "image done: compare the totals (both sides keep every query, threshold 0)"
 
+# bf16: the same weights exported with --dtype bfloat16 (traced under autocast, frozen).
+BUNDLE_BF16="$OUT/$(basename "$BUNDLE")-bf16"
+log "export the bfloat16 bundle of the same weights"
+"$PYTHON" tools/export_sam3.py --model "$BUNDLE/hf" --dtype bfloat16 --device "$DEVICE" \
+  --bpe "$VOCAB" --out "$BUNDLE_BF16" 2>&1 | grep '\[export\]' | tee -a "$OUT/summary.txt"
+log "core bf16: 1008x1008 image, 3 prompts (ms per stage; against the fp32 reference above)"
+"$CLI" bench "$BUNDLE_BF16" --device "$DEVICE" --size 1008x1008 --prompts 3 --iters "$ITERS" | tee -a "$OUT/summary.txt"
+log "accuracy of the bf16 bundle against the fp32 one (tools/precision_report.py)"
+"$PYTHON" tools/precision_report.py --reference "$BUNDLE" --candidate "$BUNDLE_BF16" --device "$DEVICE" \
+  | tee -a "$OUT/summary.txt"
+
 log "video: click tracking, core tracker against the transformers reference on $DEVICE"
 VIDEO_FRAMES="${VIDEO_FRAMES:-17}"
 VIDEO_RAW="$OUT/shapes.rgb"
@@ -110,6 +122,8 @@ np.stack(frames).tofile(path)
 PY
 for objects in ${VIDEO_OBJECTS:-1 3 5 8}; do
   "$CLI" track "$BUNDLE" "$VIDEO_RAW" 640 480 --device "$DEVICE" --objects "$objects" | tee -a "$OUT/summary.txt"
+  printf '  bf16: ' | tee -a "$OUT/summary.txt"
+  "$CLI" track "$BUNDLE_BF16" "$VIDEO_RAW" 640 480 --device "$DEVICE" --objects "$objects" | tee -a "$OUT/summary.txt"
   "$PYTHON" - "$BUNDLE" "$DEVICE" "$VIDEO_RAW" "$objects" <<'PY' | tee -a "$OUT/summary.txt"
 import json, subprocess, sys
 bundle, device, raw, objects = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

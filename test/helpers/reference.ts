@@ -24,8 +24,13 @@ export async function tempDir(
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-/** tools/export_sam3.py --tiny-random into `out`. */
-export async function exportRandomBundle(out: string, preset: string, seed: number): Promise<void> {
+/** tools/export_sam3.py --tiny-random into `out` (`extraArgs`: more options, as --dtype). */
+export async function exportRandomBundle(
+  out: string,
+  preset: string,
+  seed: number,
+  extraArgs: readonly string[] = [],
+): Promise<void> {
   await execFileAsync(
     venvPython(),
     [
@@ -37,6 +42,7 @@ export async function exportRandomBundle(out: string, preset: string, seed: numb
       String(seed),
       '--out',
       out,
+      ...extraArgs,
     ],
     { cwd: repoPath(), maxBuffer: BIG_OUTPUT },
   );
