@@ -305,7 +305,12 @@ function refuseUnsupported(env: Env): void {
   }
   for (const name of ['IMAGE_MODEL_COMPILE', 'VIDEO_MODEL_COMPILE']) {
     if (parseBool(env, name, false)) {
-      throw new ConfigError(name, 'optimized graphs are not available yet; set it to false');
+      throw new ConfigError(
+        name,
+        'fp32 graphs are served as traced: freezing them measured no faster here (README ' +
+          '"Reduced precision"); for optimized graphs export a bf16 bundle ' +
+          '(tools/export_sam3.py --dtype bfloat16), frozen at export. Set it to false',
+      );
     }
   }
 }

@@ -303,12 +303,16 @@ describe('variables the server cannot honour are refused, not ignored', () => {
     [
       { IMAGE_MODEL_COMPILE: 'yes' },
       'IMAGE_MODEL_COMPILE',
-      'IMAGE_MODEL_COMPILE: optimized graphs are not available yet; set it to false',
+      'IMAGE_MODEL_COMPILE: fp32 graphs are served as traced: freezing them measured no faster ' +
+        'here (README "Reduced precision"); for optimized graphs export a bf16 bundle ' +
+        '(tools/export_sam3.py --dtype bfloat16), frozen at export. Set it to false',
     ],
     [
       { VIDEO_MODEL_COMPILE: '1' },
       'VIDEO_MODEL_COMPILE',
-      'VIDEO_MODEL_COMPILE: optimized graphs are not available yet; set it to false',
+      'VIDEO_MODEL_COMPILE: fp32 graphs are served as traced: freezing them measured no faster ' +
+        'here (README "Reduced precision"); for optimized graphs export a bf16 bundle ' +
+        '(tools/export_sam3.py --dtype bfloat16), frozen at export. Set it to false',
     ],
     [
       { IMAGE_MODEL_REQUIRED: 'true', IMAGE_MODEL_ENABLED: 'false' },

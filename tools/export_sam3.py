@@ -557,10 +557,7 @@ def export(args: argparse.Namespace) -> None:
         feats3 = text(ids3, mask3)
         boxes3 = torch.rand(3, 3, 4, device=device) * 0.4 + 0.3
         labels3 = torch.tensor([[1, 0, -10], [1, -10, -10], [-10, -10, -10]], device=device)
-        # The traced geometry encoder's ROI align (see traceable_geometry_encoder): under autocast
-        # it samples in fp32, where transformers' own path would cast to the reduced dtype.
-        with traceable_geometry_encoder(model.detector_model):
-            eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
+        eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
         traced = traced_detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
         diffs += [difference(a, b) for a, b in zip(eager, traced)]
         clicks, click_labels = points[:, :, :1].repeat(2, 1, 1, 1), point_labels[:, :, :1].repeat(2, 1, 1)
