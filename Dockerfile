@@ -105,6 +105,9 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/dist/web ./dist/web
 COPY --from=build /src/build/Release/sam3.node ./build/Release/sam3.node
+# npm start's launcher: preloads mimalloc (installed above) unless MEMORY_ALLOCATOR says otherwise
+# (README "Memory allocator"), then execs node, which stays PID 1's process and gets the signals.
+COPY scripts/start.sh scripts/with-allocator.sh ./scripts/
 # Fail the build, not the first start, when a library is missing (the driver's libcuda comes
 # from the host at run time).
 RUN missing="$(ldd build/Release/sam3.node | grep 'not found' | grep -v 'libcuda\.so' || true)" \
@@ -115,11 +118,7 @@ RUN groupadd --system --gid 10001 sam3 \
   && install -d -o sam3 -g sam3 -m 0750 /var/lib/sam3 /var/lib/sam3/uploads /var/lib/sam3/outputs \
   && install -d -m 0755 /models
 
-# mimalloc (README "Memory allocator"): the loader finds the bare name on any architecture, and
-# MEMORY_ALLOCATOR=mimalloc makes the server refuse to start should it ever not be preloaded.
-ENV LD_PRELOAD=libmimalloc.so.2 \
-  MEMORY_ALLOCATOR=mimalloc \
-  NODE_ENV=production \
+ENV NODE_ENV=production \
   SERVER_HOST=0.0.0.0 \
   SERVER_PORT=8000 \
   SAM3_CHECKPOINT=/models/sam3 \
@@ -137,4 +136,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
 # SIGTERM drains in-flight requests for SHUTDOWN_TIMEOUT_SECONDS (30): stop with a longer
 # timeout (docker run --stop-timeout 45, compose stop_grace_period).
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/src/main.js"]
+CMD ["bash", "scripts/start.sh"]

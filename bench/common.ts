@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { activeAllocator } from '../src/allocator';
+import { readBundleManifest } from '../src/engine/bundle-manifest';
 import { exportRandomBundle } from '../test/helpers/reference';
 import { repoPath, venvPython } from '../test/helpers/repo';
 
@@ -38,9 +39,9 @@ export function dtypeOption(argv: string[]): Dtype {
 
 /**
  * The bundles of a benchmark: the fp32 one the reference runs (benchBundle) and the one the
- * server runs, the same weights exported at `dtype` (tools/export_sam3.py --dtype): beside the
- * fp32 bundle (weights/bench-full-<dtype> for --full, exported on first use from the fp32
- * bundle's hf/ copy).
+ * server runs, the same random weights exported at `dtype` (tools/export_sam3.py --from-bundle
+ * --dtype): beside the fp32 bundle (weights/bench-full-<dtype> for --full), exported on first
+ * use and again whenever its checksum is not the fp32 bundle's.
  */
 export async function benchBundles(
   full: boolean,
@@ -50,13 +51,17 @@ export async function benchBundles(
   const reference = await benchBundle(full, workDir);
   if (dtype === 'float32') return { reference, served: reference };
   const served = `${reference}-${dtype}`;
-  if (!existsSync(path.join(served, 'manifest.json'))) {
+  const checksum = async (bundle: string): Promise<string | null> =>
+    existsSync(path.join(bundle, 'manifest.json'))
+      ? (await readBundleManifest(bundle)).model.checksum
+      : null;
+  if ((await checksum(served)) !== (await checksum(reference))) {
     console.log(`exporting the ${dtype} bundle of the same weights to ${served} ...`);
     await execFileAsync(
       venvPython(),
       [
         repoPath('tools', 'export_sam3.py'),
-        ...['--model', path.join(reference, 'hf'), '--dtype', dtype, '--out', served],
+        ...['--from-bundle', reference, '--dtype', dtype, '--out', served],
       ],
       { cwd: repoPath(), maxBuffer: 64 * 1024 * 1024 },
     );

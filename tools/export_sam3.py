@@ -5,6 +5,7 @@
   export_sam3.py --model /path/to/local/checkpoint --out weights/sam3
   export_sam3.py --tiny-random --seed 0 [--preset tiny] --out weights/sam3
   export_sam3.py ... --dtype bfloat16     (modules computing in bf16, under autocast)
+  export_sam3.py --from-bundle weights/sam3 --dtype bfloat16 --out weights/sam3-bf16   (random bundles)
 
 --model takes what transformers' Sam3VideoModel.from_pretrained takes (a hub id needs network
 access and, for the gated facebook/sam3, a Hugging Face token: `huggingface-cli login` or HF_TOKEN).
@@ -405,12 +406,23 @@ def export(args: argparse.Namespace) -> None:
         hf_dir = out / "hf"
         model.save_pretrained(hf_dir)
         log(f"built random-weight model '{args.preset}' (seed {args.seed}), saved to {hf_dir}")
-        source = None
+        source, seed, random_weights = None, args.seed, True
+    elif args.from_bundle:
+        bundle_dir = Path(args.from_bundle)
+        previous = json.loads((bundle_dir / "manifest.json").read_text())["model"]
+        if not previous["random_weights"] or not (bundle_dir / "hf").is_dir():
+            raise SystemExit(f"--from-bundle {bundle_dir}: not a --tiny-random bundle with its hf/ copy")
+        model = Sam3VideoModel.from_pretrained(bundle_dir / "hf").eval()
+        if state_checksum(model) != previous["checksum"]:
+            raise SystemExit(f"--from-bundle {bundle_dir}: hf/ does not hold the weights of its manifest")
+        model_id, seed = previous["id"], previous["seed"]
+        log(f"loaded the random-weight model of {bundle_dir}")
+        source, random_weights = bundle_dir, True  # the source of its vocabulary
     else:
         log(f"loading {args.model} ...")
         model = Sam3VideoModel.from_pretrained(args.model).eval()
         model_id = args.model.rstrip("/").split("/")[-1] if Path(args.model).is_dir() else args.model
-        source = resolve_source(args.model)
+        source, seed, random_weights = resolve_source(args.model), None, False
     model.to(device)
 
     det_cfg = model.config.detector_config
@@ -695,8 +707,8 @@ def export(args: argparse.Namespace) -> None:
         "format_version": FORMAT_VERSION,
         "model": {
             "id": model_id,
-            "random_weights": bool(args.tiny_random),
-            "seed": args.seed if args.tiny_random else None,
+            "random_weights": random_weights,
+            "seed": seed,
             "checksum": state_checksum(model),
         },
         "versions": {"torch": torch.__version__, "transformers": transformers_version, "exporter": EXPORTER_VERSION},
@@ -766,6 +778,11 @@ def main(argv: list[str] | None = None) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="hub id or local directory of a Sam3VideoModel checkpoint")
     source.add_argument("--tiny-random", action="store_true", help="build a small random-weight model")
+    source.add_argument(
+        "--from-bundle",
+        help="a --tiny-random bundle: export its weights (its hf/ copy) again, at another --dtype or "
+        "--device, as the same random model (id, seed, checksum, vocabulary)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
         "--preset",

@@ -148,9 +148,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
     reference, candidate = Bundle(Path(args.reference), args.device), Bundle(Path(args.candidate), args.device)
-    for key in ("checksum",):
-        if reference.manifest["model"][key] != candidate.manifest["model"][key]:
-            raise SystemExit("the two bundles hold different weights (their model checksums differ)")
+    if reference.manifest["model"]["checksum"] != candidate.manifest["model"]["checksum"]:
+        raise SystemExit("the two bundles hold different weights (their model checksums differ)")
+    if reference.manifest["dtype"] != "float32":
+        raise SystemExit(f"--reference is a {reference.manifest['dtype']} bundle: the reference is the fp32 one")
+    for bundle in (reference, candidate):
+        if bundle.manifest["device_type"] != bundle.device.type:
+            raise SystemExit(f"a bundle exported for {bundle.manifest['device_type']} cannot run on --device {args.device}")
     torch.set_grad_enabled(False)
     report = compare(reference, candidate, args.threshold, args.margin)
     if args.json:

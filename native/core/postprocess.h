@@ -29,10 +29,11 @@ at::Tensor owned(const at::Tensor& tensor);
 
 // Stage times of one task, on its executor thread. On the CPU the work of a stage has run when
 // lap() is called: wall time. On a device with streams (CUDA) a timing event is recorded on the
-// executor's stream at each lap, so timing never makes the host wait for the device; times()
-// reads the events, waiting for the last one (by then the task has copied its results to the
-// host, which waited for that work anyway). Each stage's time is then the device's, from the
-// end of the previous stage's work to the end of its own.
+// executor's stream at each lap, without waiting; times() waits for the last one and reads them
+// all: one wait per task instead of one per stage. Tasks that copy results to the host (detect,
+// points, the tracker) have waited for that work anyway; the image and text encoders, whose
+// outputs stay on the device, wait once at their end, as before. Each stage's time is then the
+// device's, from the end of the previous stage's work to the end of its own.
 class StageClock {
  public:
   explicit StageClock(const Executor& executor);

@@ -150,11 +150,19 @@ describe('Dockerfile structure', () => {
       'build /src/dist/src ./dist/src',
       'build /src/dist/web ./dist/web',
       'build /src/build/Release/sam3.node ./build/Release/sam3.node',
+      ' scripts/start.sh scripts/with-allocator.sh ./scripts/',
     ]);
-    // The command runs the package's entry point, where src/native/addon.ts finds the addon.
-    assert.deepEqual(jsonStrings(only(runtime, 'CMD')[0]), ['node', packageJson.main]);
+    // The command is npm start's: the launcher execs node on the package's entry point (where
+    // src/native/addon.ts finds the addon), on mimalloc, which the runtime installs.
+    assert.deepEqual(jsonStrings(only(runtime, 'CMD')[0]), ['bash', 'scripts/start.sh']);
+    assert.equal(packageJson.scripts.start, 'bash scripts/start.sh');
+    assert.match(
+      readRepoFile('scripts', 'start.sh'),
+      new RegExp(`exec bash scripts/with-allocator.sh node ${packageJson.main} "\\$@"`),
+    );
     assert.equal(packageJson.main, 'dist/src/main.js');
     assert.ok(runText.includes('ffmpeg'), 'the runtime installs ffmpeg');
+    assert.ok(runText.includes('libmimalloc2.0'), 'the runtime installs mimalloc');
   });
 
   it('runs as a dedicated user that is not root', () => {
@@ -187,11 +195,6 @@ describe('Dockerfile structure', () => {
       only(runtime, 'EXPOSE').map((expose) => expose.getArgumentsContent()),
       [env.SERVER_PORT],
     );
-    // The image preloads mimalloc, which its runtime stage installs; the configuration insists.
-    assert.equal(env.LD_PRELOAD, 'libmimalloc.so.2');
-    assert.ok(runText.includes('libmimalloc2.0'), 'the runtime installs mimalloc');
-    assert.equal(env.MEMORY_ALLOCATOR, 'mimalloc');
-    assert.throws(() => loadConfig(env, { cudaDeviceCount: 1 }), /MEMORY_ALLOCATOR/);
     const config = loadConfig(env, { cudaDeviceCount: 1, allocator: 'mimalloc' });
     assert.equal(config.serverHost, '0.0.0.0');
     assert.equal(config.serverPort, 8000);
@@ -228,6 +231,8 @@ describe('.dockerignore', () => {
       'clients/typescript/src',
       'web',
       'scripts/build-web.mjs',
+      'scripts/start.sh',
+      'scripts/with-allocator.sh',
     ]);
     for (const file of [
       ...contextSources,

@@ -10,14 +10,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config';
-import { repoPath } from '../helpers/repo';
 import { configVariableNames, parseEnvFile, readRepoFile, run } from './tools';
 
 const SYSTEMD_ANALYZE = '/usr/bin/systemd-analyze';
 const UNIT_NAME = 'sam3-server.service';
 const UNIT = readRepoFile('deploy', UNIT_NAME);
 const ENV_EXAMPLE = parseEnvFile(readRepoFile('deploy', 'sam3-server.env'));
-const SHIPPED_NODE = '/usr/bin/node';
 
 /** section -> key -> values in order (a key may repeat). */
 type UnitFile = Map<string, Map<string, string[]>>;
@@ -61,16 +59,11 @@ describe('systemd unit', () => {
   let checked: string;
   before(async () => {
     scratch = await mkdtemp(path.join(os.tmpdir(), 'sam3-systemd-'));
-    // verify fails when ExecStart's program is not an executable file on this machine, and Node
-    // is wherever this machine installed it: the copy names this process's node instead of
-    // /usr/bin/node. The rest is verified as shipped (ExecStart's arguments are not looked up;
-    // the script path is checked against package.json below).
-    assert.equal(UNIT.split(`ExecStart=${SHIPPED_NODE} `).length, 2, 'one ExecStart with node');
+    // verify fails when ExecStart's program is not an executable file on this machine: bash is
+    // at /usr/bin/bash here as on the hosts the unit is for. The launcher's path is checked
+    // below; the copy is the unit as shipped.
     checked = path.join(scratch, UNIT_NAME);
-    await writeFile(
-      checked,
-      UNIT.replace(`ExecStart=${SHIPPED_NODE} `, `ExecStart=${process.execPath} `),
-    );
+    await writeFile(checked, UNIT);
   });
   after(async () => {
     await rm(scratch, { recursive: true, force: true });
@@ -85,9 +78,10 @@ describe('systemd unit', () => {
   it('is what verify checks: a broken copy is reported', async () => {
     const broken = path.join(scratch, 'broken', UNIT_NAME);
     await mkdir(path.dirname(broken));
-    const text = UNIT.replace(`ExecStart=${SHIPPED_NODE} `, `ExecStart=${process.execPath} `)
-      .replace('ProtectSystem=strict', 'ProtectSystem=strikt')
-      .replace('RestrictNamespaces=yes', 'RestrictNamespace=yes');
+    const text = UNIT.replace('ProtectSystem=strict', 'ProtectSystem=strikt').replace(
+      'RestrictNamespaces=yes',
+      'RestrictNamespace=yes',
+    );
     await writeFile(broken, text);
     const result = await run(SYSTEMD_ANALYZE, ['verify', broken]);
     assert.match(result.stderr, /Failed to parse protect system value, ignoring: strikt/);
@@ -105,32 +99,25 @@ describe('systemd unit', () => {
     assert.ok(Number(overall[1]) < 4, `exposure ${overall[1]}`);
   });
 
-  it('runs node on the package entry point as a dedicated user, from EnvironmentFile', () => {
-    const packageJson = JSON.parse(readRepoFile('package.json')) as { main: string };
+  it("runs npm start's launcher (node on the package entry point, on mimalloc) as a dedicated user, from EnvironmentFile", () => {
+    const packageJson = JSON.parse(readRepoFile('package.json')) as {
+      main: string;
+      scripts: Record<string, string>;
+    };
     assert.equal(value('Type'), 'exec');
     assert.equal(value('User'), 'sam3');
     assert.equal(value('Group'), 'sam3');
     assert.equal(value('EnvironmentFile'), '/etc/sam3-server/sam3-server.env');
     assert.equal(value('WorkingDirectory'), '/opt/sam3-server');
-    assert.equal(
-      value('ExecStart'),
-      `${SHIPPED_NODE} ${path.posix.join('/opt/sam3-server', packageJson.main)}`,
+    assert.equal(value('ExecStart'), '/usr/bin/bash /opt/sam3-server/scripts/start.sh');
+    assert.equal(packageJson.scripts.start, 'bash scripts/start.sh');
+    // The launcher (test/api/start-script.test.ts runs it) execs node on the entry point.
+    assert.match(
+      readRepoFile('scripts', 'start.sh'),
+      new RegExp(`exec bash scripts/with-allocator.sh node ${packageJson.main} "\\$@"`),
     );
+    assert.deepEqual(service.get('Environment'), ['NODE_ENV=production']);
     assert.deepEqual(unit.get('Install')?.get('WantedBy'), ['multi-user.target']);
-  });
-
-  it('preloads mimalloc by the bare name the loader finds on any architecture', async () => {
-    assert.deepEqual(service.get('Environment'), [
-      'NODE_ENV=production',
-      'LD_PRELOAD=libmimalloc.so.2',
-    ]);
-    // What the unit's node then runs on (this machine has libmimalloc2.0, as .ci/run installs).
-    const allocator = JSON.stringify(repoPath('dist', 'src', 'allocator.js'));
-    const probe = `console.log(require(${allocator}).activeAllocator().name)`;
-    const result = await run(process.execPath, ['-e', probe], {
-      env: { ...process.env, LD_PRELOAD: 'libmimalloc.so.2' },
-    });
-    assert.equal(result.stdout.trim(), 'mimalloc');
   });
 
   it('restarts on failure and stops with SIGTERM, waiting longer than the drain', () => {

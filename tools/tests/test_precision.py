@@ -1,6 +1,7 @@
 """Reduced-precision bundles (export_sam3.py --dtype bfloat16, sam3_tools/precision.py): the
 interface of the fp32 bundle of the same weights, arithmetic in bf16, and accuracy within the
-bars of precision_report.py on the parity photos."""
+bars of precision_report.py on the parity photos. Also export_sam3.py --from-bundle, which
+exports a random bundle's weights again (here at bf16)."""
 
 import json
 import subprocess
@@ -18,15 +19,17 @@ DTYPES = ("float32", "bfloat16")
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    out = {}
-    for dtype in DTYPES:
-        directory = tmp_path_factory.mktemp(dtype)
-        subprocess.run(
-            [sys.executable, str(TOOLS / "export_sam3.py"), "--tiny-random", "--seed", "3", "--preset", "tiny-b",
-             "--dtype", dtype, "--out", str(directory)],
-            check=True, capture_output=True,
-        )
-        out[dtype] = directory
+    # The bf16 bundle is exported again from the fp32 one (--from-bundle: its hf/ copy).
+    out = {dtype: tmp_path_factory.mktemp(dtype) for dtype in DTYPES}
+    export = [sys.executable, str(TOOLS / "export_sam3.py")]
+    subprocess.run(
+        [*export, "--tiny-random", "--seed", "3", "--preset", "tiny-b", "--out", str(out["float32"])],
+        check=True, capture_output=True,
+    )
+    subprocess.run(
+        [*export, "--from-bundle", str(out["float32"]), "--dtype", "bfloat16", "--out", str(out["bfloat16"])],
+        check=True, capture_output=True,
+    )
     return out
 
 
@@ -38,7 +41,11 @@ def test_the_manifest_states_the_precision_and_keeps_the_interface(bundles):
     fp32, bf16 = manifest(bundles["float32"]), manifest(bundles["bfloat16"])
     assert (fp32["dtype"], bf16["dtype"]) == DTYPES
     assert bf16["modules"] == fp32["modules"]
-    assert bf16["model"]["checksum"] == fp32["model"]["checksum"]
+    # The same random model: id, seed, checksum (--from-bundle checked the weights against it).
+    assert bf16["model"] == fp32["model"] and fp32["model"]["random_weights"] is True
+    assert (bundles["bfloat16"] / fp32["text"]["vocab_file"]).read_bytes() == (
+        bundles["float32"] / fp32["text"]["vocab_file"]
+    ).read_bytes()
     assert bf16["tracker"] == fp32["tracker"] and bf16["concept"] == fp32["concept"]
 
 
