@@ -77,6 +77,17 @@ describe('bench/gpu/run.sh dry run (DEVICE=cpu PRESET=tiny)', () => {
     }
   });
 
+  it('exports the bf16 bundle of the same weights and measures it: speed and accuracy', () => {
+    assert.match(summary, /\[export\] froze the bfloat16 modules/);
+    const core = summary.split('== core bf16: 1008x1008 image, 3 prompts')[1] ?? '';
+    for (const stage of ['vision_encoder', 'detector', 'total']) {
+      assert.match(core, new RegExp(`\\n  ${stage} +${NUMBER} ms \\(mean of 1\\)`), stage);
+    }
+    const report = summary.split('== accuracy of the bf16 bundle against the fp32 one')[1] ?? '';
+    assert.match(report, /\ncandidate_dtype: bfloat16\n/);
+    assert.match(report, new RegExp(`\\nconfident_iou: \\{'min': ${NUMBER}, 'mean': ${NUMBER}`));
+  });
+
   it('measures click tracking for each object count on both sides', () => {
     for (const objects of [1, 3]) {
       assert.match(
@@ -88,6 +99,12 @@ describe('bench/gpu/run.sh dry run (DEVICE=cpu PRESET=tiny)', () => {
       assert.match(
         summary,
         new RegExp(`reference, ${objects} objects: ${NUMBER} fps, peak RSS \\d+ MiB`),
+      );
+      assert.match(
+        summary,
+        new RegExp(
+          `  bf16: [^\\n]*640x480, ${objects} objects, 2 frames propagated[^\\n]*\\n  propagation +${NUMBER} fps`,
+        ),
       );
     }
     assert.match(summary, /== done: compare fps per object count/);
