@@ -555,28 +555,37 @@ def export(args: argparse.Namespace) -> None:
             log(f"froze the {args.dtype} modules in {time.time() - t:.1f}s")
 
         # The traced graphs must reproduce eager outputs (shapes different from the trace's too).
-        # fp32: the largest absolute difference; reduced precision: relative to the output's
-        # range, since a trace's kernels may round a few values one bf16 / fp16 step apart.
+        # fp32: the largest absolute difference; reduced precision: the mean difference relative
+        # to the output's mean magnitude (see TRACE_TOLERANCE).
         def difference(eager_out: torch.Tensor, traced_out: torch.Tensor) -> float:
-            error = (eager_out.float() - traced_out.float()).abs().max().item()
-            return error if args.dtype == "float32" else error / max(1.0, eager_out.float().abs().max().item())
+            error = (eager_out.float() - traced_out.float()).abs()
+            if args.dtype == "float32":
+                return error.max().item()
+            return error.mean().item() / max(eager_out.float().abs().mean().item(), 1e-6)
 
-        check_maps = traced_vision(pixels)
-        diffs = [difference(a, b) for a, b in zip(maps, check_maps)]
+        diffs: list[tuple[float, str]] = []
+
+        def check(name: str, eager_outs, traced_outs) -> None:
+            if isinstance(eager_outs, torch.Tensor):
+                eager_outs, traced_outs = (eager_outs,), (traced_outs,)
+            diffs.extend((difference(a, b), f"{name} output {i}") for i, (a, b) in enumerate(zip(eager_outs, traced_outs)))
+
+        check("vision_encoder", maps, traced_vision(pixels))
         ids3 = torch.cat([ids, ids[:1]])
         mask3 = torch.cat([mask, mask[:1]])
-        diffs.append(difference(text(ids3, mask3), traced_text(ids3, mask3)))
+        check("text_encoder", text(ids3, mask3), traced_text(ids3, mask3))
         feats3 = text(ids3, mask3)
         boxes3 = torch.rand(3, 3, 4, device=device) * 0.4 + 0.3
         labels3 = torch.tensor([[1, 0, -10], [1, -10, -10], [-10, -10, -10]], device=device)
         eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
-        traced = traced_detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
-        diffs += [difference(a, b) for a, b in zip(eager, traced)]
+        check("detector", eager, traced_detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3))
         clicks, click_labels = points[:, :, :1].repeat(2, 1, 1, 1), point_labels[:, :, :1].repeat(2, 1, 1)
         for name, module in point_decoders.items():
-            eager_points = module(maps[3], maps[4], maps[5], clicks, click_labels)
-            traced_out = traced_points[name](maps[3], maps[4], maps[5], clicks, click_labels)
-            diffs += [difference(a, b) for a, b in zip(eager_points, traced_out)]
+            check(
+                name,
+                module(maps[3], maps[4], maps[5], clicks, click_labels),
+                traced_points[name](maps[3], maps[4], maps[5], clicks, click_labels),
+            )
         tracker_checks = [
             (memory_attention, "memory_attention", memory_inputs(*shape)) for shape in ((1,), (3,), (1, 1, 1), (3, 4, 7))
         ]
@@ -594,14 +603,12 @@ def export(args: argparse.Namespace) -> None:
             for objects, empty in ((1, ()), (1, (0,)), (3, (1,)))
         ]
         for module, name, inputs in tracker_checks:
-            eager_out, traced_out = module(*inputs), traced_tracker[name](*inputs)
-            if isinstance(eager_out, torch.Tensor):
-                eager_out, traced_out = (eager_out,), (traced_out,)
-            diffs += [difference(a, b) for a, b in zip(eager_out, traced_out)]
-        worst = max(diffs)
-        log(f"traced vs eager max {'abs' if args.dtype == 'float32' else 'relative'} difference {worst:.3g}")
+            check(name, module(*inputs), traced_tracker[name](*inputs))
+        worst, where = max(diffs)
+        measure = "max abs" if args.dtype == "float32" else "mean relative"
+        log(f"traced vs eager: {measure} difference {worst:.3g} (at most; {where})")
         if worst > TRACE_TOLERANCE[args.dtype]:
-            raise SystemExit(f"traced modules differ from eager by {worst}: refusing to write the bundle")
+            raise SystemExit(f"traced modules differ from eager by {worst} ({where}): refusing to write the bundle")
 
     modules = {"vision_encoder": traced_vision, "text_encoder": traced_text, "detector": traced_detector}
     modules.update(traced_points)

@@ -25,14 +25,15 @@ from torch import nn
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # The export's check of each traced graph against its eager module: the largest absolute
-# difference for fp32; for reduced precision that difference divided by the output's largest
-# magnitude (at least 1). Eager autocast and the traced graph run the same operations, and most
-# modules trace to the same bits, but the detector's kernels round some values one bf16 step
-# apart, and through its layers that grows to a few % (3.8 % on the tiny-b preset, where bf16
-# itself is 10 % off fp32 on average in the query logits: random weights scaled to detect make
-# them a difference of large terms). A wrong graph (a frozen shape, a misplaced input) is off by
+# difference for fp32; for reduced precision the mean difference relative to the output's mean
+# magnitude. Eager autocast and the traced graph run the same operations, and most modules trace
+# to the same bits, but the detector's kernels round some values one bf16 step apart, and
+# through its layers single values drift far (15.8 % of the largest logit at full size with
+# random weights, whose query logits are differences of large terms), so a largest-difference
+# bar would refuse sound graphs; on average the drift is about 1 % (tiny-b: 1.2 % in the query
+# logits, 0.6 % in the mask logits). A wrong graph (a frozen shape, a misplaced input) is off by
 # about the values' own magnitude. float16 is offered for GPUs; it is not tested here.
-TRACE_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.05}
+TRACE_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05, "float16": 0.02}
 
 # Attributes the core reads from a module (bundle.cpp; the manifest's "attributes"): kept on the
 # top-level module by Autocast and through freezing.
