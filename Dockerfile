@@ -106,7 +106,7 @@ COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/dist/web ./dist/web
 COPY --from=build /src/build/Release/sam3.node ./build/Release/sam3.node
 # npm start's launcher: preloads mimalloc (installed above) unless MEMORY_ALLOCATOR says otherwise
-# (README "Memory allocator"), then execs node, which stays PID 1's process and gets the signals.
+# (README "Memory allocator"), then execs node, which becomes PID 1 and receives the signals.
 COPY scripts/start.sh scripts/with-allocator.sh ./scripts/
 # Fail the build, not the first start, when a library is missing (the driver's libcuda comes
 # from the host at run time).
