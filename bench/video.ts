@@ -5,7 +5,7 @@
  * Click tracking through the HTTP API against the Python reference (transformers'
  * Sam3TrackerVideoModel, eager fp32; tools/video_reference.py) on the same bundle and the same
  * lossless video, in the same run:
- * - propagation frames per second with 1, 3 and 8 objects (reference / server ratio > 1 means
+ * - propagation frames per second with 1, 3 and 8 objects (server / reference fps ratio > 1 means
  *   the server is faster);
  * - peak resident memory against video length for both: the reference keeps every frame's
  *   outputs, the server a bounded window, so its memory should stay flat.
@@ -136,7 +136,7 @@ async function main(): Promise<void> {
         `\npropagation, ${WIDTH}x${HEIGHT} video, ${frames} frames forward, server dtype=${dtype}`,
       );
       console.log(allocatorLine());
-      console.log('  objects   server fps   reference fps   reference / server');
+      console.log('  objects   server fps   reference fps   server / reference');
       for (const objects of objectCounts) {
         const ours = await serverRun(server, video, objects, frames);
         const ref = await referenceRun(bundle, video, objects, frames);
