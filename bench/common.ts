@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { activeAllocator } from '../src/allocator';
 import { readBundleManifest } from '../src/engine/bundle-manifest';
-import { exportRandomBundle } from '../test/helpers/reference';
+import { exportAtDtype, exportRandomBundle } from '../test/helpers/reference';
 import { repoPath, venvPython } from '../test/helpers/repo';
 
 const execFileAsync = promisify(execFile);
@@ -57,14 +57,7 @@ export async function benchBundles(
       : null;
   if ((await checksum(served)) !== (await checksum(reference))) {
     console.log(`exporting the ${dtype} bundle of the same weights to ${served} ...`);
-    await execFileAsync(
-      venvPython(),
-      [
-        repoPath('tools', 'export_sam3.py'),
-        ...['--from-bundle', reference, '--dtype', dtype, '--out', served],
-      ],
-      { cwd: repoPath(), maxBuffer: 64 * 1024 * 1024 },
-    );
+    await exportAtDtype(reference, dtype, served);
   }
   return { reference, served };
 }
@@ -82,7 +75,7 @@ export async function precisionReport(reference: string, served: string): Promis
 /** The allocator this process (and the reference processes it starts) runs on. */
 export function allocatorLine(): string {
   const { name } = activeAllocator();
-  return `allocator=${name} (server and reference; MEMORY_ALLOCATOR, scripts/with-allocator.sh)`;
+  return `allocator=${name} (this process and those it starts; MEMORY_ALLOCATOR, scripts/with-allocator.sh)`;
 }
 
 /** Parses `Server-Timing: a;dur=1.5, b;dur=2` into {a: 1.5, b: 2}. */

@@ -6,7 +6,6 @@
 # "Memory allocator"); system keeps glibc's. npm start (scripts/start.sh) and the benchmarks
 # run through it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 # The first library of that name the dynamic loader's usual directories hold, or nothing.
 find_library() {

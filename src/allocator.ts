@@ -1,8 +1,8 @@
 /**
  * Which malloc the process runs on. The C++ core's many short-lived tensor buffers are much
  * cheaper under mimalloc than under glibc's malloc (README "Memory allocator"); an allocator
- * can only be chosen before the process starts (LD_PRELOAD, as scripts/with-allocator.sh does for npm start), so the
- * server can only check what it got.
+ * can only be chosen before the process starts (LD_PRELOAD, as scripts/with-allocator.sh does
+ * for npm start), so the server can only check what it got.
  */
 import { readFileSync } from 'node:fs';
 

@@ -407,13 +407,15 @@ def export(args: argparse.Namespace) -> None:
         model.save_pretrained(hf_dir)
         log(f"built random-weight model '{args.preset}' (seed {args.seed}), saved to {hf_dir}")
         source, seed, random_weights = None, args.seed, True
+        checksum = state_checksum(model)
     elif args.from_bundle:
         bundle_dir = Path(args.from_bundle)
         previous = json.loads((bundle_dir / "manifest.json").read_text())["model"]
         if not previous["random_weights"] or not (bundle_dir / "hf").is_dir():
             raise SystemExit(f"--from-bundle {bundle_dir}: not a --tiny-random bundle with its hf/ copy")
         model = Sam3VideoModel.from_pretrained(bundle_dir / "hf").eval()
-        if state_checksum(model) != previous["checksum"]:
+        checksum = state_checksum(model)
+        if checksum != previous["checksum"]:
             raise SystemExit(f"--from-bundle {bundle_dir}: hf/ does not hold the weights of its manifest")
         model_id, seed = previous["id"], previous["seed"]
         log(f"loaded the random-weight model of {bundle_dir}")
@@ -423,6 +425,7 @@ def export(args: argparse.Namespace) -> None:
         model = Sam3VideoModel.from_pretrained(args.model).eval()
         model_id = args.model.rstrip("/").split("/")[-1] if Path(args.model).is_dir() else args.model
         source, seed, random_weights = resolve_source(args.model), None, False
+        checksum = state_checksum(model)
     model.to(device)
 
     det_cfg = model.config.detector_config
@@ -573,8 +576,8 @@ def export(args: argparse.Namespace) -> None:
         check("vision_encoder", maps, traced_vision(pixels))
         ids3 = torch.cat([ids, ids[:1]])
         mask3 = torch.cat([mask, mask[:1]])
-        check("text_encoder", text(ids3, mask3), traced_text(ids3, mask3))
         feats3 = text(ids3, mask3)
+        check("text_encoder", feats3, traced_text(ids3, mask3))
         boxes3 = torch.rand(3, 3, 4, device=device) * 0.4 + 0.3
         labels3 = torch.tensor([[1, 0, -10], [1, -10, -10], [-10, -10, -10]], device=device)
         eager = detector(maps[0], maps[1], maps[2], feats3, mask3, boxes3, labels3)
@@ -716,7 +719,7 @@ def export(args: argparse.Namespace) -> None:
             "id": model_id,
             "random_weights": random_weights,
             "seed": seed,
-            "checksum": state_checksum(model),
+            "checksum": checksum,
         },
         "versions": {"torch": torch.__version__, "transformers": transformers_version, "exporter": EXPORTER_VERSION},
         "device_type": device.type,

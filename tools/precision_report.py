@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sam3_tools.mask_postprocess import pair_iou  # noqa: E402
 from sam3_tools.reference_pipeline import preprocess  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -89,11 +90,6 @@ def outputs(bundle: Bundle, pixels: torch.Tensor, ids: torch.Tensor, mask: torch
     }
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def compare(reference: Bundle, candidate: Bundle, threshold: float, margin: float) -> dict:
     from skimage import data
 
@@ -118,8 +114,9 @@ def compare(reference: Bundle, candidate: Bundle, threshold: float, margin: floa
             relatives.append(error.mean().item() / max(a.abs().mean().item(), 1e-12))
             sure = (a.abs() >= margin).numpy()
             a_in, b_in = (a > 0).numpy(), (b > 0).numpy()
-            confident.append(iou(a_in & sure, b_in & sure))
-            plain.append(iou(a_in, b_in))
+            confident.append(pair_iou(a_in & sure, b_in & sure))
+            plain.append(pair_iou(a_in, b_in))
+    all_score_errors = torch.cat(score_errors)
     return {
         "reference_dtype": reference.manifest["dtype"],
         "candidate_dtype": candidate.manifest["dtype"],
@@ -129,8 +126,8 @@ def compare(reference: Bundle, candidate: Bundle, threshold: float, margin: floa
         "confident_iou": {"min": min(confident), "mean": float(np.mean(confident)), "margin": margin},
         "iou": {"min": min(plain), "mean": float(np.mean(plain))},
         "score_error": {
-            "max": torch.cat(score_errors).max().item(),
-            "mean": torch.cat(score_errors).mean().item(),
+            "max": all_score_errors.max().item(),
+            "mean": all_score_errors.mean().item(),
             "clicks": click_score_error,
         },
         "box_error": max(boxes, default=0.0),

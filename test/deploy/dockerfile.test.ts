@@ -195,7 +195,7 @@ describe('Dockerfile structure', () => {
       only(runtime, 'EXPOSE').map((expose) => expose.getArgumentsContent()),
       [env.SERVER_PORT],
     );
-    const config = loadConfig(env, { cudaDeviceCount: 1, allocator: 'mimalloc' });
+    const config = loadConfig(env, { cudaDeviceCount: 1 });
     assert.equal(config.serverHost, '0.0.0.0');
     assert.equal(config.serverPort, 8000);
     assert.equal(config.nodeEnv, 'production');

@@ -24,28 +24,22 @@ export async function tempDir(
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-/** tools/export_sam3.py --tiny-random into `out` (`extraArgs`: more options, as --dtype). */
-export async function exportRandomBundle(
-  out: string,
-  preset: string,
-  seed: number,
-  extraArgs: readonly string[] = [],
-): Promise<void> {
-  await execFileAsync(
-    venvPython(),
-    [
-      repoPath('tools', 'export_sam3.py'),
-      '--tiny-random',
-      '--preset',
-      preset,
-      '--seed',
-      String(seed),
-      '--out',
-      out,
-      ...extraArgs,
-    ],
-    { cwd: repoPath(), maxBuffer: BIG_OUTPUT },
-  );
+/** tools/export_sam3.py with `args`. */
+export async function runExporter(args: readonly string[]): Promise<void> {
+  await execFileAsync(venvPython(), [repoPath('tools', 'export_sam3.py'), ...args], {
+    cwd: repoPath(),
+    maxBuffer: BIG_OUTPUT,
+  });
+}
+
+/** tools/export_sam3.py --tiny-random into `out`. */
+export function exportRandomBundle(out: string, preset: string, seed: number): Promise<void> {
+  return runExporter(['--tiny-random', '--preset', preset, '--seed', String(seed), '--out', out]);
+}
+
+/** The random bundle `from` exported again at `dtype` into `out` (export_sam3.py --from-bundle). */
+export function exportAtDtype(from: string, dtype: string, out: string): Promise<void> {
+  return runExporter(['--from-bundle', from, '--dtype', dtype, '--out', out]);
 }
 
 export interface Photo {

@@ -129,6 +129,12 @@ def _pack_bits(masks: np.ndarray) -> np.ndarray:
     return np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8))).view(np.uint64)
 
 
+def pair_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two binary masks of one shape; two empty masks are identical (1)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of binary masks a [n, H, W] and b [m, H, W]: [n, m] float32, intersection / max(union, 1)."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import torch
 
+from sam3_tools.mask_postprocess import pair_iou
+
 FRAMES, WIDTH, HEIGHT = 10, 96, 72
 MIN_IOU = 0.99  # the parity tests' criterion
 PRESETS = [("tiny", 0), ("tiny-b", 1)]
@@ -138,14 +140,9 @@ class Tracker:
         return outputs
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def worst_iou(expected, got) -> tuple[float, str]:
     assert [where for where, _ in got] == [where for where, _ in expected]
-    return min((iou(a, b), where) for (where, a), (_, b) in zip(expected, got))
+    return min((pair_iou(a, b), where) for (where, a), (_, b) in zip(expected, got))
 
 
 # Wrong rules. Each returns (name of the reference method, wrapper of the original method).
