@@ -33,7 +33,7 @@ from sam3_tools.precision import DTYPES, TRACE_TOLERANCE, at_precision, freeze  
 from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
 
 FORMAT_VERSION = 3
-EXPORTER_VERSION = 4
+EXPORTER_VERSION = 5
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
@@ -574,6 +574,11 @@ def export(args: argparse.Namespace) -> None:
             diffs.extend((difference(a, b), f"{name} output {i}") for i, (a, b) in enumerate(zip(eager_outs, traced_outs)))
 
         check("vision_encoder", maps, traced_vision(pixels))
+        # A batch of images (cross-request batching) equals each image encoded alone.
+        several = torch.randn(3, 3, resolution, resolution, device=device)
+        alone = [vision(several[i : i + 1]) for i in range(len(several))]
+        batched_maps = [torch.cat([maps_of_one[k] for maps_of_one in alone]) for k in range(len(maps))]
+        check("vision_encoder (batch of 3)", batched_maps, traced_vision(several))
         ids3 = torch.cat([ids, ids[:1]])
         mask3 = torch.cat([mask, mask[:1]])
         feats3 = text(ids3, mask3)
@@ -635,6 +640,8 @@ def export(args: argparse.Namespace) -> None:
     for entry, tensor in zip(det_maps + trk_maps, maps):
         if list(tensor.shape) != entry["shape"]:
             raise SystemExit(f"{entry['name']} has shape {list(tensor.shape)}, expected {entry['shape']}")
+    # The vision encoder takes a batch of images; the other modules take one image's maps.
+    vision_maps = [{**entry, "shape": ["B", *entry["shape"][1:]]} for entry in det_maps + trk_maps]
     mask_size = int(eager[3].shape[-1])
     point_inputs = [
         *trk_maps,
@@ -744,8 +751,8 @@ def export(args: argparse.Namespace) -> None:
         "modules": {
             "vision_encoder": {
                 "file": "vision_encoder.pt",
-                "inputs": [spec("pixel_values", [1, 3, resolution, resolution], f32)],
-                "outputs": det_maps + trk_maps,
+                "inputs": [spec("pixel_values", ["B", 3, resolution, resolution], f32)],
+                "outputs": vision_maps,
             },
             "text_encoder": {
                 "file": "text_encoder.pt",

@@ -187,7 +187,7 @@ describe('native engine on a tiny random bundle', () => {
     assert.equal(embedding.width, 97);
     assert.equal(embedding.height, 61);
     const expected = manifest.modules.vision_encoder.outputs.reduce(
-      (sum, spec) => sum + specBytes(spec, {}),
+      (sum, spec) => sum + specBytes(spec, { B: 1 }),
       0,
     );
     assert.equal(embedding.byteSize, expected);

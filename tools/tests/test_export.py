@@ -70,7 +70,22 @@ def test_vision_encoder_equals_both_eager_necks(bundle, eager):
         expected = tracker_maps[level].permute(1, 2, 0).reshape(traced[3 + level].shape)
         torch.testing.assert_close(traced[3 + level], expected, atol=ATOL, rtol=0)
     for got, spec in zip(traced, manifest["modules"]["vision_encoder"]["outputs"]):
-        assert list(got.shape) == spec["shape"], spec["name"]
+        assert spec["shape"][0] == "B" and list(got.shape) == [1, *spec["shape"][1:]], spec["name"]
+
+
+@torch.no_grad()
+def test_vision_encoder_batch_equals_each_image_alone(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    resolution = manifest["resolution"]
+    assert manifest["modules"]["vision_encoder"]["inputs"][0]["shape"] == ["B", 3, resolution, resolution]
+    torch.manual_seed(1)
+    pixels = torch.randn(3, 3, resolution, resolution)
+    vision = load_module(bundle, "vision_encoder")
+    batched = vision(pixels)
+    alone = [vision(pixels[i : i + 1]) for i in range(3)]
+    for level, got in enumerate(batched):
+        assert got.shape[0] == 3
+        torch.testing.assert_close(got, torch.cat([maps[level] for maps in alone]), atol=1e-5, rtol=0)
 
 
 @torch.no_grad()
