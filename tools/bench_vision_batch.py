@@ -52,7 +52,8 @@ def main() -> None:
         for batch in args.batches:
             best, outputs = min((timed(pixels[:batch]) for _ in range(args.repeats)), key=lambda run: run[0])
             rate = batch / best
-            baseline = baseline or (rate if batch == 1 else None)
+            if batch == 1:
+                baseline = rate
             diff = max(
                 (out.float() - torch.cat([maps[k] for maps in alone[:batch]]).float()).abs().max().item()
                 for k, out in enumerate(outputs)

@@ -158,19 +158,19 @@ function signatureBytes(tensor: TensorSignature | undefined, skip = 0): number {
 /**
  * The feature sizes from the bundle's module signatures (docs/bundle-format.md): an image
  * embedding holds one batch row of every vision encoder output; a text embedding one row of
- * text_features plus
- * its attention mask (int64 in native/core). 0 where the manifest does not say; the segmenter
- * then learns the size from the first computed value.
+ * text_features plus its attention mask (int64 in native/core). 0 where the manifest does not
+ * say; the segmenter then learns the size from the first computed value.
  */
 export function expectedFeatureSizes(manifest: BundleManifest): FeatureSizes {
   const modules = (manifest as { modules?: Record<string, { outputs?: TensorSignature[] }> })
     .modules;
   const vision = modules?.vision_encoder?.outputs ?? [];
-  const image = vision.reduce((sum, output) => sum + signatureBytes(output, 1), 0);
+  const rows = vision.map((output) => signatureBytes(output, 1));
   const features = modules?.text_encoder?.outputs?.find((o) => o.name === 'text_features');
   const row = signatureBytes(features, 1);
   const text = row > 0 ? row + manifest.text.context_length * DTYPE_BYTES.int64 : 0;
-  return { image: vision.every((o) => signatureBytes(o, 1) > 0) ? image : 0, text };
+  const image = rows.every((bytes) => bytes > 0) ? rows.reduce((a, b) => a + b, 0) : 0;
+  return { image, text };
 }
 
 /** A model call of this request: dropped unrun (CANCELLED) once its client went away. */
