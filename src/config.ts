@@ -66,6 +66,13 @@ export interface Config {
    */
   imageModelResolution: number | null;
   imageModelEnabled: boolean;
+  /**
+   * Concurrent image requests on the device share vision encoder calls of up to this many
+   * images (1: off). At most maxConcurrentRequests, the most that can encode at once.
+   */
+  imageModelBatchSize: number;
+  /** How long the first image of a batch waits for others, ms (0 when batching is off). */
+  imageModelBatchWaitMs: number;
   /** A failed image model load exits 1 (for a supervisor to restart) instead of degrading. */
   imageModelRequired: boolean;
 
@@ -315,6 +322,46 @@ function refuseUnsupported(env: Env): void {
   }
 }
 
+/** Largest IMAGE_MODEL_BATCH_SIZE and IMAGE_MODEL_BATCH_WAIT_MS (the native engine's bounds). */
+const MAX_IMAGE_BATCH = 64;
+const MAX_IMAGE_BATCH_WAIT_MS = 1000;
+const DEFAULT_IMAGE_BATCH_WAIT_MS = 2;
+
+/** IMAGE_MODEL_BATCH_SIZE and IMAGE_MODEL_BATCH_WAIT_MS. */
+function parseImageBatching(
+  env: Env,
+  maxConcurrentRequests: number,
+): { size: number; waitMs: number } {
+  const size = parseNumber(env, 'IMAGE_MODEL_BATCH_SIZE', 1, {
+    min: 1,
+    max: MAX_IMAGE_BATCH,
+    integer: true,
+  });
+  if (size > maxConcurrentRequests) {
+    throw new ConfigError(
+      'IMAGE_MODEL_BATCH_SIZE',
+      `is ${size} but MAX_CONCURRENT_REQUESTS is ${maxConcurrentRequests}: no more images than ` +
+        'that can wait for one batch, so a larger batch would never fill',
+    );
+  }
+  if (size === 1) {
+    if (raw(env, 'IMAGE_MODEL_BATCH_WAIT_MS') !== undefined) {
+      throw new ConfigError(
+        'IMAGE_MODEL_BATCH_WAIT_MS',
+        'is set but IMAGE_MODEL_BATCH_SIZE is 1 (batching off): set a batch size above 1, or ' +
+          'unset it',
+      );
+    }
+    return { size, waitMs: 0 };
+  }
+  const waitMs = parseNumber(env, 'IMAGE_MODEL_BATCH_WAIT_MS', DEFAULT_IMAGE_BATCH_WAIT_MS, {
+    min: 0,
+    max: MAX_IMAGE_BATCH_WAIT_MS,
+    integer: true,
+  });
+  return { size, waitMs };
+}
+
 /**
  * MEMORY_ALLOCATOR. An allocator is chosen before the process starts (scripts/start.sh
  * preloads it); a setting the running process does not match is refused, saying how to start.
@@ -438,6 +485,11 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     throw new ConfigError('IMAGE_MODEL_REQUIRED', 'is true but IMAGE_MODEL_ENABLED is false');
   }
   const imageModelResolution = raw(env, 'IMAGE_MODEL_RESOLUTION');
+  const maxConcurrentRequests = parseNumber(env, 'MAX_CONCURRENT_REQUESTS', 4, {
+    min: 1,
+    integer: true,
+  });
+  const imageBatching = parseImageBatching(env, maxConcurrentRequests);
 
   const config: Config = {
     serverHost: parseHost(env, 'SERVER_HOST', '0.0.0.0'),
@@ -459,6 +511,8 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
         ? null
         : checkNumber('IMAGE_MODEL_RESOLUTION', imageModelResolution, { min: 1, integer: true }),
     imageModelEnabled,
+    imageModelBatchSize: imageBatching.size,
+    imageModelBatchWaitMs: imageBatching.waitMs,
     imageModelRequired,
 
     videoModelEnabled: parseBool(env, 'VIDEO_MODEL_ENABLED', true),
@@ -466,10 +520,7 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     // The spec's default [0,1,2,3] means "up to four GPUs, those present".
     videoGpuList,
     videoDevices: videoGpuList.length > 0 ? videoGpuList.map((index) => `cuda:${index}`) : ['cpu'],
-    maxConcurrentRequests: parseNumber(env, 'MAX_CONCURRENT_REQUESTS', 4, {
-      min: 1,
-      integer: true,
-    }),
+    maxConcurrentRequests,
     maxQueuedRequests: parseNumber(env, 'MAX_QUEUED_REQUESTS', 16, { min: 0, integer: true }),
     maxConcurrentSessions: parseNumber(env, 'MAX_CONCURRENT_SESSIONS', 10, {
       min: 1,

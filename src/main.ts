@@ -10,7 +10,7 @@ import path from 'node:path';
 import { activeAllocator } from './allocator';
 import { ConfigError, loadConfig, readEnvironment, type Config, type RuntimeInfo } from './config';
 import { Models } from './engine/models';
-import { resolutionMismatch } from './engine/segmenter';
+import { batchingMismatch, resolutionMismatch } from './engine/segmenter';
 import { VisualizationStore } from './engine/visualization';
 import { chooseLogFormat, createLogger, type Logger } from './logging';
 import { loadAddon } from './native/addon';
@@ -77,11 +77,12 @@ function installShutdown(running: Running, deadlineMs: number, logger: Logger): 
 function startupFailure(config: Readonly<Config>, models: Models): string | null {
   // A shutdown under way decides the exit code itself.
   if (models.imageStatus === 'stopping') return null;
-  const actual = models.manifest?.resolution;
+  const manifest = models.manifest;
   // A bad variable, not a failed load: fatal as every other configuration error.
   const mismatch =
-    config.imageModelEnabled && actual !== undefined
-      ? resolutionMismatch(config.imageModelResolution, actual)
+    config.imageModelEnabled && manifest !== null
+      ? (resolutionMismatch(config.imageModelResolution, manifest.resolution) ??
+        batchingMismatch(config.imageModelBatchSize, manifest))
       : null;
   if (mismatch !== null) return mismatch;
   if (config.imageModelRequired && models.imageStatus !== 'ready') {

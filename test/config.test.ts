@@ -34,6 +34,8 @@ describe('loadConfig defaults', () => {
         imageModelConfidenceThreshold: 0.5,
         imageModelResolution: null,
         imageModelEnabled: true,
+        imageModelBatchSize: 1,
+        imageModelBatchWaitMs: 0,
         imageModelRequired: false,
         videoModelEnabled: true,
         videoModelRequired: false,
@@ -268,6 +270,33 @@ describe('loadConfig errors name the variable', () => {
     [{ IMAGE_MODEL_RESOLUTION: '0' }, 'IMAGE_MODEL_RESOLUTION', />= 1/],
     [{ IMAGE_MODEL_RESOLUTION: '1008.5' }, 'IMAGE_MODEL_RESOLUTION', /integer/],
     [{ IMAGE_MODEL_COMPILE: 'fast' }, 'IMAGE_MODEL_COMPILE', /true\/false/],
+    [{ IMAGE_MODEL_BATCH_SIZE: '0' }, 'IMAGE_MODEL_BATCH_SIZE', />= 1/],
+    [{ IMAGE_MODEL_BATCH_SIZE: '2.5' }, 'IMAGE_MODEL_BATCH_SIZE', /integer/],
+    [
+      { IMAGE_MODEL_BATCH_SIZE: '65', MAX_CONCURRENT_REQUESTS: '100' },
+      'IMAGE_MODEL_BATCH_SIZE',
+      /<= 64/,
+    ],
+    [
+      { IMAGE_MODEL_BATCH_SIZE: '8' },
+      'IMAGE_MODEL_BATCH_SIZE',
+      /is 8 but MAX_CONCURRENT_REQUESTS is 4: .* would never fill$/,
+    ],
+    [
+      { IMAGE_MODEL_BATCH_WAIT_MS: '5' },
+      'IMAGE_MODEL_BATCH_WAIT_MS',
+      /is set but IMAGE_MODEL_BATCH_SIZE is 1 \(batching off\)/,
+    ],
+    [
+      { IMAGE_MODEL_BATCH_SIZE: '4', IMAGE_MODEL_BATCH_WAIT_MS: '1001' },
+      'IMAGE_MODEL_BATCH_WAIT_MS',
+      /<= 1000/,
+    ],
+    [
+      { IMAGE_MODEL_BATCH_SIZE: '4', IMAGE_MODEL_BATCH_WAIT_MS: '0.5' },
+      'IMAGE_MODEL_BATCH_WAIT_MS',
+      /integer/,
+    ],
     [{ SERVER_HOST: 'http://0.0.0.0' }, 'SERVER_HOST', /IP address or a host name/],
     [{ METRICS_HOST: '127.0.0.1:9090' }, 'METRICS_HOST', /IP address or a host name/],
     [{ METRICS_HOST: '[::1]' }, 'METRICS_HOST', /IP address or a host name/],
@@ -344,6 +373,23 @@ describe('loadConfig model and metrics settings', () => {
     assert.equal(loadConfig({}, NO_GPU).imageModelResolution, null);
     assert.equal(loadConfig({ IMAGE_MODEL_RESOLUTION: ' ' }, NO_GPU).imageModelResolution, null);
     assert.equal(loadConfig({ IMAGE_MODEL_RESOLUTION: '1008' }, NO_GPU).imageModelResolution, 1008);
+  });
+
+  it('turns image batching on with a batch size, its window defaulting to 2 ms', () => {
+    const batching = (env: Record<string, string>): [number, number] => {
+      const config = loadConfig(env, NO_GPU);
+      return [config.imageModelBatchSize, config.imageModelBatchWaitMs];
+    };
+    assert.deepEqual(batching({ IMAGE_MODEL_BATCH_SIZE: '4' }), [4, 2]);
+    assert.deepEqual(
+      batching({ IMAGE_MODEL_BATCH_SIZE: '4', IMAGE_MODEL_BATCH_WAIT_MS: '0' }),
+      [4, 0],
+    );
+    assert.deepEqual(
+      batching({ IMAGE_MODEL_BATCH_SIZE: '16', MAX_CONCURRENT_REQUESTS: '16' }),
+      [16, 2],
+    );
+    assert.deepEqual(batching({ IMAGE_MODEL_BATCH_SIZE: '1' }), [1, 0]);
   });
 
   it('parses IMAGE_MODEL_REQUIRED', () => {

@@ -5,8 +5,8 @@
 # It builds the native core and its CLI against the machine's torch, exports a full-size
 # random-weight bundle traced on CUDA (and its bf16 export), checks the pure-torch ROI align
 # against torchvision, and benchmarks the core (fp32 and bf16) against the transformers
-# reference (fp32) on the same device, printing per-stage times, the bf16 bundle's accuracy
-# against fp32, and tracking fps. Results go to $OUT (or /tmp/sam3-gpu) as well.
+# reference (fp32) on the same device, printing per-stage times, batched throughput, the bf16
+# bundle's accuracy against fp32, and tracking fps. Results go to $OUT (or /tmp/sam3-gpu) as well.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/sam3-gpu}"
@@ -84,6 +84,20 @@ awk -v c1="$core1" -v c4="$core4" -v r1="$ref1" -v r4="$ref4" 'BEGIN {
   printf "  reference  %8.1f ms per extra prompt (1 prompt %.1f ms, 4 prompts %.1f ms)\n", (r4 - r1) / 3, r1, r4
 }' | tee -a "$OUT/summary.txt"
 
+# Images per second of the core when B images arrive at once (one vision encoder call of B, as
+# IMAGE_MODEL_BATCH_SIZE=B batches concurrent requests), 1 prompt each, for B in $BATCHES.
+BATCHES="${BATCHES:-1 8 16}"
+batched_throughput() {
+  for batch in $BATCHES; do
+    "$CLI" bench "$1" --device "$DEVICE" --size 1008x1008 --prompts 1 --iters "$ITERS" --batch "$batch" \
+      | awk -v label="$2" '$1 == "throughput" { printf "  %s %8.2f images/s (batch %s\n", label, $2, $5 }'
+  done
+}
+log "batched throughput, 1 prompt (images/s; the reference encodes one image at a time)"
+batched_throughput "$BUNDLE" "core fp32" | tee -a "$OUT/summary.txt"
+awk -v r1="$ref1" 'BEGIN { printf "  reference  %8.2f images/s (one at a time, 1 prompt %.1f ms)\n", 1000 / r1, r1 }' \
+  | tee -a "$OUT/summary.txt"
+
 log "image done: compare the totals (both sides keep every query, threshold 0)"
 
 # bf16: the same weights exported with --dtype bfloat16 (traced under autocast, frozen). Its
@@ -98,6 +112,8 @@ if [ -d "$BUNDLE/hf" ]; then
     log "core bf16: 1008x1008 image, 3 prompts (ms per stage; against the fp32 reference above)"
     "$CLI" bench "$BUNDLE_BF16" --device "$DEVICE" --size 1008x1008 --prompts 3 --iters "$ITERS" \
       | tee -a "$OUT/summary.txt" || log "core bf16 bench failed"
+    log "batched throughput of the bf16 bundle, 1 prompt (images/s)"
+    batched_throughput "$BUNDLE_BF16" "core bf16" | tee -a "$OUT/summary.txt" || log "bf16 batched bench failed"
     log "accuracy of the bf16 bundle against the fp32 one (tools/precision_report.py, needs scikit-image)"
     "$PYTHON" tools/precision_report.py --reference "$BUNDLE" --candidate "$BUNDLE_BF16" --device "$DEVICE" \
       2>&1 | tee -a "$OUT/summary.txt" || log "precision report failed"

@@ -115,6 +115,7 @@ Napi::Function EngineWrap::define(Napi::Env env) {
           InstanceMethod<&EngineWrap::createCancelToken>("createCancelToken"),
           InstanceMethod<&EngineWrap::createTracker>("createTracker"),
           InstanceMethod<&EngineWrap::tasksRun>("tasksRun"),
+          InstanceMethod<&EngineWrap::imageBatchCounts>("imageBatchCounts"),
           InstanceMethod<&EngineWrap::injectDeviceOutOfMemory>("injectDeviceOutOfMemory"),
           InstanceMethod<&EngineWrap::lastStageTimes>("lastStageTimes"),
           InstanceMethod<&EngineWrap::close>("close"),
@@ -142,15 +143,25 @@ Napi::Value EngineWrap::load(const Napi::CallbackInfo& info) {
     Napi::Object options = info[0].As<Napi::Object>();
     std::string bundleDir = stringMember(options, "bundleDir");
     std::string device = stringMember(options, "device");
+    ImageBatching batching;
+    Napi::Value batch = options.Get("imageBatch");
+    if (!batch.IsUndefined()) {
+      if (!batch.IsObject()) badArgument("imageBatch must be an object");
+      Napi::Object limits = batch.As<Napi::Object>();
+      batching.maxSize = integerArgument(limits.Get("maxSize"), "imageBatch.maxSize");
+      batching.waitMs = integerArgument(limits.Get("waitMs"), "imageBatch.waitMs");
+    }
     auto call = AsyncCall::start(env, {});
-    std::shared_ptr<Engine> engine = Engine::load(
-        bundleDir, device,
-        AsyncCall::completion<std::shared_ptr<Engine>>(
-            call, [](Napi::Env env, const std::shared_ptr<Engine>& loaded) -> Napi::Value {
-              EngineHandoff handoff{loaded};
-              return AddonData::of(env).engineConstructor.New(
-                  {Napi::External<EngineHandoff>::New(env, &handoff)});
-            }));
+    std::shared_ptr<Engine> engine =
+        Engine::load(bundleDir, device,
+                     AsyncCall::completion<std::shared_ptr<Engine>>(
+                         call,
+                         [](Napi::Env env, const std::shared_ptr<Engine>& loaded) -> Napi::Value {
+                           EngineHandoff handoff{loaded};
+                           return AddonData::of(env).engineConstructor.New(
+                               {Napi::External<EngineHandoff>::New(env, &handoff)});
+                         }),
+                     batching);
     if (engine) AddonData::of(env).track(engine);
     return call->promise();
   });
@@ -327,6 +338,15 @@ Napi::Value EngineWrap::createTracker(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::tasksRun(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(engine_->tasksRun()));
+}
+
+Napi::Value EngineWrap::imageBatchCounts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object counts = Napi::Object::New(env);
+  for (const auto& [size, calls] : engine_->imageBatchCounts()) {
+    counts.Set(std::to_string(size), Napi::Number::New(env, static_cast<double>(calls)));
+  }
+  return counts;
 }
 
 Napi::Value EngineWrap::injectDeviceOutOfMemory(const Napi::CallbackInfo& info) {

@@ -13,7 +13,7 @@ namespace sam3::binding {
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
  public:
   static Napi::Function define(Napi::Env env);
-  // Engine.load({bundleDir, device}) -> Promise<Engine>
+  // Engine.load({bundleDir, device, imageBatch?: {maxSize, waitMs}}) -> Promise<Engine>
   static Napi::Value load(const Napi::CallbackInfo& info);
   // Stops every engine started in `env`: queued calls fail with ENGINE_CLOSED, the running one
   // finishes. For process exit and environment (worker) teardown.
@@ -29,6 +29,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value createCancelToken(const Napi::CallbackInfo& info);
   Napi::Value createTracker(const Napi::CallbackInfo& info);
   Napi::Value tasksRun(const Napi::CallbackInfo& info);
+  Napi::Value imageBatchCounts(const Napi::CallbackInfo& info);
   Napi::Value injectDeviceOutOfMemory(const Napi::CallbackInfo& info);
   Napi::Value lastStageTimes(const Napi::CallbackInfo& info);
   Napi::Value close(const Napi::CallbackInfo& info);

@@ -14,6 +14,7 @@
 #include "embedding_tensors.h"
 #include "executor.h"
 #include "host_memory.h"
+#include "image_batch_queue.h"
 #include "image_pipeline.h"
 #include "postprocess.h"
 
@@ -99,11 +100,26 @@ struct Engine::Impl {
   BundleInfo info;                 // written once by load before `done`
   uint64_t bundleId = 0;           // likewise
 
+  // encodeImage's waiting images when batching is on (null: each image is its own task).
+  std::unique_ptr<ImageBatchQueue> imageBatches;
+
   mutable std::mutex timesMutex;
   StageTimes lastTimes;
   StageTimes totalTimes;
+  std::map<int64_t, int64_t> batchCounts;  // vision encoder calls by images per call
   std::atomic<int64_t> tasksRun{0};
   std::atomic<int64_t> injectedOom{0};  // injectDeviceOutOfMemory
+
+  // What every model task checks first: the engine is not being torn down, and no injected
+  // fault is pending (executor thread only: no other task decrements between test and
+  // decrement).
+  void checkRunnable() {
+    if (executor->cancelled()) throw CoreError(ErrorCode::kEngineClosed, "the engine is closed");
+    if (injectedOom.load() > 0) {
+      --injectedOom;
+      throw CoreError(ErrorCode::kDeviceOom, "device out of memory (injected)");
+    }
+  }
 
   void recordTimes(const StageTimes& times) {
     std::lock_guard<std::mutex> lock(timesMutex);
@@ -121,6 +137,16 @@ struct Engine::Impl {
   }
 
   std::shared_ptr<ImageEmbedding> encodeImage(const ImageRequest& request);
+  // Checked requests through one vision encoder call; one embedding per request, in order.
+  std::vector<std::shared_ptr<ImageEmbedding>> encodeImages(
+      const std::vector<const ImageRequest*>& requests);
+  // One batch taken from imageBatches: each image's outcome to its callback.
+  void encodeBatch(std::vector<PendingImage> images);
+  // Submits the batch task (imageBatches->push asked for it); refused: every waiting image
+  // fails with ENGINE_CLOSED.
+  static void scheduleImageBatches(const std::shared_ptr<Engine>& self);
+  // The batch task: batches until none wait, letting other tasks run between batches.
+  static void runImageBatches(const std::shared_ptr<Engine>& self);
   std::vector<std::shared_ptr<TextEmbedding>> encodeText(const TextRequest& request);
   std::vector<ConceptInstances> detect(const ImageEmbedding& image,
                                        const std::vector<ConceptQuery>& queries, double threshold);
@@ -198,11 +224,8 @@ BundleInfo infoOf(const Manifest& m) {
 // counts the task in `tasksRun` before `done` runs. While `injectedOom` is positive, a task
 // fails with DEVICE_OOM instead of running (fault tests).
 template <typename T, typename Work>
-void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun,
-                   std::atomic<int64_t>& injectedOom, Done<T> done, Work work,
-                   CancelToken cancel = nullptr) {
-  auto task = [&executor, &tasksRun, &injectedOom, done, work = std::move(work),
-               cancel = std::move(cancel)]() mutable {
+void runOnExecutor(Engine::Impl& impl, Done<T> done, Work work, CancelToken cancel = nullptr) {
+  auto task = [&impl, done, work = std::move(work), cancel = std::move(cancel)]() mutable {
     Outcome<T> outcome;
     if (cancel && cancel->isCancelled()) {
       // The caller went away while this waited: no model work, not counted as a task run.
@@ -216,24 +239,17 @@ void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun,
       // caller learns the outcome, so a released embedding's memory is free by then.
       Work running = std::move(work);
       try {
-        if (executor.cancelled()) {
-          throw CoreError(ErrorCode::kEngineClosed, "the engine is closed");
-        }
-        // Executor thread only: no other task decrements between the test and the decrement.
-        if (injectedOom.load() > 0) {
-          --injectedOom;
-          throw CoreError(ErrorCode::kDeviceOom, "device out of memory (injected)");
-        }
+        impl.checkRunnable();
         outcome.value = running();
       } catch (...) {
         outcome.error = toCoreError(std::current_exception());
       }
       // While `running` still holds what keeps the engine (and this counter) alive.
-      ++tasksRun;
+      ++impl.tasksRun;
     }
     done(std::move(outcome));
   };
-  if (!executor.submit(std::move(task))) {
+  if (!impl.executor->submit(std::move(task))) {
     Outcome<T> refused;
     refused.error = CoreError(ErrorCode::kEngineClosed, "the engine is closed");
     done(std::move(refused));
@@ -242,11 +258,35 @@ void runOnExecutor(Executor& executor, std::atomic<int64_t>& tasksRun,
 
 }  // namespace
 
+namespace {
+
+void checkBatching(const ImageBatching& batching) {
+  if (batching.maxSize < 1 || batching.maxSize > kMaxImageBatch) {
+    badInput("image batch size must be between 1 and " + std::to_string(kMaxImageBatch) + " (got " +
+             std::to_string(batching.maxSize) + ")");
+  }
+  if (batching.waitMs < 0 || batching.waitMs > kMaxImageBatchWaitMs) {
+    badInput("image batch wait must be between 0 and " + std::to_string(kMaxImageBatchWaitMs) +
+             " ms (got " + std::to_string(batching.waitMs) + ")");
+  }
+}
+
+// Whether the vision encoder's pixel_values take any batch size (exporter version 5).
+bool takesImageBatches(const Manifest& manifest) {
+  const ModuleSpec& encoder = manifest.visionEncoder;
+  const int index = encoder.inputIndex("pixel_values");
+  return index >= 0 && !encoder.inputs[index].shape.empty() &&
+         encoder.inputs[index].shape.front().isSymbolic();
+}
+
+}  // namespace
+
 std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::string& device,
-                                     Done<std::shared_ptr<Engine>> done) {
+                                     Done<std::shared_ptr<Engine>> done, ImageBatching batching) {
   useFixedMmapThreshold();
   std::shared_ptr<Engine> engine;
   try {
+    checkBatching(batching);
     engine.reset(new Engine(normalizeDevice(device)));
   } catch (...) {
     Outcome<std::shared_ptr<Engine>> failed;
@@ -254,31 +294,44 @@ std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::st
     done(std::move(failed));
     return nullptr;
   }
-  Executor& executor = *engine->impl_->executor;
-  runOnExecutor<std::shared_ptr<Engine>>(
-      executor, engine->impl_->tasksRun, engine->impl_->injectedOom, std::move(done),
-      [engine, bundleDir]() {
-        try {
-          Impl& impl = *engine->impl_;
-          impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device));
-          impl.info = infoOf(impl.bundle->manifest());
-          impl.bundleId = impl.bundle->id();
-          return engine;
-        } catch (...) {
-          // Nobody will use this engine: let its thread end once this task returns.
-          engine->impl_->executor->close(nullptr);
-          throw;
-        }
-      });
+  if (batching.maxSize > 1) {
+    engine->impl_->imageBatches = std::make_unique<ImageBatchQueue>(
+        static_cast<size_t>(batching.maxSize), std::chrono::milliseconds(batching.waitMs));
+  }
+  runOnExecutor<std::shared_ptr<Engine>>(*engine->impl_, std::move(done), [engine, bundleDir]() {
+    try {
+      Impl& impl = *engine->impl_;
+      impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device));
+      if (impl.imageBatches && !takesImageBatches(impl.bundle->manifest())) {
+        throw CoreError(ErrorCode::kModelLoad,
+                        "image batching needs a bundle whose vision encoder takes a batch "
+                        "(exporter version 5 or later); this bundle's takes one image per "
+                        "call: export it again with tools/export_sam3.py, or batch size 1");
+      }
+      impl.info = infoOf(impl.bundle->manifest());
+      impl.bundleId = impl.bundle->id();
+      return engine;
+    } catch (...) {
+      // Nobody will use this engine: let its thread end once this task returns.
+      engine->impl_->bundle.reset();
+      engine->impl_->executor->close(nullptr);
+      throw;
+    }
+  });
   return engine;
 }
 
 void Engine::encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done,
                          CancelToken cancel) {
   auto self = shared_from_this();
+  if (impl_->imageBatches) {
+    PendingImage image{request, std::move(done), std::move(cancel)};
+    if (impl_->imageBatches->push(std::move(image))) Impl::scheduleImageBatches(self);
+    return;
+  }
   runOnExecutor<std::shared_ptr<ImageEmbedding>>(
-      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
-      [self, request] { return self->impl_->encodeImage(request); }, std::move(cancel));
+      *impl_, std::move(done), [self, request] { return self->impl_->encodeImage(request); },
+      std::move(cancel));
 }
 
 void Engine::encodeText(const TextRequest& request,
@@ -286,8 +339,8 @@ void Engine::encodeText(const TextRequest& request,
                         CancelToken cancel) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<std::shared_ptr<TextEmbedding>>>(
-      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
-      [self, request] { return self->impl_->encodeText(request); }, std::move(cancel));
+      *impl_, std::move(done), [self, request] { return self->impl_->encodeText(request); },
+      std::move(cancel));
 }
 
 void Engine::detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
@@ -295,7 +348,7 @@ void Engine::detect(std::shared_ptr<const ImageEmbedding> image, std::vector<Con
                     CancelToken cancel) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<ConceptInstances>>(
-      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
+      *impl_, std::move(done),
       [self, image = std::move(image), queries = std::move(queries), threshold] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->detect(*image, queries, threshold);
@@ -308,7 +361,7 @@ void Engine::segmentPoints(std::shared_ptr<const ImageEmbedding> image,
                            CancelToken cancel) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<PointInstance>>(
-      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
+      *impl_, std::move(done),
       [self, image = std::move(image), queries = std::move(queries)] {
         if (!image) badInput("image embedding is missing");
         return self->impl_->segmentPoints(*image, queries);
@@ -348,7 +401,7 @@ void Engine::trackerAddPrompt(std::shared_ptr<TrackerSession> session, const Fra
                               TrackerPrompt prompt, Done<TrackerFrame> done) {
   auto self = shared_from_this();
   runOnExecutor<TrackerFrame>(
-      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
+      *impl_, std::move(done),
       [self, session = std::move(session), frame, prompt = std::move(prompt)] {
         Impl& impl = *self->impl_;
         Bundle& bundle = impl.loadedBundle();
@@ -364,7 +417,7 @@ void Engine::trackerAddConcept(std::shared_ptr<TrackerSession> session, const Fr
                                ConceptPrompt prompt, Done<ConceptResult> done) {
   auto self = shared_from_this();
   runOnExecutor<ConceptResult>(
-      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
+      *impl_, std::move(done),
       [self, session = std::move(session), frame, prompt = std::move(prompt)] {
         Impl& impl = *self->impl_;
         Bundle& bundle = impl.loadedBundle();
@@ -380,8 +433,7 @@ void Engine::trackerStep(std::shared_ptr<TrackerSession> session, const FrameReq
                          StepRequest request, Done<std::vector<TrackerFrame>> done) {
   auto self = shared_from_this();
   runOnExecutor<std::vector<TrackerFrame>>(
-      *impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
-      [self, session = std::move(session), frame, request] {
+      *impl_, std::move(done), [self, session = std::move(session), frame, request] {
         Impl& impl = *self->impl_;
         Bundle& bundle = impl.loadedBundle();
         checkSession(session, bundle);
@@ -396,18 +448,16 @@ void Engine::trackerStep(std::shared_ptr<TrackerSession> session, const FrameReq
 void Engine::trackerRemoveObject(std::shared_ptr<TrackerSession> session, int64_t objId,
                                  Done<bool> done) {
   auto self = shared_from_this();
-  runOnExecutor<bool>(*impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
-                      [self, session = std::move(session), objId] {
-                        checkSession(session, self->impl_->loadedBundle());
-                        return session->removeObject(objId);
-                      });
+  runOnExecutor<bool>(*impl_, std::move(done), [self, session = std::move(session), objId] {
+    checkSession(session, self->impl_->loadedBundle());
+    return session->removeObject(objId);
+  });
 }
 
 void Engine::trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64_t conceptId,
                                   Done<std::vector<int64_t>> done) {
   auto self = shared_from_this();
-  runOnExecutor<std::vector<int64_t>>(*impl_->executor, impl_->tasksRun, impl_->injectedOom,
-                                      std::move(done),
+  runOnExecutor<std::vector<int64_t>>(*impl_, std::move(done),
                                       [self, session = std::move(session), conceptId] {
                                         checkSession(session, self->impl_->loadedBundle());
                                         return session->removeConcept(conceptId);
@@ -416,14 +466,18 @@ void Engine::trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64
 
 void Engine::trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done) {
   auto self = shared_from_this();
-  runOnExecutor<int64_t>(*impl_->executor, impl_->tasksRun, impl_->injectedOom, std::move(done),
-                         [self, session = std::move(session)] {
-                           checkSession(session, self->impl_->loadedBundle());
-                           return session->reset();
-                         });
+  runOnExecutor<int64_t>(*impl_, std::move(done), [self, session = std::move(session)] {
+    checkSession(session, self->impl_->loadedBundle());
+    return session->reset();
+  });
 }
 
 int64_t Engine::tasksRun() const { return impl_->tasksRun.load(); }
+
+std::map<int64_t, int64_t> Engine::imageBatchCounts() const {
+  std::lock_guard<std::mutex> lock(impl_->timesMutex);
+  return impl_->batchCounts;
+}
 
 void Engine::injectDeviceOutOfMemory(int64_t count) {
   if (count < 0) badInput("count must be >= 0");
@@ -451,9 +505,9 @@ void Engine::close(std::function<void()> drained) {
 
 void Engine::cancelAndJoin() { impl_->executor->cancelAndJoin(); }
 
-std::shared_ptr<ImageEmbedding> Engine::Impl::encodeImage(const ImageRequest& request) {
-  Bundle& bundle = loadedBundle();
-  const Manifest& m = bundle.manifest();
+namespace {
+
+void checkImageRequest(const ImageRequest& request) {
   if (request.rgb == nullptr) badInput("rgb buffer is missing");
   if (request.width <= 0 || request.height <= 0) badInput("image width and height must be > 0");
   if (request.width > kMaxImageSide || request.height > kMaxImageSide) {
@@ -464,22 +518,122 @@ std::shared_ptr<ImageEmbedding> Engine::Impl::encodeImage(const ImageRequest& re
     badInput("rgb buffer has " + std::to_string(request.byteLength) + " bytes, expected " +
              std::to_string(expected) + " (width * height * 3)");
   }
+}
 
+}  // namespace
+
+std::shared_ptr<ImageEmbedding> Engine::Impl::encodeImage(const ImageRequest& request) {
+  loadedBundle();
+  checkImageRequest(request);
+  return encodeImages({&request}).front();
+}
+
+std::vector<std::shared_ptr<ImageEmbedding>> Engine::Impl::encodeImages(
+    const std::vector<const ImageRequest*>& requests) {
+  Bundle& bundle = loadedBundle();
+  const Manifest& m = bundle.manifest();
   StageClock clock(*executor);
   ImageNormalization normalization{m.imageMean, m.imageStd};
-  at::Tensor pixels = preprocessImage(request.rgb, request.width, request.height, m.resolution,
-                                      normalization, bundle.device());
+  std::vector<at::Tensor> pixels;
+  pixels.reserve(requests.size());
+  for (const ImageRequest* request : requests) {
+    pixels.push_back(preprocessImage(request->rgb, request->width, request->height, m.resolution,
+                                     normalization, bundle.device()));
+  }
+  at::Tensor batch = pixels.size() == 1 ? pixels.front() : at::cat(pixels, 0);
+  pixels.clear();
   clock.lap("preprocess");
-  NamedTensors outputs = bundle.call(ModuleKind::kVisionEncoder, {{"pixel_values", pixels}}, {});
-  auto tensors = std::make_unique<ImageEmbedding::Tensors>();
-  for (int i = 0; i < 3; ++i) {
-    tensors->fpn[i] = owned(outputs.at(kVisionEncoderOutputs[i]));
-    tensors->trackerFpn[i] = owned(outputs.at(kVisionEncoderOutputs[3 + i]));
+  NamedTensors outputs = bundle.call(ModuleKind::kVisionEncoder, {{"pixel_values", batch}}, {});
+  batch.reset();
+  const int64_t B = static_cast<int64_t>(requests.size());
+  std::vector<std::shared_ptr<ImageEmbedding>> embeddings;
+  embeddings.reserve(requests.size());
+  for (int64_t b = 0; b < B; ++b) {
+    // Each image owns a copy of its rows (a view of the batch would hold the whole batch).
+    auto tensors = std::make_unique<ImageEmbedding::Tensors>();
+    for (int i = 0; i < 3; ++i) {
+      tensors->fpn[i] = owned(outputs.at(kVisionEncoderOutputs[i]).narrow(0, b, 1));
+      tensors->trackerFpn[i] = owned(outputs.at(kVisionEncoderOutputs[3 + i]).narrow(0, b, 1));
+    }
+    const ImageRequest& request = *requests[static_cast<size_t>(b)];
+    embeddings.push_back(std::make_shared<ImageEmbedding>(bundle.id(), request.width,
+                                                          request.height, std::move(tensors)));
   }
   clock.lap("vision_encoder");
   recordTimes(clock.times());
-  return std::make_shared<ImageEmbedding>(bundle.id(), request.width, request.height,
-                                          std::move(tensors));
+  std::lock_guard<std::mutex> lock(timesMutex);
+  ++batchCounts[B];
+  return embeddings;
+}
+
+void Engine::Impl::encodeBatch(std::vector<PendingImage> images) {
+  using Embedding = std::shared_ptr<ImageEmbedding>;
+  std::vector<Outcome<Embedding>> outcomes(images.size());
+  std::vector<size_t> runnable;  // checked images, in arrival order
+  int64_t counted = 0;           // images that are not cancelled count as tasks run
+  for (size_t i = 0; i < images.size(); ++i) {
+    const CancelToken& cancel = images[i].cancel;
+    if (cancel && cancel->isCancelled()) {
+      outcomes[i].error = CoreError(ErrorCode::kCancelled, "the call was cancelled before it ran");
+      continue;
+    }
+    ++counted;
+    try {
+      checkImageRequest(images[i].request);
+      runnable.push_back(i);
+    } catch (...) {
+      outcomes[i].error = toCoreError(std::current_exception());
+    }
+  }
+  auto encode = [&](const std::vector<size_t>& indices) {
+    checkRunnable();
+    std::vector<const ImageRequest*> requests;
+    for (size_t i : indices) requests.push_back(&images[i].request);
+    std::vector<Embedding> embeddings = encodeImages(requests);
+    for (size_t k = 0; k < indices.size(); ++k) outcomes[indices[k]].value = embeddings[k];
+  };
+  if (!runnable.empty()) {
+    try {
+      encode(runnable);
+    } catch (...) {
+      const CoreError error = toCoreError(std::current_exception());
+      const bool retryAlone = error.code() == ErrorCode::kDeviceOom && runnable.size() > 1;
+      for (size_t i : runnable) {
+        if (!retryAlone) {
+          outcomes[i].error = error;
+          continue;
+        }
+        try {
+          encode({i});
+        } catch (...) {
+          outcomes[i].error = toCoreError(std::current_exception());
+        }
+      }
+    }
+  }
+  tasksRun += counted;
+  for (size_t i = 0; i < images.size(); ++i) images[i].done(std::move(outcomes[i]));
+}
+
+void Engine::Impl::scheduleImageBatches(const std::shared_ptr<Engine>& self) {
+  Impl& impl = *self->impl_;
+  if (impl.executor->submit([self] { runImageBatches(self); })) return;
+  for (PendingImage& image : impl.imageBatches->drain()) {
+    Outcome<std::shared_ptr<ImageEmbedding>> refused;
+    refused.error = CoreError(ErrorCode::kEngineClosed, "the engine is closed");
+    image.done(std::move(refused));
+  }
+}
+
+void Engine::Impl::runImageBatches(const std::shared_ptr<Engine>& self) {
+  Impl& impl = *self->impl_;
+  bool more = true;
+  while (more) {
+    impl.encodeBatch(impl.imageBatches->take(more));
+    // Queued tasks of other requests run between batches; once the executor is closing (it
+    // refuses new tasks but runs what it holds), the remaining batches run here.
+    if (more && impl.executor->submit([self] { runImageBatches(self); })) return;
+  }
 }
 
 std::vector<std::shared_ptr<TextEmbedding>> Engine::Impl::encodeText(const TextRequest& request) {

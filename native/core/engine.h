@@ -171,15 +171,29 @@ constexpr size_t kMaxClicksPerQuery = 64;
 // Largest image side accepted (pixels): keeps width * height * 3 far from overflow and the
 // per-mask buffers bounded.
 constexpr int64_t kMaxImageSide = 16384;
+// Bounds of ImageBatching.
+constexpr int64_t kMaxImageBatch = 64;
+constexpr int64_t kMaxImageBatchWaitMs = 1000;
+
+// Cross-request batching of encodeImage: concurrent calls share vision encoder calls of up to
+// maxSize images. A batch runs once maxSize images wait or the oldest has waited waitMs
+// (the executor waits with it). maxSize 1: each image is its own call (no waiting).
+struct ImageBatching {
+  int64_t maxSize = 1;
+  int64_t waitMs = 0;
+};
 
 class Engine : public std::enable_shared_from_this<Engine> {
  public:
   // Checks `device` ("cpu", "cuda" or "cuda:N"), starts its executor thread and loads the
   // bundle there. Errors: BAD_INPUT (malformed device), DEVICE_UNAVAILABLE, MODEL_LOAD.
   // Returns the engine being loaded (to track it for teardown), or nullptr when the device
-  // was refused (then `done` has already run).
+  // or the batching was refused (then `done` has already run). Batching needs a bundle whose
+  // vision encoder takes a batch (exporter version 5); maxSize outside 1..kMaxImageBatch or
+  // waitMs outside 0..kMaxImageBatchWaitMs is BAD_INPUT.
   static std::shared_ptr<Engine> load(const std::string& bundleDir, const std::string& device,
-                                      Done<std::shared_ptr<Engine>> done);
+                                      Done<std::shared_ptr<Engine>> done,
+                                      ImageBatching batching = {});
   ~Engine();
 
   Engine(const Engine&) = delete;
@@ -191,7 +205,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   const std::string& device() const;
 
   // The image calls take an optional CancelToken: cancelled while queued, they fail with
-  // CANCELLED without running.
+  // CANCELLED without running. With batching, a bad image fails alone; a batch the device
+  // has no memory for is encoded again one image at a time.
   void encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done,
                    CancelToken cancel = nullptr);
   // One embedding per row.
@@ -228,9 +243,11 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void trackerRemoveConcept(std::shared_ptr<TrackerSession> session, int64_t conceptId,
                             Done<std::vector<int64_t>> done);
   void trackerReset(std::shared_ptr<TrackerSession> session, Done<int64_t> done);
-  // Executor tasks completed so far (failed ones included, cancelled ones not): tests count
-  // frames computed.
+  // Executor tasks completed so far (failed ones included, cancelled ones not; each image of
+  // a batch counts as one): tests count frames computed.
   int64_t tasksRun() const;
+  // Vision encoder calls of encodeImage so far, by the number of images in the call.
+  std::map<int64_t, int64_t> imageBatchCounts() const;
   // Fault injection for the fault tests: the next `count` model tasks fail as if the device
   // had run out of memory (DEVICE_OOM), without running; the engine stays usable after.
   void injectDeviceOutOfMemory(int64_t count);

@@ -16,12 +16,12 @@
  */
 import type { Config } from '../config';
 import type { Logger } from '../logging';
-import type { NativeAddon, NativeEngine } from '../native/types';
+import type { EngineOptions, ImageBatchOptions, NativeAddon, NativeEngine } from '../native/types';
 import { Admission } from './admission';
 import { nativeLimitMismatches } from './input-limits';
 import { bundleVocabPath, readBundleManifest, type BundleManifest } from './bundle-manifest';
 import { ClipTokenizer } from './tokenizer';
-import { ModelLoadError, Segmenter } from './segmenter';
+import { batchingMismatch, ModelLoadError, Segmenter } from './segmenter';
 import { VideoSessions } from './video/sessions';
 
 export type ComponentStatus =
@@ -51,15 +51,19 @@ interface PoolEntry {
 export class DevicePool {
   private readonly entries = new Map<string, PoolEntry>();
 
+  /** `imageBatch`: the batching of the engine on the image model's device, if any. */
   constructor(
     private readonly addon: NativeAddon,
     private readonly bundleDir: string,
+    private readonly imageBatch: { device: string; batch: ImageBatchOptions } | null = null,
   ) {}
 
   async acquire(device: string): Promise<NativeEngine> {
     let entry = this.entries.get(device);
     if (entry === undefined) {
-      const loading = this.addon.Engine.load({ bundleDir: this.bundleDir, device });
+      const options: EngineOptions = { bundleDir: this.bundleDir, device };
+      if (this.imageBatch?.device === device) options.imageBatch = this.imageBatch.batch;
+      const loading = this.addon.Engine.load(options);
       entry = { engine: loading, users: 0 };
       this.entries.set(device, entry);
       // A failed load leaves the pool, so nothing later waits on it.
@@ -253,8 +257,12 @@ export class Models {
             'it was built from other sources; rebuild it (npm run build:native)',
         );
       }
+      const refused = this.options.config.imageModelEnabled
+        ? batchingMismatch(this.options.config.imageModelBatchSize, manifest)
+        : null;
+      if (refused !== null) throw new ModelLoadError(refused);
       this.addon = addon;
-      this.pool = new DevicePool(this.addon, bundleDir);
+      this.pool = new DevicePool(this.addon, bundleDir, this.imageBatching());
     } catch (error) {
       logger.error(`model bundle failed to load: ${errorMessage(error)}`, {
         error: errorDetails(error),
@@ -283,6 +291,16 @@ export class Models {
     if (sessions !== null) await sessions.closeAll();
     if (segmenter !== null) await segmenter.close();
     await this.pool?.closeAll();
+  }
+
+  /** IMAGE_MODEL_BATCH_SIZE / _WAIT_MS for the image device's engine; null when off. */
+  private imageBatching(): { device: string; batch: ImageBatchOptions } | null {
+    const { config } = this.options;
+    if (!config.imageModelEnabled || config.imageModelBatchSize <= 1) return null;
+    return {
+      device: config.imageModelDevice,
+      batch: { maxSize: config.imageModelBatchSize, waitMs: config.imageModelBatchWaitMs },
+    };
   }
 
   private isStopping(): boolean {

@@ -110,8 +110,10 @@ export interface SegmenterStats {
   imageEncodes: number;
   /** Text encoder rows computed (each cache miss on a text). */
   textEncodes: number;
-  /** Tasks the engine's executor has run (every model call is one). */
+  /** Tasks the engine's executor has run (every model call is one; each image of a batch). */
   tasksRun: number;
+  /** Vision encoder calls by images per call (IMAGE_MODEL_BATCH_SIZE), e.g. {"1": 9, "4": 2}. */
+  imageBatches: Record<string, number>;
   cache: CacheStats;
 }
 
@@ -119,6 +121,24 @@ export interface SegmenterStats {
 export function resolutionMismatch(expected: number | null, actual: number): string | null {
   if (expected === null || expected === actual) return null;
   return `IMAGE_MODEL_RESOLUTION is ${expected} but the bundle's resolution is ${actual}`;
+}
+
+/**
+ * Why IMAGE_MODEL_BATCH_SIZE refuses the bundle, or null: batching needs a vision encoder whose
+ * pixel_values take any batch size (exporter version 5 declares it "B").
+ */
+export function batchingMismatch(batchSize: number, manifest: BundleManifest): string | null {
+  if (batchSize <= 1) return null;
+  const modules = (manifest as { modules?: Record<string, { inputs?: TensorSignature[] }> })
+    .modules;
+  const pixels = modules?.vision_encoder?.inputs?.find((input) => input.name === 'pixel_values');
+  const batch = Array.isArray(pixels?.shape) ? (pixels.shape as unknown[])[0] : undefined;
+  if (typeof batch === 'string') return null;
+  return (
+    `IMAGE_MODEL_BATCH_SIZE is ${batchSize} but the bundle's vision encoder takes one image ` +
+    'per call (exported before exporter version 5): export it again with ' +
+    'tools/export_sam3.py, or set IMAGE_MODEL_BATCH_SIZE=1'
+  );
 }
 
 /** Model loading failed for a reason a person can act on (message names the cause). */
@@ -249,6 +269,7 @@ export class Segmenter {
       imageEncodes: this.imageEncodes,
       textEncodes: this.textEncodes,
       tasksRun: this.engine.tasksRun(),
+      imageBatches: this.engine.imageBatchCounts(),
       cache: this.cache.stats(),
     };
   }

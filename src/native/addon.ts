@@ -176,6 +176,10 @@ class Engine implements NativeEngine {
     return this.native.tasksRun();
   }
 
+  imageBatchCounts(): Record<string, number> {
+    return this.native.imageBatchCounts();
+  }
+
   injectDeviceOutOfMemory(count: number): void {
     this.native.injectDeviceOutOfMemory(count);
   }

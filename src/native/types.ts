@@ -32,6 +32,18 @@ export interface EngineOptions {
   bundleDir: string;
   /** "cpu" or "cuda:N". */
   device: string;
+  /**
+   * Cross-request batching of encodeImage (absent: off). Concurrent calls share vision
+   * encoder calls of up to maxSize (1..64) images; a batch runs once maxSize wait or the
+   * oldest has waited waitMs (0..1000). Needs a bundle whose vision encoder takes a batch
+   * (exporter version 5): otherwise the load rejects with MODEL_LOAD.
+   */
+  imageBatch?: ImageBatchOptions;
+}
+
+export interface ImageBatchOptions {
+  maxSize: number;
+  waitMs: number;
 }
 
 /**
@@ -352,8 +364,10 @@ export interface NativeEngine {
    * 1..10^7, sides 1..16384, memoryFrames >= 1).
    */
   createTracker(options: TrackerOptions): NativeTracker;
-  /** Executor tasks completed on this engine so far, failed ones included. */
+  /** Executor tasks completed on this engine so far, failed ones included (one per image). */
   tasksRun(): number;
+  /** encodeImage's vision encoder calls so far, by images per call ({"1": 12, "4": 3}). */
+  imageBatchCounts(): Record<string, number>;
   /**
    * Fault injection for the fault tests: the next `count` model calls on this engine reject
    * with DEVICE_OOM without running, as on a device out of memory; the engine stays usable.

@@ -123,6 +123,19 @@ export class ServerMetrics {
       },
     );
 
+    cumulative(
+      registry,
+      'sam3_image_batches_total',
+      'Vision encoder calls of image requests by images per call (IMAGE_MODEL_BATCH_SIZE), ' +
+        'per device',
+      ['device', 'size'],
+      () =>
+        Object.entries(engineState.segmenter?.stats().imageBatches ?? {}).map(([size, calls]) => [
+          { device: engineState.device, size },
+          calls,
+        ]),
+    );
+
     const cache = (): CacheStats | null => engineState.segmenter?.stats().cache ?? null;
     for (const [name, field, help] of [
       ['sam3_feature_cache_hits_total', 'hits', 'Feature cache hits'],

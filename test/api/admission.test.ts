@@ -18,6 +18,8 @@ import {
   expectApiError,
   exportTinyBundle,
   postJson,
+  sample,
+  scrape,
   startTestServer,
   waitFor,
   type TestServer,
@@ -38,19 +40,6 @@ function holdThePlace(server: TestServer): { release: () => void; done: Promise<
 
 function tasksRun(server: TestServer): number {
   return server.engineState.segmenter?.stats().tasksRun ?? -1;
-}
-
-async function scrape(server: TestServer): Promise<string> {
-  const response = await fetch(`${server.metricsUrl}/metrics`);
-  assert.equal(response.status, 200);
-  assert.match(response.headers.get('content-type') ?? '', /^text\/plain/);
-  return response.text();
-}
-
-/** The value of one sample line of a scrape, e.g. `name{a="b"}`; NaN when absent. */
-function sample(text: string, series: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? Number.NaN : Number(line.slice(series.length + 1));
 }
 
 describe('admission control (tiny bundle)', () => {

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -140,6 +140,33 @@ describe('main', () => {
         assert.equal(child.stderr.join(''), '');
       } finally {
         child.process.kill('SIGKILL');
+      }
+    });
+
+    it('exits 1 on IMAGE_MODEL_BATCH_SIZE with a bundle that cannot batch', async () => {
+      // A bundle exported before exporter version 5: its vision encoder says batch 1.
+      const work = await tempDir('sam3-single-image-');
+      const bundle = path.join(work.dir, 'bundle');
+      await cp(await exportTinyBundle(), bundle, { recursive: true });
+      const manifestFile = path.join(bundle, 'manifest.json');
+      const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+      manifest.modules.vision_encoder.inputs[0].shape[0] = 1;
+      await writeFile(manifestFile, JSON.stringify(manifest));
+      const child = start(
+        { ...brokenEnv({ IMAGE_MODEL_BATCH_SIZE: '2' }), SAM3_CHECKPOINT: bundle },
+        cwd,
+      );
+      try {
+        assert.equal(await child.exited, 1);
+        assert.equal(
+          child.stderr.join(''),
+          "fatal: IMAGE_MODEL_BATCH_SIZE is 2 but the bundle's vision encoder takes one image " +
+            'per call (exported before exporter version 5): export it again with ' +
+            'tools/export_sam3.py, or set IMAGE_MODEL_BATCH_SIZE=1\n',
+        );
+      } finally {
+        child.process.kill('SIGKILL');
+        await work.cleanup();
       }
     });
 

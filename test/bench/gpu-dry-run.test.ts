@@ -43,6 +43,7 @@ describe('bench/gpu/run.sh dry run (DEVICE=cpu PRESET=tiny)', () => {
       ITERS: '1',
       VIDEO_FRAMES: '3',
       VIDEO_OBJECTS: '1 3',
+      BATCHES: '1 3',
       CLI: repoPath('build', 'Release', 'sam3_core_cli'),
       BUNDLE: await exportTinyBundle(),
       PYTHON: venvPython(),
@@ -75,6 +76,22 @@ describe('bench/gpu/run.sh dry run (DEVICE=cpu PRESET=tiny)', () => {
         side,
       );
     }
+  });
+
+  it('measures batched throughput of the core, fp32 and bf16, beside the reference', () => {
+    for (const dtype of ['fp32', 'bf16']) {
+      for (const batch of [1, 3]) {
+        assert.match(
+          summary,
+          new RegExp(`\\n  core ${dtype} +${NUMBER} images/s \\(batch ${batch}\\)\\n`),
+          `${dtype} batch ${batch}`,
+        );
+      }
+    }
+    assert.match(
+      summary,
+      new RegExp(`\\n  reference +${NUMBER} images/s \\(one at a time, 1 prompt ${NUMBER} ms\\)`),
+    );
   });
 
   it('exports the bf16 bundle of the same weights and measures it: speed and accuracy', () => {

@@ -121,6 +121,20 @@ export async function startTestServer(options: StartServerOptions = {}): Promise
   };
 }
 
+/** One scrape of the server's metrics listener (started with `metrics: true`). */
+export async function scrape(server: TestServer): Promise<string> {
+  const response = await fetch(`${server.metricsUrl}/metrics`);
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get('content-type') ?? '', /^text\/plain/);
+  return response.text();
+}
+
+/** The value of one sample line of a scrape, e.g. `name{a="b"}`; NaN when absent. */
+export function sample(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? Number.NaN : Number(line.slice(series.length + 1));
+}
+
 let tinyBundle: Promise<string> | undefined;
 
 /**
