@@ -9,7 +9,7 @@
  * (default 2). Prints throughput and p50 / p99 latency of both at each concurrency, the batched /
  * alone throughput ratio, how many encoder calls of each batch size the batched server made, and
  * each server's throughput against the Python reference (transformers, eager fp32, one image at a
- * time), measured in the same run on the same pixels.
+ * time), measured in the same run on the uncropped photos the requests' images are cut from.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -98,7 +98,7 @@ async function measure(
     }
     const batches: Record<number, number> = {};
     for (const [size, count] of Object.entries(segmenter.stats().imageBatches)) {
-      const made = count - (before[Number(size)] ?? 0);
+      const made = count - (before[size] ?? 0);
       if (made > 0) batches[Number(size)] = made;
     }
     return { levels, batches };
@@ -137,9 +137,7 @@ async function main(): Promise<void> {
   const full = flag(argv, '--full');
   const requests = numberOption(argv, '--requests', full ? 16 : 96);
   const batch = numberOption(argv, '--batch', 8);
-  const waitAt = argv.indexOf('--wait');
-  const waitMs = waitAt >= 0 ? Number(argv[waitAt + 1]) : 2;
-  if (!Number.isInteger(waitMs) || waitMs < 0) throw new Error('--wait MS, MS >= 0');
+  const waitMs = numberOption(argv, '--wait', 2, 0);
   const dtype = dtypeOption(argv);
   const work = await tempDir('sam3-bench-');
   try {

@@ -106,9 +106,9 @@ export function flag(argv: string[], name: string): boolean {
   return argv.includes(name);
 }
 
-export function numberOption(argv: string[], name: string, fallback: number): number {
+export function numberOption(argv: string[], name: string, fallback: number, min = 1): number {
   const at = argv.indexOf(name);
   const value = at >= 0 ? Number(argv[at + 1]) : fallback;
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} N, N >= 1`);
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} N, N >= ${min}`);
   return value;
 }

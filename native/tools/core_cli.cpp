@@ -67,18 +67,9 @@ namespace {
 using sam3::CoreError;
 using sam3::ErrorCode;
 
-// Blocks until a core completion callback delivers, returning its value or throwing its error.
-template <typename T, typename Start>
-T waitFor(Start start) {
-  std::promise<sam3::Outcome<T>> promise;
-  std::future<sam3::Outcome<T>> future = promise.get_future();
-  start([&promise](sam3::Outcome<T> outcome) { promise.set_value(std::move(outcome)); });
-  sam3::Outcome<T> outcome = future.get();
-  if (!outcome.ok()) throw *outcome.error;
-  return std::move(outcome.value);
-}
-
-// Starts `count` calls at once (start(i, done)) and waits for all of them, in order.
+// Starts `count` calls at once (start(i, done)) and waits for all of them; returns their
+// values in order, or throws the first error once every call has delivered (the callbacks
+// hold the promises until then).
 template <typename T, typename Start>
 std::vector<T> waitForAll(size_t count, Start start) {
   std::vector<std::promise<sam3::Outcome<T>>> promises(count);
@@ -87,13 +78,20 @@ std::vector<T> waitForAll(size_t count, Start start) {
       promise.set_value(std::move(outcome));
     });
   }
+  std::vector<sam3::Outcome<T>> outcomes;
+  for (auto& promise : promises) outcomes.push_back(promise.get_future().get());
   std::vector<T> values;
-  for (auto& promise : promises) {
-    sam3::Outcome<T> outcome = promise.get_future().get();
+  for (sam3::Outcome<T>& outcome : outcomes) {
     if (!outcome.ok()) throw *outcome.error;
     values.push_back(std::move(outcome.value));
   }
   return values;
+}
+
+// Blocks until a core completion callback delivers, returning its value or throwing its error.
+template <typename T, typename Start>
+T waitFor(Start start) {
+  return std::move(waitForAll<T>(1, [&](size_t, auto done) { start(std::move(done)); }).front());
 }
 
 std::shared_ptr<sam3::Engine> loadEngine(const std::string& bundle, const std::string& device,

@@ -123,24 +123,6 @@ export function resolutionMismatch(expected: number | null, actual: number): str
   return `IMAGE_MODEL_RESOLUTION is ${expected} but the bundle's resolution is ${actual}`;
 }
 
-/**
- * Why IMAGE_MODEL_BATCH_SIZE refuses the bundle, or null: batching needs a vision encoder whose
- * pixel_values take any batch size (exporter version 5 declares it "B").
- */
-export function batchingMismatch(batchSize: number, manifest: BundleManifest): string | null {
-  if (batchSize <= 1) return null;
-  const modules = (manifest as { modules?: Record<string, { inputs?: TensorSignature[] }> })
-    .modules;
-  const pixels = modules?.vision_encoder?.inputs?.find((input) => input.name === 'pixel_values');
-  const batch = Array.isArray(pixels?.shape) ? (pixels.shape as unknown[])[0] : undefined;
-  if (typeof batch === 'string') return null;
-  return (
-    `IMAGE_MODEL_BATCH_SIZE is ${batchSize} but the bundle's vision encoder takes one image ` +
-    'per call (exported before exporter version 5): export it again with ' +
-    'tools/export_sam3.py, or set IMAGE_MODEL_BATCH_SIZE=1'
-  );
-}
-
 /** Model loading failed for a reason a person can act on (message names the cause). */
 export class ModelLoadError extends Error {
   override readonly name = 'ModelLoadError';
@@ -167,6 +149,15 @@ interface TensorSignature {
   dtype?: unknown;
 }
 
+/** A module's tensor signatures as the manifest lists them (validated by native/core). */
+function moduleSignature(
+  manifest: BundleManifest,
+  module: string,
+): { inputs?: TensorSignature[]; outputs?: TensorSignature[] } {
+  const modules = (manifest as { modules?: Record<string, object> }).modules;
+  return modules?.[module] ?? {};
+}
+
 /** Elements x element size of a signature whose shape is all numbers after `skip` dims. */
 function signatureBytes(tensor: TensorSignature | undefined, skip = 0): number {
   const element = DTYPE_BYTES[String(tensor?.dtype)];
@@ -182,15 +173,33 @@ function signatureBytes(tensor: TensorSignature | undefined, skip = 0): number {
  * say; the segmenter then learns the size from the first computed value.
  */
 export function expectedFeatureSizes(manifest: BundleManifest): FeatureSizes {
-  const modules = (manifest as { modules?: Record<string, { outputs?: TensorSignature[] }> })
-    .modules;
-  const vision = modules?.vision_encoder?.outputs ?? [];
+  const vision = moduleSignature(manifest, 'vision_encoder').outputs ?? [];
   const rows = vision.map((output) => signatureBytes(output, 1));
-  const features = modules?.text_encoder?.outputs?.find((o) => o.name === 'text_features');
+  const features = moduleSignature(manifest, 'text_encoder').outputs?.find(
+    (o) => o.name === 'text_features',
+  );
   const row = signatureBytes(features, 1);
   const text = row > 0 ? row + manifest.text.context_length * DTYPE_BYTES.int64 : 0;
   const image = rows.every((bytes) => bytes > 0) ? rows.reduce((a, b) => a + b, 0) : 0;
   return { image, text };
+}
+
+/**
+ * Why IMAGE_MODEL_BATCH_SIZE refuses the bundle, or null: batching needs a vision encoder whose
+ * pixel_values take any batch size (exporter version 5 declares it "B").
+ */
+export function batchingMismatch(batchSize: number, manifest: BundleManifest): string | null {
+  if (batchSize <= 1) return null;
+  const pixels = moduleSignature(manifest, 'vision_encoder').inputs?.find(
+    (input) => input.name === 'pixel_values',
+  );
+  const batch = Array.isArray(pixels?.shape) ? (pixels.shape as unknown[])[0] : undefined;
+  if (typeof batch === 'string') return null;
+  return (
+    `IMAGE_MODEL_BATCH_SIZE is ${batchSize} but the bundle's vision encoder takes one image ` +
+    'per call (exported before exporter version 5): export it again with ' +
+    'tools/export_sam3.py, or set IMAGE_MODEL_BATCH_SIZE=1'
+  );
 }
 
 /** A model call of this request: dropped unrun (CANCELLED) once its client went away. */

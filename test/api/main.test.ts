@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { exportRandomBundle, tempDir } from '../helpers/reference';
 import { repoPath } from '../helpers/repo';
-import { exportTinyBundle } from '../helpers/server';
+import { exportTinyBundle, singleImageBundle } from '../helpers/server';
 
 const MAIN = repoPath('dist', 'src', 'main.js');
 
@@ -146,12 +146,7 @@ describe('main', () => {
     it('exits 1 on IMAGE_MODEL_BATCH_SIZE with a bundle that cannot batch', async () => {
       // A bundle exported before exporter version 5: its vision encoder says batch 1.
       const work = await tempDir('sam3-single-image-');
-      const bundle = path.join(work.dir, 'bundle');
-      await cp(await exportTinyBundle(), bundle, { recursive: true });
-      const manifestFile = path.join(bundle, 'manifest.json');
-      const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
-      manifest.modules.vision_encoder.inputs[0].shape[0] = 1;
-      await writeFile(manifestFile, JSON.stringify(manifest));
+      const bundle = await singleImageBundle(path.join(work.dir, 'bundle'));
       const child = start(
         { ...brokenEnv({ IMAGE_MODEL_BATCH_SIZE: '2' }), SAM3_CHECKPOINT: bundle },
         cwd,

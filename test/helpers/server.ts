@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -199,6 +199,20 @@ export async function cachedRandomBundle(preset: string, seed: number): Promise<
 export function exportTinyBundle(): Promise<string> {
   tinyBundle ??= cachedRandomBundle('tiny', 0);
   return tinyBundle;
+}
+
+/**
+ * A copy of the tiny bundle at `dir` whose manifest says what exporters before version 5 wrote:
+ * a vision encoder of one image per call (batch 1 on pixel_values and the six maps).
+ */
+export async function singleImageBundle(dir: string): Promise<string> {
+  await cp(await exportTinyBundle(), dir, { recursive: true });
+  const manifestFile = path.join(dir, 'manifest.json');
+  const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+  const vision = manifest.modules.vision_encoder;
+  for (const spec of [...vision.inputs, ...vision.outputs]) spec.shape[0] = 1;
+  await writeFile(manifestFile, JSON.stringify(manifest));
+  return dir;
 }
 
 /** The body of a 200 from POST /api/v1/image/segment (SPEC.md). */

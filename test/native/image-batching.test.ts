@@ -5,7 +5,7 @@
  * device out of memory retried one image at a time, closing.
  */
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -20,7 +20,7 @@ import type {
 } from '../../src/native/types';
 import { expectCode } from '../helpers/native';
 import { decodeRle, maskIou } from '../helpers/rle';
-import { exportTinyBundle } from '../helpers/server';
+import { exportTinyBundle, singleImageBundle } from '../helpers/server';
 
 /** The bar batched results are held to against each image alone (issue 9). */
 const MIN_IOU = 0.999;
@@ -280,17 +280,7 @@ describe('cross-request image batching on the tiny random bundle', () => {
     );
 
     // A bundle exported before version 5: its vision encoder says batch 1.
-    const single = path.join(workDir, 'single-image');
-    cpSync(bundleDir, single, { recursive: true });
-    const manifestFile = path.join(single, 'manifest.json');
-    const manifest = JSON.parse(readFileSync(manifestFile, 'utf8'));
-    for (const spec of [
-      ...manifest.modules.vision_encoder.inputs,
-      ...manifest.modules.vision_encoder.outputs,
-    ]) {
-      spec.shape[0] = 1;
-    }
-    writeFileSync(manifestFile, JSON.stringify(manifest));
+    const single = await singleImageBundle(path.join(workDir, 'single-image'));
     await assert.rejects(
       addon.Engine.load({
         bundleDir: single,
