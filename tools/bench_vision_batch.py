@@ -10,10 +10,15 @@ alone (the largest absolute difference).
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sam3_tools.bundle_vision import load_vision, pixel_spec  # noqa: E402
 
 
 def main() -> None:
@@ -25,11 +30,11 @@ def main() -> None:
     args = parser.parse_args()
 
     manifest = json.loads((args.bundle / "manifest.json").read_text())
-    if manifest["modules"]["vision_encoder"]["inputs"][0]["shape"][0] != "B":
+    if pixel_spec(manifest)["shape"][0] != "B":
         raise SystemExit(f"{args.bundle}: its vision encoder takes one image (exporter < 5): re-export it")
     resolution = manifest["resolution"]
     device = torch.device(args.device)
-    vision = torch.jit.load(str(args.bundle / "vision_encoder.pt"), map_location=device)
+    vision = load_vision(args.bundle, device)
 
     def timed(pixels: torch.Tensor):
         if device.type == "cuda":

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sam3_tools.precision import DTYPES, TRACE_TOLERANCE, at_precision, freeze  # noqa: E402
 from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
 
-FORMAT_VERSION = 3
-EXPORTER_VERSION = 5
+FORMAT_VERSION = 4
+EXPORTER_VERSION = 6
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
@@ -381,7 +381,7 @@ def spec(name: str, shape: list, dtype: str) -> dict:
 def export(args: argparse.Namespace) -> None:
     from transformers import Sam3VideoModel, __version__ as transformers_version
 
-    from sam3_tools.modules import Detector, PointDecoder, TextEncoder, VisionEncoder, traceable_geometry_encoder
+    from sam3_tools.modules import Detector, PointDecoder, TextEncoder, traceable_geometry_encoder, vision_parts
     from sam3_tools.patches import install_roi_align
     from sam3_tools.tracker_modules import (
         MemoryAttention,
@@ -443,7 +443,7 @@ def export(args: argparse.Namespace) -> None:
     def at_dtype(module, output_dtype=torch.float32):
         return at_precision(module.eval(), args.dtype, device, output_dtype)
 
-    vision = at_dtype(VisionEncoder(model))
+    trunk, detector_neck, tracker_neck = (at_dtype(part) for part in vision_parts(model))
     text = at_dtype(TextEncoder(model.detector_model))
     detector = at_dtype(Detector(model.detector_model))
     point_decoders = {
@@ -475,9 +475,12 @@ def export(args: argparse.Namespace) -> None:
 
     with torch.inference_mode(False), torch.no_grad():
         t = time.time()
-        traced_vision = torch.jit.trace(vision, (pixels,), check_trace=False)
-        maps = vision(pixels)
-        log(f"traced vision_encoder in {time.time() - t:.1f}s")
+        traced_vision = {"vision_trunk": torch.jit.trace(trunk, (pixels,), check_trace=False)}
+        vision_features = trunk(pixels)
+        for name, neck in (("detector_neck", detector_neck), ("tracker_neck", tracker_neck)):
+            traced_vision[name] = torch.jit.trace(neck, (vision_features,), check_trace=False)
+        maps = (*detector_neck(vision_features), *tracker_neck(vision_features))
+        log(f"traced the vision trunk and necks in {time.time() - t:.1f}s")
         t = time.time()
         traced_text = torch.jit.trace(text, (ids, mask), check_trace=False)
         features = text(ids, mask)
@@ -552,7 +555,8 @@ def export(args: argparse.Namespace) -> None:
         log(f"traced tracker modules in {time.time() - t:.1f}s")
         if args.dtype != "float32":
             t = time.time()
-            traced_vision, traced_text, traced_detector = map(freeze, (traced_vision, traced_text, traced_detector))
+            traced_text, traced_detector = map(freeze, (traced_text, traced_detector))
+            traced_vision = {name: freeze(module) for name, module in traced_vision.items()}
             traced_points = {name: freeze(module) for name, module in traced_points.items()}
             traced_tracker = {name: freeze(module) for name, module in traced_tracker.items()}
             log(f"froze the {args.dtype} modules in {time.time() - t:.1f}s")
@@ -573,14 +577,22 @@ def export(args: argparse.Namespace) -> None:
                 eager_outs, traced_outs = (eager_outs,), (traced_outs,)
             diffs.extend((difference(a, b), f"{name} output {i}") for i, (a, b) in enumerate(zip(eager_outs, traced_outs)))
 
-        check("vision_encoder", maps, traced_vision(pixels))
+        check("vision_trunk", vision_features, traced_vision["vision_trunk"](pixels))
+        check("detector_neck", maps[:3], traced_vision["detector_neck"](vision_features))
+        check("tracker_neck", maps[3:], traced_vision["tracker_neck"](vision_features))
         # A batch of images (cross-request batching) equals each image encoded alone: `pixels`
-        # (its eager maps are at hand) and one more image, so a full-size export pays one more
-        # eager encoder call.
+        # (its eager features are at hand) and one more image, so a full-size export pays one
+        # more eager trunk call.
         other = torch.randn_like(pixels)
-        other_maps = vision(other)
-        batched_maps = [torch.cat([one, two]) for one, two in zip(maps, other_maps)]
-        check("vision_encoder (batch of 2)", batched_maps, traced_vision(torch.cat([pixels, other])))
+        other_features = trunk(other)
+        check(
+            "vision_trunk (batch of 2)",
+            torch.cat([vision_features, other_features]),
+            traced_vision["vision_trunk"](torch.cat([pixels, other])),
+        )
+        for name, neck in (("detector_neck", detector_neck), ("tracker_neck", tracker_neck)):
+            alone = [torch.cat([one, two]) for one, two in zip(neck(vision_features), neck(other_features))]
+            check(f"{name} (batch of 2)", alone, traced_vision[name](torch.cat([vision_features, other_features])))
         ids3 = torch.cat([ids, ids[:1]])
         mask3 = torch.cat([mask, mask[:1]])
         feats3 = text(ids3, mask3)
@@ -620,7 +632,7 @@ def export(args: argparse.Namespace) -> None:
         if worst > TRACE_TOLERANCE[args.dtype]:
             raise SystemExit(f"traced modules differ from eager by {worst} ({where}): refusing to write the bundle")
 
-    modules = {"vision_encoder": traced_vision, "text_encoder": traced_text, "detector": traced_detector}
+    modules = {**traced_vision, "text_encoder": traced_text, "detector": traced_detector}
     modules.update(traced_points)
     modules.update(traced_tracker)
     for name, module in modules.items():
@@ -642,8 +654,13 @@ def export(args: argparse.Namespace) -> None:
     for entry, tensor in zip(det_maps + trk_maps, maps):
         if list(tensor.shape) != entry["shape"]:
             raise SystemExit(f"{entry['name']} has shape {list(tensor.shape)}, expected {entry['shape']}")
-    # The vision encoder takes a batch of images; the other modules take one image's maps.
-    vision_maps = [{**entry, "shape": ["B", *entry["shape"][1:]]} for entry in det_maps + trk_maps]
+    # The vision parts take a batch of images; the other modules take one image's maps.
+    def batched(entry: dict) -> dict:
+        return {**entry, "shape": ["B", *entry["shape"][1:]]}
+
+    trunk_output = spec("vision_features", ["B", grid * grid, int(vision_features.shape[-1])], f32)
+    if list(vision_features.shape[1:]) != trunk_output["shape"][1:]:
+        raise SystemExit(f"vision_features has shape {list(vision_features.shape)}, expected {trunk_output['shape']}")
     mask_size = int(eager[3].shape[-1])
     point_inputs = [
         *trk_maps,
@@ -751,10 +768,20 @@ def export(args: argparse.Namespace) -> None:
             "pad_id": 49407,
         },
         "modules": {
-            "vision_encoder": {
-                "file": "vision_encoder.pt",
+            "vision_trunk": {
+                "file": "vision_trunk.pt",
                 "inputs": [spec("pixel_values", ["B", 3, resolution, resolution], f32)],
-                "outputs": vision_maps,
+                "outputs": [trunk_output],
+            },
+            "detector_neck": {
+                "file": "detector_neck.pt",
+                "inputs": [trunk_output],
+                "outputs": [batched(entry) for entry in det_maps],
+            },
+            "tracker_neck": {
+                "file": "tracker_neck.pt",
+                "inputs": [trunk_output],
+                "outputs": [batched(entry) for entry in trk_maps],
             },
             "text_encoder": {
                 "file": "text_encoder.pt",

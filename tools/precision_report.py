@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sam3_tools.bundle_vision import load_vision  # noqa: E402
 from sam3_tools.mask_postprocess import pair_iou  # noqa: E402
 from sam3_tools.reference_pipeline import preprocess  # noqa: E402
 
@@ -47,8 +48,9 @@ class Bundle:
         modules = self.manifest["modules"]
         self.modules = {
             name: torch.jit.load(str(directory / modules[name]["file"]), map_location=self.device).eval()
-            for name in ("vision_encoder", "text_encoder", "detector", "point_decoder_multimask")
+            for name in ("text_encoder", "detector", "point_decoder_multimask")
         }
+        self.vision = load_vision(directory, self.device)
 
     def __call__(self, name: str, *inputs):
         outputs = self.modules[name](*(tensor.to(self.device) for tensor in inputs))
@@ -71,7 +73,7 @@ def prompt_tensors(manifest: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def outputs(bundle: Bundle, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> dict:
-    maps = bundle("vision_encoder", pixels)
+    maps = tuple(level.cpu() for level in bundle.vision(pixels.to(bundle.device)))
     features = bundle("text_encoder", ids, mask)
     batch = ids.shape[0]
     boxes = torch.zeros(batch, 1, 4)

@@ -81,6 +81,16 @@ ImageEmbeddingWrap::ImageEmbeddingWrap(const Napi::CallbackInfo& info)
                  Napi::Number::New(env_, static_cast<double>(embedding_->height())));
   defineReadOnly(self, "byteSize",
                  Napi::Number::New(env_, static_cast<double>(embedding_->byteSize())));
+  // The maps held, by name: a frozen array such as ["detector", "trunk"].
+  const ImageMaps& maps = embedding_->maps();
+  Napi::Array names = Napi::Array::New(env_);
+  for (const auto& [held, name] :
+       {std::pair{maps.detector, "detector"}, std::pair{maps.tracker, "tracker"},
+        std::pair{maps.trunk, "trunk"}}) {
+    if (held) names.Set(names.Length(), Napi::String::New(env_, name));
+  }
+  env_.Global().Get("Object").As<Napi::Object>().Get("freeze").As<Napi::Function>().Call({names});
+  defineReadOnly(self, "maps", names);
   // Tells V8's collector how much memory this small object really holds.
   Napi::MemoryManagement::AdjustExternalMemory(env_, embedding_->byteSize());
 }

@@ -45,6 +45,35 @@ std::shared_ptr<const ImageEmbedding> imageArgument(Napi::Env env, const Napi::V
   return image;
 }
 
+// An optional array of map names ("detector", "tracker", "trunk"); undefined: the default
+// (both necks' maps). Whether it asks for anything is the core's check.
+ImageMaps mapsArgument(const Napi::Value& value, const std::string& name) {
+  if (value.IsUndefined()) return ImageMaps{};
+  if (!value.IsArray()) badArgument(name + " must be an array of map names");
+  Napi::Array list = value.As<Napi::Array>();
+  ImageMaps maps{false, false, false};
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Value item = list.Get(i);
+    const std::string entry = item.IsString() ? item.As<Napi::String>().Utf8Value() : "";
+    if (entry == "detector") {
+      maps.detector = true;
+    } else if (entry == "tracker") {
+      maps.tracker = true;
+    } else if (entry == "trunk") {
+      maps.trunk = true;
+    } else {
+      badArgument(name + "[" + std::to_string(i) +
+                  "] must be \"detector\", \"tracker\" or \"trunk\"");
+    }
+  }
+  return maps;
+}
+
+// An embedding promise's result: the JS ImageEmbedding.
+Napi::Value wrapImage(Napi::Env env, const std::shared_ptr<ImageEmbedding>& embedding) {
+  return ImageEmbeddingWrap::wrap(env, embedding);
+}
+
 // The queries argument: a JS array of objects, each turned into a Query by
 // `parse(object, where)`, where `where` names the element in messages ("queries[2]").
 template <typename Query, typename Parse>
@@ -87,6 +116,7 @@ Napi::Object infoObject(Napi::Env env, const BundleInfo& info) {
   object.Set("transformersVersion", info.transformersVersion);
   object.Set("videoAvailable", info.videoAvailable);
   object.Set("conceptAvailable", info.conceptAvailable);
+  object.Set("visionParts", info.visionParts);
   object.Freeze();
   return object;
 }
@@ -109,6 +139,7 @@ Napi::Function EngineWrap::define(Napi::Env env) {
       {
           StaticMethod<&EngineWrap::load>("load"),
           InstanceMethod<&EngineWrap::encodeImage>("encodeImage"),
+          InstanceMethod<&EngineWrap::deriveImage>("deriveImage"),
           InstanceMethod<&EngineWrap::encodeText>("encodeText"),
           InstanceMethod<&EngineWrap::detect>("detect"),
           InstanceMethod<&EngineWrap::segmentPoints>("segmentPoints"),
@@ -178,13 +209,25 @@ Napi::Value EngineWrap::encodeImage(const Napi::CallbackInfo& info) {
     request.height = integerArgument(info[2], "height");
     // The executor reads the pixels in place: keep the buffer (and this engine) referenced.
     CancelToken cancel = CancelTokenWrap::optionalArgument(env, info[3], "cancel");
+    ImageMaps maps = mapsArgument(info[4], "maps");
     auto call = AsyncCall::start(env, {info.This(), rgb});
     engine_->encodeImage(request,
-                         AsyncCall::completion<std::shared_ptr<ImageEmbedding>>(
-                             call,
-                             [](Napi::Env env, const std::shared_ptr<ImageEmbedding>& embedding) {
-                               return ImageEmbeddingWrap::wrap(env, embedding);
-                             }),
+                         AsyncCall::completion<std::shared_ptr<ImageEmbedding>>(call, wrapImage),
+                         std::move(cancel), maps);
+    return call->promise();
+  });
+}
+
+Napi::Value EngineWrap::deriveImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promiseOrRejection(env, [&]() -> Napi::Value {
+    std::shared_ptr<const ImageEmbedding> image = imageArgument(env, info[0]);
+    if (info[1].IsUndefined()) badArgument("maps must be an array of map names");
+    ImageMaps maps = mapsArgument(info[1], "maps");
+    CancelToken cancel = CancelTokenWrap::optionalArgument(env, info[2], "cancel");
+    auto call = AsyncCall::start(env, {info.This()});
+    engine_->deriveImage(std::move(image), maps,
+                         AsyncCall::completion<std::shared_ptr<ImageEmbedding>>(call, wrapImage),
                          std::move(cancel));
     return call->promise();
   });

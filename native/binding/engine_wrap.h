@@ -23,6 +23,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
  private:
   Napi::Value encodeImage(const Napi::CallbackInfo& info);
+  Napi::Value deriveImage(const Napi::CallbackInfo& info);
   Napi::Value encodeText(const Napi::CallbackInfo& info);
   Napi::Value detect(const Napi::CallbackInfo& info);
   Napi::Value segmentPoints(const Napi::CallbackInfo& info);

@@ -41,6 +41,12 @@ const char* moduleName(ModuleKind kind) {
   switch (kind) {
     case ModuleKind::kVisionEncoder:
       return "vision_encoder";
+    case ModuleKind::kVisionTrunk:
+      return "vision_trunk";
+    case ModuleKind::kDetectorNeck:
+      return "detector_neck";
+    case ModuleKind::kTrackerNeck:
+      return "tracker_neck";
     case ModuleKind::kTextEncoder:
       return "text_encoder";
     case ModuleKind::kDetector:
@@ -183,7 +189,14 @@ std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& 
   bundle->name_ = name;
   bundle->id_ = nextBundleId.fetch_add(1);
   const Manifest& m = bundle->manifest_;
-  bundle->visionEncoder_ = loadModule(path, name, m.visionEncoder, "vision_encoder", device);
+  if (m.visionParts) {
+    const VisionParts& parts = *m.visionParts;
+    bundle->visionTrunk_ = loadModule(path, name, parts.trunk, "vision_trunk", device);
+    bundle->detectorNeck_ = loadModule(path, name, parts.detectorNeck, "detector_neck", device);
+    bundle->trackerNeck_ = loadModule(path, name, parts.trackerNeck, "tracker_neck", device);
+  } else {
+    bundle->visionEncoder_ = loadModule(path, name, m.visionEncoder, "vision_encoder", device);
+  }
   bundle->textEncoder_ = loadModule(path, name, m.textEncoder, "text_encoder", device);
   bundle->detector_ = loadModule(path, name, m.detector, "detector", device);
   bundle->pointDecoder_ = loadModule(path, name, m.pointDecoder, "point_decoder", device);
@@ -219,6 +232,15 @@ std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& 
   return bundle;
 }
 
+const VisionParts& Bundle::visionParts() const {
+  if (!manifest_.visionParts) {
+    throw CoreError(ErrorCode::kInternal, "bundle '" + name_ +
+                                              "' has one vision encoder, not its parts (format " +
+                                              std::to_string(manifest_.formatVersion) + ")");
+  }
+  return *manifest_.visionParts;
+}
+
 const TrackerSpec& Bundle::trackerSpec() const {
   if (!manifest_.tracker) {
     throw CoreError(ErrorCode::kInternal, "bundle '" + name_ + "' has no tracker modules");
@@ -231,8 +253,24 @@ NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSiz
   torch::jit::Module* module = nullptr;
   switch (kind) {
     case ModuleKind::kVisionEncoder:
+      if (manifest_.visionParts) {
+        throw CoreError(ErrorCode::kInternal,
+                        "bundle '" + name_ + "' splits its vision encoder (format 4)");
+      }
       spec = &manifest_.visionEncoder;
       module = &visionEncoder_;
+      break;
+    case ModuleKind::kVisionTrunk:
+      spec = &visionParts().trunk;
+      module = &visionTrunk_;
+      break;
+    case ModuleKind::kDetectorNeck:
+      spec = &visionParts().detectorNeck;
+      module = &detectorNeck_;
+      break;
+    case ModuleKind::kTrackerNeck:
+      spec = &visionParts().trackerNeck;
+      module = &trackerNeck_;
       break;
     case ModuleKind::kTextEncoder:
       spec = &manifest_.textEncoder;

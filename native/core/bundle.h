@@ -16,7 +16,11 @@
 namespace sam3 {
 
 enum class ModuleKind {
-  kVisionEncoder,
+  kVisionEncoder,  // formats 1 to 3: the trunk and both necks in one module
+  // Format 4 (manifest.visionParts): the same computation in three modules.
+  kVisionTrunk,
+  kDetectorNeck,
+  kTrackerNeck,
   kTextEncoder,
   kDetector,
   kPointDecoder,           // one mask per prompt
@@ -45,6 +49,9 @@ class Bundle {
   // Unique per load in this process: embeddings remember which bundle made them.
   uint64_t id() const { return id_; }
   const c10::Device& device() const { return device_; }
+  // Whether the vision encoder is split into trunk and necks (format 4): callers run the parts
+  // they need (vision.h); otherwise kVisionEncoder computes all six maps.
+  bool hasVisionParts() const { return manifest_.visionParts.has_value(); }
   // Whether the tracker modules are loaded (video sessions need them).
   bool hasTracker() const { return manifest_.tracker.has_value(); }
   // Whether concept tracking's module and configuration are loaded (text prompts in video).
@@ -60,6 +67,8 @@ class Bundle {
 
  private:
   Bundle() = default;
+  // The format-4 vision modules; INTERNAL for a bundle of one vision encoder.
+  const VisionParts& visionParts() const;
   // The tracker block; INTERNAL when the bundle has none.
   const TrackerSpec& trackerSpec() const;
 
@@ -68,6 +77,9 @@ class Bundle {
   uint64_t id_ = 0;
   std::string name_;  // the directory's base name, for messages
   torch::jit::Module visionEncoder_;
+  torch::jit::Module visionTrunk_;
+  torch::jit::Module detectorNeck_;
+  torch::jit::Module trackerNeck_;
   torch::jit::Module textEncoder_;
   torch::jit::Module detector_;
   torch::jit::Module pointDecoder_;

@@ -17,6 +17,7 @@
 #include "image_batch_queue.h"
 #include "image_pipeline.h"
 #include "postprocess.h"
+#include "vision.h"
 
 namespace sam3 {
 
@@ -75,8 +76,14 @@ ImageEmbedding::ImageEmbedding(uint64_t bundleId, int64_t width, int64_t height,
                                std::unique_ptr<Tensors> tensors)
     : bundleId_(bundleId), width_(width), height_(height), tensors_(std::move(tensors)) {
   byteSize_ = 0;
-  for (const at::Tensor& t : tensors_->fpn) byteSize_ += tensorBytes(t);
-  for (const at::Tensor& t : tensors_->trackerFpn) byteSize_ += tensorBytes(t);
+  for (const at::Tensor* group : {tensors_->fpn, tensors_->trackerFpn}) {
+    for (int i = 0; i < 3; ++i) {
+      if (group[i].defined()) byteSize_ += tensorBytes(group[i]);
+    }
+  }
+  if (tensors_->trunk.defined()) byteSize_ += tensorBytes(tensors_->trunk);
+  maps_ = {tensors_->fpn[0].defined(), tensors_->trackerFpn[0].defined(),
+           tensors_->trunk.defined()};
   embeddingBytes += byteSize_;
 }
 
@@ -136,10 +143,12 @@ struct Engine::Impl {
     return *bundle;
   }
 
-  std::shared_ptr<ImageEmbedding> encodeImage(const ImageRequest& request);
-  // Checked requests through one vision encoder call; one embedding per request, in order.
+  std::shared_ptr<ImageEmbedding> encodeImage(const ImageRequest& request, const ImageMaps& maps);
+  // Checked requests through one vision pass computing what any of them asks for; one
+  // embedding per request (holding what it asked for), in order.
   std::vector<std::shared_ptr<ImageEmbedding>> encodeImages(
-      const std::vector<const ImageRequest*>& requests);
+      const std::vector<const ImageRequest*>& requests, const std::vector<ImageMaps>& maps);
+  std::shared_ptr<ImageEmbedding> deriveImage(const ImageEmbedding& image, const ImageMaps& maps);
   // One batch taken from imageBatches: each image's outcome to its callback.
   void encodeBatch(std::vector<PendingImage> images);
   // Submits the batch task (imageBatches->push asked for it); refused: every waiting image
@@ -217,6 +226,7 @@ BundleInfo infoOf(const Manifest& m) {
   info.transformersVersion = m.transformersVersion;
   info.videoAvailable = m.tracker.has_value();
   info.conceptAvailable = m.concept.has_value();
+  info.visionParts = m.visionParts.has_value();
   return info;
 }
 
@@ -322,15 +332,27 @@ std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::st
 }
 
 void Engine::encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done,
-                         CancelToken cancel) {
+                         CancelToken cancel, ImageMaps maps) {
   auto self = shared_from_this();
   if (impl_->imageBatches) {
-    PendingImage image{request, std::move(done), std::move(cancel)};
+    PendingImage image{request, maps, std::move(done), std::move(cancel)};
     if (impl_->imageBatches->push(std::move(image))) Impl::scheduleImageBatches(self);
     return;
   }
   runOnExecutor<std::shared_ptr<ImageEmbedding>>(
-      *impl_, std::move(done), [self, request] { return self->impl_->encodeImage(request); },
+      *impl_, std::move(done),
+      [self, request, maps] { return self->impl_->encodeImage(request, maps); }, std::move(cancel));
+}
+
+void Engine::deriveImage(std::shared_ptr<const ImageEmbedding> image, ImageMaps maps,
+                         Done<std::shared_ptr<ImageEmbedding>> done, CancelToken cancel) {
+  auto self = shared_from_this();
+  runOnExecutor<std::shared_ptr<ImageEmbedding>>(
+      *impl_, std::move(done),
+      [self, image = std::move(image), maps] {
+        if (!image) badInput("image embedding is missing");
+        return self->impl_->deriveImage(*image, maps);
+      },
       std::move(cancel));
 }
 
@@ -520,16 +542,40 @@ void checkImageRequest(const ImageRequest& request) {
   }
 }
 
+void checkMaps(const ImageMaps& maps) {
+  if (!maps.detector && !maps.tracker && !maps.trunk) {
+    badInput("ask for at least one of the image's maps (detector, tracker, trunk)");
+  }
+}
+
+// Row b of each map `keep` asks for (a copy: a view of the batch would hold the whole batch).
+std::unique_ptr<ImageEmbedding::Tensors> rowOf(const VisionMaps& maps, int64_t b,
+                                               const ImageMaps& keep) {
+  auto tensors = std::make_unique<ImageEmbedding::Tensors>();
+  for (size_t i = 0; i < 3; ++i) {
+    if (keep.detector && maps.detector[i].defined()) {
+      tensors->fpn[i] = owned(maps.detector[i].narrow(0, b, 1));
+    }
+    if (keep.tracker && maps.tracker[i].defined()) {
+      tensors->trackerFpn[i] = owned(maps.tracker[i].narrow(0, b, 1));
+    }
+  }
+  if (keep.trunk && maps.trunk.defined()) tensors->trunk = owned(maps.trunk.narrow(0, b, 1));
+  return tensors;
+}
+
 }  // namespace
 
-std::shared_ptr<ImageEmbedding> Engine::Impl::encodeImage(const ImageRequest& request) {
+std::shared_ptr<ImageEmbedding> Engine::Impl::encodeImage(const ImageRequest& request,
+                                                          const ImageMaps& maps) {
   loadedBundle();
   checkImageRequest(request);
-  return encodeImages({&request}).front();
+  checkMaps(maps);
+  return encodeImages({&request}, {maps}).front();
 }
 
 std::vector<std::shared_ptr<ImageEmbedding>> Engine::Impl::encodeImages(
-    const std::vector<const ImageRequest*>& requests) {
+    const std::vector<const ImageRequest*>& requests, const std::vector<ImageMaps>& maps) {
   Bundle& bundle = loadedBundle();
   const Manifest& m = bundle.manifest();
   StageClock clock(*executor);
@@ -543,27 +589,62 @@ std::vector<std::shared_ptr<ImageEmbedding>> Engine::Impl::encodeImages(
   at::Tensor batch = pixels.size() == 1 ? pixels.front() : at::cat(pixels, 0);
   pixels.clear();
   clock.lap("preprocess");
-  NamedTensors outputs = bundle.call(ModuleKind::kVisionEncoder, {{"pixel_values", batch}}, {});
+  ImageMaps wanted{false, false, false};
+  for (const ImageMaps& asked : maps) {
+    wanted = {wanted.detector || asked.detector, wanted.tracker || asked.tracker,
+              wanted.trunk || asked.trunk};
+  }
+  VisionMaps outputs = encodeVision(bundle, batch, wanted);
   batch.reset();
   const int64_t B = static_cast<int64_t>(requests.size());
   std::vector<std::shared_ptr<ImageEmbedding>> embeddings;
   embeddings.reserve(requests.size());
   for (int64_t b = 0; b < B; ++b) {
-    // Each image owns a copy of its rows (a view of the batch would hold the whole batch).
-    auto tensors = std::make_unique<ImageEmbedding::Tensors>();
-    for (int i = 0; i < 3; ++i) {
-      tensors->fpn[i] = owned(outputs.at(kVisionEncoderOutputs[i]).narrow(0, b, 1));
-      tensors->trackerFpn[i] = owned(outputs.at(kVisionEncoderOutputs[3 + i]).narrow(0, b, 1));
-    }
     const ImageRequest& request = *requests[static_cast<size_t>(b)];
+    // One vision encoder (formats 1 to 3) computes both necks' maps, and they are kept.
+    const ImageMaps keep = bundle.hasVisionParts() ? maps[static_cast<size_t>(b)] : ImageMaps{};
     embeddings.push_back(std::make_shared<ImageEmbedding>(bundle.id(), request.width,
-                                                          request.height, std::move(tensors)));
+                                                          request.height, rowOf(outputs, b, keep)));
   }
   clock.lap("vision_encoder");
   recordTimes(clock.times());
   std::lock_guard<std::mutex> lock(timesMutex);
   ++batchCounts[B];
   return embeddings;
+}
+
+std::shared_ptr<ImageEmbedding> Engine::Impl::deriveImage(const ImageEmbedding& image,
+                                                          const ImageMaps& maps) {
+  Bundle& bundle = loadedBundle();
+  if (image.bundleId() != bundle.id()) {
+    badInput("the image embedding was computed by another engine");
+  }
+  checkMaps(maps);
+  const ImageMaps& held = image.maps();
+  const ImageMaps missing{maps.detector && !held.detector, maps.tracker && !held.tracker, false};
+  if ((missing.detector || missing.tracker || (maps.trunk && !held.trunk)) && !held.trunk) {
+    badInput(
+        "the image embedding holds neither the maps asked for nor the trunk output to "
+        "compute them from: encode the image again");
+  }
+  StageClock clock(*executor);
+  VisionMaps computed;
+  if (missing.detector || missing.tracker) {
+    computed = visionNecks(bundle, image.tensors().trunk, missing);
+    clock.lap("vision_encoder");
+    recordTimes(clock.times());
+  }
+  const ImageEmbedding::Tensors& have = image.tensors();
+  auto tensors = std::make_unique<ImageEmbedding::Tensors>();
+  for (size_t i = 0; i < 3; ++i) {
+    if (maps.detector) tensors->fpn[i] = held.detector ? have.fpn[i] : computed.detector[i];
+    if (maps.tracker) {
+      tensors->trackerFpn[i] = held.tracker ? have.trackerFpn[i] : computed.tracker[i];
+    }
+  }
+  if (maps.trunk) tensors->trunk = have.trunk;
+  return std::make_shared<ImageEmbedding>(bundle.id(), image.width(), image.height(),
+                                          std::move(tensors));
 }
 
 void Engine::Impl::encodeBatch(std::vector<PendingImage> images) {
@@ -580,6 +661,7 @@ void Engine::Impl::encodeBatch(std::vector<PendingImage> images) {
     ++counted;
     try {
       checkImageRequest(images[i].request);
+      checkMaps(images[i].maps);
       runnable.push_back(i);
     } catch (...) {
       outcomes[i].error = toCoreError(std::current_exception());
@@ -588,8 +670,12 @@ void Engine::Impl::encodeBatch(std::vector<PendingImage> images) {
   auto encode = [&](const std::vector<size_t>& indices) {
     checkRunnable();
     std::vector<const ImageRequest*> requests;
-    for (size_t i : indices) requests.push_back(&images[i].request);
-    std::vector<Embedding> embeddings = encodeImages(requests);
+    std::vector<ImageMaps> maps;
+    for (size_t i : indices) {
+      requests.push_back(&images[i].request);
+      maps.push_back(images[i].maps);
+    }
+    std::vector<Embedding> embeddings = encodeImages(requests, maps);
     for (size_t k = 0; k < indices.size(); ++k) outcomes[indices[k]].value = embeddings[k];
   };
   if (!runnable.empty()) {
@@ -689,6 +775,7 @@ std::vector<ConceptInstances> Engine::Impl::detect(const ImageEmbedding& image,
   if (image.bundleId() != bundle.id()) {
     badInput("the image embedding was computed by another engine");
   }
+  if (!image.maps().detector) badInput("the image embedding holds no detector maps");
   for (size_t q = 0; q < queries.size(); ++q) {
     const ConceptQuery& query = queries[q];
     std::string where = "query " + std::to_string(q) + ": ";
@@ -796,6 +883,7 @@ std::vector<PointInstance> Engine::Impl::segmentPoints(const ImageEmbedding& ima
   if (image.bundleId() != bundle.id()) {
     badInput("the image embedding was computed by another engine");
   }
+  if (!image.maps().tracker) badInput("the image embedding holds no tracker maps");
   for (size_t q = 0; q < queries.size(); ++q) checkPointQuery(queries[q], q);
 
   const int64_t H = image.height(), W = image.width();

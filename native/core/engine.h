@@ -45,6 +45,8 @@ struct BundleInfo {
   bool videoAvailable = false;
   // The bundle carries concept tracking (format 3): text prompts in video work.
   bool conceptAvailable = false;
+  // The vision encoder is split into trunk and necks (format 4): ImageMaps choose what runs.
+  bool visionParts = false;
 };
 
 // Either a value or the error that replaced it.
@@ -69,6 +71,16 @@ struct CancelFlag {
 };
 using CancelToken = std::shared_ptr<const CancelFlag>;
 
+// Which maps of an image an embedding holds: the detector's (text and box prompts), the
+// tracker's (clicks), and the trunk's vision_features, from which either neck can be computed
+// later without the pixels (deriveImage). A bundle with one vision encoder (formats 1 to 3)
+// always computes both necks' maps and has no trunk output to keep.
+struct ImageMaps {
+  bool detector = true;
+  bool tracker = true;
+  bool trunk = false;
+};
+
 // Features of one image, computed once by encodeImage (device memory, freed with the object).
 class ImageEmbedding {
  public:
@@ -82,6 +94,8 @@ class ImageEmbedding {
   int64_t height() const { return height_; }
   // Exact bytes of the held tensors.
   int64_t byteSize() const { return byteSize_; }
+  // The maps it holds.
+  const ImageMaps& maps() const { return maps_; }
   uint64_t bundleId() const { return bundleId_; }
   const Tensors& tensors() const { return *tensors_; }
 
@@ -90,6 +104,7 @@ class ImageEmbedding {
   int64_t width_;
   int64_t height_;
   int64_t byteSize_;
+  ImageMaps maps_;
   std::unique_ptr<Tensors> tensors_;
 };
 
@@ -206,9 +221,16 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // The image calls take an optional CancelToken: cancelled while queued, they fail with
   // CANCELLED without running. With batching, a bad image fails alone; a batch the device
-  // has no memory for is encoded again one image at a time.
+  // has no memory for is encoded again one image at a time (a batch computes the necks any
+  // of its images asks for, and each embedding keeps the maps its own call asked for).
+  // BAD_INPUT when `maps` asks for nothing.
   void encodeImage(const ImageRequest& request, Done<std::shared_ptr<ImageEmbedding>> done,
-                   CancelToken cancel = nullptr);
+                   CancelToken cancel = nullptr, ImageMaps maps = {});
+  // An embedding of the same image holding `maps`: what `image` holds is shared, the rest
+  // computed from its trunk output. BAD_INPUT when a map asked for is neither held nor
+  // computable (no trunk output), or `maps` asks for nothing.
+  void deriveImage(std::shared_ptr<const ImageEmbedding> image, ImageMaps maps,
+                   Done<std::shared_ptr<ImageEmbedding>> done, CancelToken cancel = nullptr);
   // One embedding per row.
   void encodeText(const TextRequest& request,
                   Done<std::vector<std::shared_ptr<TextEmbedding>>> done,
@@ -218,6 +240,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
               double threshold, Done<std::vector<ConceptInstances>> done,
               CancelToken cancel = nullptr);
+  // detect needs the embedding's detector maps, segmentPoints its tracker maps (BAD_INPUT
+  // otherwise).
   // Each query through a point decoder on the image's tracker features (one call per query,
   // in order): exactly one instance per query. BAD_INPUT (naming the query) for points not 2
   // per label, labels other than 0/1, non-finite numbers, a box not empty or 4 numbers, no

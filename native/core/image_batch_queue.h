@@ -18,6 +18,7 @@ namespace sam3 {
 // One encodeImage call waiting for a batch.
 struct PendingImage {
   ImageRequest request;
+  ImageMaps maps;
   Done<std::shared_ptr<ImageEmbedding>> done;
   CancelToken cancel;
   std::chrono::steady_clock::time_point queuedAt = std::chrono::steady_clock::now();

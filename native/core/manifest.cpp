@@ -11,6 +11,7 @@ namespace sam3 {
 
 const std::array<const char*, 6> kVisionEncoderOutputs = {
     "fpn_0", "fpn_1", "fpn_2", "tracker_fpn_0", "tracker_fpn_1", "tracker_fpn_2"};
+const char* const kVisionFeatures = "vision_features";
 const std::array<const char*, 7> kDetectorInputs = {
     "fpn_0", "fpn_1", "fpn_2", "text_features", "text_mask", "boxes", "box_labels"};
 const std::array<const char*, 4> kDetectorOutputs = {"pred_logits", "pred_boxes", "presence_logits",
@@ -305,7 +306,8 @@ TrackerSpec trackerSpec(const json::Value& root, const json::Value& modules, con
 
   const TensorSpec& level2 = specNamed(m.visionEncoder.outputs, "tracker_fpn_2");
   if (level2.shape[1].isSymbolic()) {
-    invalid("modules.vision_encoder.outputs", "tracker_fpn_2 needs a fixed width");
+    invalid(m.visionParts ? "modules.tracker_neck.outputs" : "modules.vision_encoder.outputs",
+            "tracker_fpn_2 needs a fixed width");
   }
   t.hiddenSize = level2.shape[1].size;
   const int64_t C = t.hiddenSize, G = m.featureSize, R = m.resolution, M = t.memDim;
@@ -446,6 +448,46 @@ ConceptSpec conceptSpec(const json::Value& root, const json::Value& modules, con
   return k;
 }
 
+// Format 4's three vision modules: the trunk's vision_features [B, G*G, C] feed both necks
+// (the same spec), the detector's neck makes fpn_0..2 and the tracker's tracker_fpn_0..2.
+VisionParts visionParts(const json::Value& modules, const Manifest& m) {
+  VisionParts parts{moduleSpec(modules, "vision_trunk"), moduleSpec(modules, "detector_neck"),
+                    moduleSpec(modules, "tracker_neck")};
+  const std::vector<TensorSpec>& features = parts.trunk.outputs;
+  if (features.size() != 1 || features[0].name != kVisionFeatures) {
+    invalid("modules.vision_trunk.outputs", "expected exactly [vision_features]");
+  }
+  const TensorSpec& spec = features[0];
+  if (spec.shape.size() != 3 || !spec.shape[0].isSymbolic() || spec.shape[2].isSymbolic()) {
+    invalid("modules.vision_trunk.outputs", "vision_features is [B, G*G, C] with a fixed C");
+  }
+  requireDim(spec, 1, m.featureSize * m.featureSize, "modules.vision_trunk.outputs");
+  const std::pair<const ModuleSpec*, const char*> necks[] = {{&parts.detectorNeck, "detector_neck"},
+                                                             {&parts.trackerNeck, "tracker_neck"}};
+  for (const auto& [neck, name] : necks) {
+    const std::string path = std::string("modules.") + name + ".inputs";
+    if (neck->inputs.size() != 1 || neck->inputs[0].name != kVisionFeatures) {
+      invalid(path, "expected exactly [vision_features]");
+    }
+    const TensorSpec& input = neck->inputs[0];
+    bool same = input.dtype == spec.dtype && input.shape.size() == spec.shape.size();
+    for (size_t d = 0; same && d < spec.shape.size(); ++d) {
+      same = input.shape[d].size == spec.shape[d].size &&
+             input.shape[d].symbol == spec.shape[d].symbol;
+    }
+    if (!same) invalid(path, "vision_features must match modules.vision_trunk.outputs");
+  }
+  requireNames(parts.detectorNeck.outputs,
+               std::array<const char*, 3>{kVisionEncoderOutputs[0], kVisionEncoderOutputs[1],
+                                          kVisionEncoderOutputs[2]},
+               "modules.detector_neck.outputs", true);
+  requireNames(parts.trackerNeck.outputs,
+               std::array<const char*, 3>{kVisionEncoderOutputs[3], kVisionEncoderOutputs[4],
+                                          kVisionEncoderOutputs[5]},
+               "modules.tracker_neck.outputs", true);
+  return parts;
+}
+
 }  // namespace
 
 Manifest parseManifest(const std::string& text) {
@@ -461,11 +503,11 @@ Manifest parseManifest(const std::string& text) {
   if (stringField(root, "", "format") != "sam3-bundle")
     invalid("format", "expected \"sam3-bundle\"");
   m.formatVersion = intField(root, "", "format_version");
-  // Version 2 adds the optional video tracker, version 3 concept tracking; images read the
-  // same fields in all three.
-  if (m.formatVersion < 1 || m.formatVersion > 3) {
+  // Version 2 adds the optional video tracker, version 3 concept tracking, version 4 splits
+  // the vision encoder into its trunk and two necks; the other fields are the same in all.
+  if (m.formatVersion < 1 || m.formatVersion > 4) {
     invalid("format_version", "unsupported version " + std::to_string(m.formatVersion) +
-                                  " (this build reads 1 to 3)");
+                                  " (this build reads 1 to 4)");
   }
 
   const json::Value& model = objectField(root, "", "model");
@@ -508,7 +550,16 @@ Manifest parseManifest(const std::string& text) {
   }
 
   const json::Value& modules = objectField(root, "", "modules");
-  m.visionEncoder = moduleSpec(modules, "vision_encoder");
+  if (m.formatVersion >= 4) {
+    m.visionParts = visionParts(modules, m);
+    m.visionEncoder.inputs = m.visionParts->trunk.inputs;
+    m.visionEncoder.outputs = m.visionParts->detectorNeck.outputs;
+    for (const TensorSpec& spec : m.visionParts->trackerNeck.outputs) {
+      m.visionEncoder.outputs.push_back(spec);
+    }
+  } else {
+    m.visionEncoder = moduleSpec(modules, "vision_encoder");
+  }
   m.textEncoder = moduleSpec(modules, "text_encoder");
   m.detector = moduleSpec(modules, "detector");
   m.pointDecoder = moduleSpec(modules, "point_decoder");
@@ -518,19 +569,24 @@ Manifest parseManifest(const std::string& text) {
   // the top-level fields the core relies on.
   const int64_t R = m.resolution, L = m.text.contextLength, D = m.hiddenSize;
   const int64_t Q = m.numQueries, M = m.maskSize;
+  // Where a format-4 bundle declares the encoder's interface: the trunk's input; the necks'
+  // outputs (their names are checked above, so a wrong rank names either neck).
+  const std::string inputsPath =
+      m.visionParts ? "modules.vision_trunk.inputs" : "modules.vision_encoder.inputs";
+  const std::string outputsPath =
+      m.visionParts ? "modules.{detector,tracker}_neck.outputs" : "modules.vision_encoder.outputs";
   if (m.visionEncoder.inputs.size() != 1 || m.visionEncoder.inputs[0].name != "pixel_values") {
-    invalid("modules.vision_encoder.inputs", "expected exactly [pixel_values]");
+    invalid(inputsPath, "expected exactly [pixel_values]");
   }
   const TensorSpec& pixels = m.visionEncoder.inputs[0];
-  if (pixels.shape.size() != 4) invalid("modules.vision_encoder.inputs", "pixel_values is 4-D");
-  requireDim(pixels, 1, 3, "modules.vision_encoder.inputs");
-  requireDim(pixels, 2, R, "modules.vision_encoder.inputs");
-  requireDim(pixels, 3, R, "modules.vision_encoder.inputs");
-  requireNames(m.visionEncoder.outputs, kVisionEncoderOutputs, "modules.vision_encoder.outputs",
-               false);
+  if (pixels.shape.size() != 4) invalid(inputsPath, "pixel_values is 4-D");
+  requireDim(pixels, 1, 3, inputsPath);
+  requireDim(pixels, 2, R, inputsPath);
+  requireDim(pixels, 3, R, inputsPath);
+  requireNames(m.visionEncoder.outputs, kVisionEncoderOutputs, outputsPath, false);
   for (const char* name : kVisionEncoderOutputs) {
     const TensorSpec& spec = specNamed(m.visionEncoder.outputs, name);
-    if (spec.shape.size() != 4) invalid("modules.vision_encoder.outputs", spec.name + " is 4-D");
+    if (spec.shape.size() != 4) invalid(outputsPath, spec.name + " is 4-D");
   }
 
   requireNames(m.textEncoder.inputs, std::array<const char*, 2>{"input_ids", "attention_mask"},

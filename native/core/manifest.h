@@ -83,6 +83,15 @@ struct ConceptSpec {
   ModuleSpec maskDecoder;        // tracker_mask_decoder
 };
 
+// Bundle format 4 splits the vision encoder in three: the ViT trunk (pixel_values ->
+// vision_features [B, G*G, C]) and the two necks that read its output, so that a caller runs
+// only the neck it needs.
+struct VisionParts {
+  ModuleSpec trunk;         // pixel_values -> vision_features
+  ModuleSpec detectorNeck;  // vision_features -> fpn_0..2
+  ModuleSpec trackerNeck;   // vision_features -> tracker_fpn_0..2
+};
+
 struct Manifest {
   int64_t formatVersion = 0;
   std::string modelId;
@@ -103,7 +112,11 @@ struct Manifest {
   int64_t hiddenSize = 0;   // detector width D
   int64_t numQueries = 0;   // Q
   TextSpec text;
+  // The vision encoder's interface, pixel_values -> the six maps. Formats 1 to 3: the module
+  // itself. Format 4: the trunk's input and the two necks' outputs, with no file of its own
+  // (`visionParts` holds the modules).
   ModuleSpec visionEncoder;
+  std::optional<VisionParts> visionParts;  // format 4
   ModuleSpec textEncoder;
   ModuleSpec detector;
   // Interactive decoding on the tracker features: K = 1 and K = 3 masks.
@@ -118,6 +131,7 @@ struct Manifest {
 
 // Names the modules must expose (docs/bundle-format.md, "Module signatures").
 extern const std::array<const char*, 6> kVisionEncoderOutputs;
+extern const char* const kVisionFeatures;  // the trunk's output, the necks' input
 extern const std::array<const char*, 7> kDetectorInputs;
 extern const std::array<const char*, 4> kDetectorOutputs;
 extern const std::array<const char*, 5> kPointDecoderInputs;

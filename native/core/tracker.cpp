@@ -16,6 +16,7 @@
 #include "image_pipeline.h"
 #include "postprocess.h"
 #include "tracker_state.h"
+#include "vision.h"
 
 // Line numbers (L<n>) cite transformers 5.17's modeling_sam3_tracker_video.py, as TRACKER.md.
 namespace sam3 {
@@ -157,7 +158,8 @@ FramePrompt framePrompt(const TrackerPrompt& prompt, int64_t resolution) {
 }
 
 // tracker_fpn_0..2 of the frame, computed once per frame (the reference's cache of size 1);
-// with `detector`, the detector's fpn_0..2 of the same vision-encoder pass too.
+// with `detector`, the detector's fpn_0..2 of the same vision pass too. A bundle split into
+// trunk and necks (format 4) runs the detector's neck only when asked.
 void ensureFeatures(Context& c, const FrameRequest& frame, int64_t frameIndex, bool detector) {
   State& s = c.state;
   if (s.featuresFrame == frameIndex && (!detector || s.detectorFeatures[0].defined())) return;
@@ -169,10 +171,10 @@ void ensureFeatures(Context& c, const FrameRequest& frame, int64_t frameIndex, b
   at::Tensor pixels = preprocessImage(frame.rgb, c.options.width, c.options.height, m.resolution,
                                       normalization, c.bundle.device());
   c.clock.lap("preprocess");
-  NamedTensors outputs = c.bundle.call(ModuleKind::kVisionEncoder, {{"pixel_values", pixels}}, {});
-  for (int level = 0; level < 3; ++level) {
-    s.features[level] = owned(outputs.at(kVisionEncoderOutputs[3 + level]));
-    if (detector) s.detectorFeatures[level] = owned(outputs.at(kVisionEncoderOutputs[level]));
+  VisionMaps maps = encodeVision(c.bundle, pixels, ImageMaps{detector, true, false});
+  for (size_t level = 0; level < 3; ++level) {
+    s.features[level] = owned(maps.tracker[level]);
+    if (detector) s.detectorFeatures[level] = owned(maps.detector[level]);
   }
   s.featuresFrame = frameIndex;
   c.clock.lap("vision_encoder");

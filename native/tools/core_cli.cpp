@@ -67,6 +67,10 @@ namespace {
 using sam3::CoreError;
 using sam3::ErrorCode;
 
+// What the server computes for text prompts: the detector's maps only (with a format-4 bundle
+// the tracker's neck does not run).
+constexpr sam3::ImageMaps kTextPromptMaps{true, false, false};
+
 // Starts `count` calls at once (start(i, done)) and waits for all of them; returns their
 // values in order, or throws the first error once every call has delivered (the callbacks
 // hold the promises until then).
@@ -247,7 +251,7 @@ int segment(const Options& options) {
   double threshold = std::stod(options.positional[5]);
 
   auto embedding = waitFor<std::shared_ptr<sam3::ImageEmbedding>>(
-      [&](auto done) { engine->encodeImage(image, done); });
+      [&](auto done) { engine->encodeImage(image, done, nullptr, kTextPromptMaps); });
   sam3::TextRequest text{ids.data(), ids.size(), mask.data(), mask.size(), 1};
   auto prompts = waitFor<std::vector<std::shared_ptr<sam3::TextEmbedding>>>(
       [&](auto done) { engine->encodeText(text, done); });
@@ -309,7 +313,8 @@ int bench(const Options& options) {
     auto start = std::chrono::steady_clock::now();
     sam3::ImageRequest image{rgb.data(), rgb.size(), width, height};
     auto embeddings = waitForAll<std::shared_ptr<sam3::ImageEmbedding>>(
-        static_cast<size_t>(batch), [&](size_t, auto done) { engine->encodeImage(image, done); });
+        static_cast<size_t>(batch),
+        [&](size_t, auto done) { engine->encodeImage(image, done, nullptr, kTextPromptMaps); });
     sam3::TextRequest text{ids.data(), ids.size(), mask.data(), mask.size(), prompts};
     auto texts = waitFor<std::vector<std::shared_ptr<sam3::TextEmbedding>>>(
         [&](auto done) { engine->encodeText(text, done); });

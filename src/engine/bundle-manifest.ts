@@ -1,7 +1,8 @@
 /**
  * Reads and validates `<bundle>/manifest.json` (docs/bundle-format.md): format version 1
- * (images), 2 (images plus the video tracker modules, docs/video-internals.md section 1) or 3
- * (plus concept tracking, docs/video-concepts.md).
+ * (images), 2 (images plus the video tracker modules, docs/video-internals.md section 1), 3
+ * (plus concept tracking, docs/video-concepts.md) or 4 (the vision encoder split into its
+ * trunk and two necks).
  *
  * Only the fields TypeScript uses are checked here (model identity, resolution, text
  * settings); native/core validates the module signatures when it loads the bundle. Other
@@ -13,7 +14,7 @@ import Ajv2020, { type ErrorObject, type JSONSchemaType } from 'ajv/dist/2020';
 
 export const MANIFEST_FILE = 'manifest.json';
 /** Format versions this server reads; whether video is served is the engine's call (info). */
-export const SUPPORTED_FORMAT_VERSIONS = [1, 2, 3];
+export const SUPPORTED_FORMAT_VERSIONS = [1, 2, 3, 4];
 
 export interface BundleManifest {
   format: 'sam3-bundle';

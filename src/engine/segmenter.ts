@@ -8,6 +8,12 @@
  * Cache keys: image features by the SHA-256 of the decoded RGB pixels plus their size, the
  * bundle checksum, its resolution and the device; text features by the text plus the same
  * model identity. One byte budget (MAX_CACHE_SIZE_MB) covers both.
+ *
+ * A bundle whose vision encoder is split into trunk and necks (format 4) caches an image's
+ * maps under three keys: the trunk output, the detector's maps (concept queries) and the
+ * tracker's (clicks). A request computes only the maps its queries need, each from the cached
+ * trunk output when there is one: a text request never runs the tracker's neck, and a later
+ * click on the same image runs only that neck. An older bundle caches one entry of all maps.
  */
 import { webcrypto } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -17,6 +23,7 @@ import type {
   NativeAddon,
   NativeCancelToken,
   NativeEngine,
+  ImageMapName,
   NativeImageEmbedding,
   NativeTextEmbedding,
 } from '../native/types';
@@ -106,7 +113,7 @@ export interface LoadSegmenterOptions {
 }
 
 export interface SegmenterStats {
-  /** Vision encoder runs (each cache miss on an image). */
+  /** Vision encoder (or trunk) runs: each image whose features were not cached. */
   imageEncodes: number;
   /** Text encoder rows computed (each cache miss on a text). */
   textEncodes: number;
@@ -130,10 +137,28 @@ export class ModelLoadError extends Error {
 
 type Feature = NativeImageEmbedding | NativeTextEmbedding;
 
-/** Bytes the cache reserves for one image's and one text's features while they are computed. */
+/**
+ * Bytes the cache reserves for one image's and one text's features while they are computed:
+ * `image` all six maps (one entry, bundles before format 4), `trunk`, `detector` and
+ * `tracker` the three entries of a format-4 bundle.
+ */
 export interface FeatureSizes {
   image: number;
+  trunk: number;
+  detector: number;
+  tracker: number;
   text: number;
+}
+
+/** The maps a query needs: the detector's for concepts (text, boxes), the tracker's for clicks. */
+type NeckName = 'detector' | 'tracker';
+
+/** The image features of one request: a lease per neck it needs, one cache hit flag. */
+interface ImageLeases {
+  maps: Partial<Record<NeckName, NativeImageEmbedding>>;
+  /** Every map came from the cache (or a computation in flight): no vision work of its own. */
+  hit: boolean;
+  release(): void;
 }
 
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -166,22 +191,31 @@ function signatureBytes(tensor: TensorSignature | undefined, skip = 0): number {
   return (shape as number[]).reduce((product, side) => product * side, element);
 }
 
+/** Bytes of one batch row of each of a module's outputs; 0 unless every one is known. */
+function outputRowBytes(manifest: BundleManifest, module: string): number {
+  const outputs = moduleSignature(manifest, module).outputs ?? [];
+  const rows = outputs.map((output) => signatureBytes(output, 1));
+  return rows.length > 0 && rows.every((bytes) => bytes > 0) ? rows.reduce((a, b) => a + b) : 0;
+}
+
 /**
  * The feature sizes from the bundle's module signatures (docs/bundle-format.md): an image
- * embedding holds one batch row of every vision encoder output; a text embedding one row of
+ * entry holds one batch row of each output of its module(s); a text embedding one row of
  * text_features plus its attention mask (int64 in native/core). 0 where the manifest does not
  * say; the segmenter then learns the size from the first computed value.
  */
 export function expectedFeatureSizes(manifest: BundleManifest): FeatureSizes {
-  const vision = moduleSignature(manifest, 'vision_encoder').outputs ?? [];
-  const rows = vision.map((output) => signatureBytes(output, 1));
   const features = moduleSignature(manifest, 'text_encoder').outputs?.find(
     (o) => o.name === 'text_features',
   );
   const row = signatureBytes(features, 1);
   const text = row > 0 ? row + manifest.text.context_length * DTYPE_BYTES.int64 : 0;
-  const image = rows.every((bytes) => bytes > 0) ? rows.reduce((a, b) => a + b, 0) : 0;
-  return { image, text };
+  const trunk = outputRowBytes(manifest, 'vision_trunk');
+  const detector = outputRowBytes(manifest, 'detector_neck');
+  const tracker = outputRowBytes(manifest, 'tracker_neck');
+  const whole = outputRowBytes(manifest, 'vision_encoder');
+  const image = whole > 0 ? whole : detector > 0 && tracker > 0 ? detector + tracker : 0;
+  return { image, trunk, detector, tracker, text };
 }
 
 /**
@@ -190,7 +224,8 @@ export function expectedFeatureSizes(manifest: BundleManifest): FeatureSizes {
  */
 export function batchingMismatch(batchSize: number, manifest: BundleManifest): string | null {
   if (batchSize <= 1) return null;
-  const pixels = moduleSignature(manifest, 'vision_encoder').inputs?.find(
+  const encoder = manifest.format_version >= 4 ? 'vision_trunk' : 'vision_encoder';
+  const pixels = moduleSignature(manifest, encoder).inputs?.find(
     (input) => input.name === 'pixel_values',
   );
   const batch = Array.isArray(pixels?.shape) ? (pixels.shape as unknown[])[0] : undefined;
@@ -230,7 +265,7 @@ export class Segmenter {
     private readonly engine: NativeEngine,
     private readonly tokenizer: PromptTokenizer,
     cache: FeatureCacheConfig,
-    featureSizes: FeatureSizes = { image: 0, text: 0 },
+    featureSizes: FeatureSizes = { image: 0, trunk: 0, detector: 0, tracker: 0, text: 0 },
   ) {
     if (tokenizer.contextLength !== engine.info.contextLength) {
       throw new ModelLoadError(
@@ -299,7 +334,11 @@ export class Segmenter {
     const timings: Timings = {};
     const started = performance.now();
     const { signal } = request;
-    const imageLease = await this.imageFeatures(image, timings, signal);
+    const pointQuery = queries.find((q): q is PointPlan => q.kind === 'point');
+    const needs: NeckName[] = [];
+    if (concepts.length > 0) needs.push('detector');
+    if (pointQuery !== undefined) needs.push('tracker');
+    const imageLease = await this.imageFeatures(image, needs, timings, signal);
     const textLeases: Lease<Feature>[] = [];
     try {
       throwIfCancelled(signal, 'before the text features');
@@ -311,20 +350,22 @@ export class Segmenter {
         )),
       );
       throwIfCancelled(signal, 'before detection');
-      const conceptResults = await this.detect(
-        imageLease.value as NativeImageEmbedding,
-        concepts.map((concept, i) => ({ concept, text: textLeases[i].value })),
-        confidenceThreshold,
-        timings,
-        signal,
-      );
-      const pointQuery = queries.find((q): q is PointPlan => q.kind === 'point');
+      const conceptResults =
+        concepts.length === 0
+          ? []
+          : await this.detect(
+              imageLease.maps.detector as NativeImageEmbedding,
+              concepts.map((concept, i) => ({ concept, text: textLeases[i].value })),
+              confidenceThreshold,
+              timings,
+              signal,
+            );
       if (pointQuery !== undefined) throwIfCancelled(signal, 'before the point query');
       const pointResult =
         pointQuery === undefined
           ? null
           : await this.segmentPoints(
-              imageLease.value as NativeImageEmbedding,
+              imageLease.maps.tracker as NativeImageEmbedding,
               pointQuery,
               timings,
               signal,
@@ -364,7 +405,7 @@ export class Segmenter {
     const timings: Timings = {};
     const started = performance.now();
     const { signal } = request;
-    const imageLease = await this.imageFeatures(image, timings, signal);
+    const imageLease = await this.imageFeatures(image, ['detector'], timings, signal);
     const textLeases: Lease<Feature>[] = [];
     try {
       throwIfCancelled(signal, 'before the text features');
@@ -375,7 +416,7 @@ export class Segmenter {
         text: textLeases[i].value,
       }));
       const perText = await this.detect(
-        imageLease.value as NativeImageEmbedding,
+        imageLease.maps.detector as NativeImageEmbedding,
         concepts,
         confidenceThreshold,
         timings,
@@ -417,11 +458,17 @@ export class Segmenter {
     return token;
   }
 
+  /**
+   * The image's maps for `needs`, leased from the cache (computed when missing). A format-4
+   * bundle computes each neck's maps from the cached trunk output (itself computed, and
+   * cached, when missing); an older bundle one entry of all maps serves every need.
+   */
   private async imageFeatures(
     image: DecodedImage,
+    needs: readonly NeckName[],
     timings: Timings,
     signal: AbortSignal | undefined,
-  ): Promise<Lease<Feature>> {
+  ): Promise<ImageLeases> {
     let started = performance.now();
     // WebCrypto digests run off the event loop (a 12 MP image is 36 MB of pixels).
     const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', image.data)).toString(
@@ -430,25 +477,83 @@ export class Segmenter {
     timings.hash = elapsedMs(started);
     throwIfCancelled(signal, 'before the image features');
     started = performance.now();
-    const key = `image|${this.modelKey}|${image.width}x${image.height}|${digest}`;
-    const lease = await this.cache.acquire(
+    const identity = `${this.modelKey}|${image.width}x${image.height}|${digest}`;
+    const encode = (maps: readonly ImageMapName[], computationSignal: AbortSignal) => {
+      this.imageEncodes += 1;
+      return this.engine.encodeImage(
+        image.data,
+        image.width,
+        image.height,
+        this.cancelTokenFor(computationSignal),
+        maps,
+      );
+    };
+    let leases: Lease<Feature>[];
+    if (!this.engine.info.visionParts) {
+      const lease = await this.acquireImage(`image|${identity}`, 'image', signal, (computation) =>
+        encode(['detector', 'tracker'], computation),
+      );
+      leases = needs.map(() => lease);
+      if (leases.length === 0) lease.release();
+    } else {
+      const derive = async (neck: NeckName, computation: AbortSignal) => {
+        const trunk = await this.acquireImage(
+          `image-trunk|${identity}`,
+          'trunk',
+          computation,
+          (c) => encode(['trunk'], c),
+        );
+        try {
+          return await this.engine.deriveImage(
+            trunk.value as NativeImageEmbedding,
+            [neck],
+            this.cancelTokenFor(computation),
+          );
+        } finally {
+          trunk.release();
+        }
+      };
+      const settled = await Promise.allSettled(
+        needs.map((neck) =>
+          this.acquireImage(`image-${neck}|${identity}`, neck, signal, (computation) =>
+            derive(neck, computation),
+          ),
+        ),
+      );
+      const failed = settled.find((outcome) => outcome.status === 'rejected');
+      if (failed !== undefined) {
+        for (const outcome of settled) if (outcome.status === 'fulfilled') outcome.value.release();
+        throw failed.reason;
+      }
+      leases = settled.map((outcome) => (outcome as PromiseFulfilledResult<Lease<Feature>>).value);
+    }
+    timings.image_features = elapsedMs(started);
+    const maps: ImageLeases['maps'] = {};
+    needs.forEach((neck, i) => (maps[neck] = leases[i].value as NativeImageEmbedding));
+    return {
+      maps,
+      hit: leases.every((lease) => lease.hit),
+      release: () => new Set(leases).forEach((lease) => lease.release()),
+    };
+  }
+
+  /** One image entry of the cache, reserving `size`'s bytes while `compute` runs. */
+  private acquireImage(
+    key: string,
+    size: Exclude<keyof FeatureSizes, 'text'>,
+    signal: AbortSignal | undefined,
+    compute: (signal: AbortSignal) => Promise<NativeImageEmbedding>,
+  ): Promise<Lease<Feature>> {
+    return this.cache.acquire(
       key,
       async (computationSignal) => {
-        this.imageEncodes += 1;
-        const features = await this.engine.encodeImage(
-          image.data,
-          image.width,
-          image.height,
-          this.cancelTokenFor(computationSignal),
-        );
-        this.featureSizes.image = features.byteSize;
+        const features = await compute(computationSignal);
+        this.featureSizes[size] = features.byteSize;
         return features;
       },
-      this.featureSizes.image,
+      this.featureSizes[size],
       { signal },
     );
-    timings.image_features = elapsedMs(started);
-    return lease;
   }
 
   private async textFeatures(

@@ -15,6 +15,7 @@ import type {
   ConceptQuery,
   DetectOptions,
   EngineOptions,
+  ImageMapName,
   NativeAddon,
   NativeCancelToken,
   NativeEngine,
@@ -133,8 +134,17 @@ class Engine implements NativeEngine {
     width: number,
     height: number,
     cancel?: NativeCancelToken,
+    maps?: readonly ImageMapName[],
   ): Promise<NativeImageEmbedding> {
-    return callNative(() => this.native.encodeImage(rgb, width, height, cancel));
+    return callNative(() => this.native.encodeImage(rgb, width, height, cancel, maps));
+  }
+
+  deriveImage(
+    image: NativeImageEmbedding,
+    maps: readonly ImageMapName[],
+    cancel?: NativeCancelToken,
+  ): Promise<NativeImageEmbedding> {
+    return callNative(() => this.native.deriveImage(image, maps, cancel));
   }
 
   encodeText(

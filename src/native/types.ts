@@ -81,15 +81,29 @@ export interface BundleInfo {
   videoAvailable: boolean;
   /** The bundle carries concept tracking (format 3): text prompts in video work. */
   conceptAvailable: boolean;
+  /**
+   * The vision encoder is split into its trunk and two necks (format 4): encodeImage and
+   * deriveImage compute only the maps asked for. Otherwise every encodeImage computes both
+   * necks' maps and keeps no trunk output.
+   */
+  visionParts: boolean;
 }
+
+/**
+ * Maps of an image: the detector's (text and box prompts: detect), the tracker's (clicks:
+ * segmentPoints) and the trunk's output, from which deriveImage computes either later.
+ */
+export type ImageMapName = 'detector' | 'tracker' | 'trunk';
 
 /** Image features computed once by encodeImage; owned by C++ (device memory). */
 export interface NativeImageEmbedding {
   /** Original image size, the size masks are returned at. */
   readonly width: number;
   readonly height: number;
-  /** Exact bytes held by the cached tensors. */
+  /** Exact bytes held by the cached tensors (tensors shared with another embedding too). */
   readonly byteSize: number;
+  /** The maps it holds, in the order detector, tracker, trunk (frozen). */
+  readonly maps: readonly ImageMapName[];
   /**
    * Drops this handle's reference to the tensors now (calls already queued keep theirs), so
    * device memory returns without waiting for garbage collection. Idempotent; passing a
@@ -316,10 +330,24 @@ export interface NativeEngine {
    * rgb: width * height * 3 bytes, row-major RGB (uint8). The buffer is read on the device
    * executor thread without a copy; do not modify it until the promise settles.
    */
+  /**
+   * The image's features: `maps` (default detector and tracker; BAD_INPUT when empty) on a
+   * bundle with visionParts, both necks' maps otherwise.
+   */
   encodeImage(
     rgb: Buffer,
     width: number,
     height: number,
+    cancel?: NativeCancelToken,
+    maps?: readonly ImageMapName[],
+  ): Promise<NativeImageEmbedding>;
+  /**
+   * An embedding of the same image holding `maps`: held maps are shared, the others computed
+   * from the image's trunk output. BAD_INPUT when one is neither held nor computable.
+   */
+  deriveImage(
+    image: NativeImageEmbedding,
+    maps: readonly ImageMapName[],
     cancel?: NativeCancelToken,
   ): Promise<NativeImageEmbedding>;
   /**

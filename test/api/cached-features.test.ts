@@ -1,12 +1,15 @@
 /**
  * The feature cache through HTTP with the real engine: /cached-features equals separate
- * /segment calls, repeated images skip the vision encoder (counted), TTL expiry, LRU eviction
+ * /segment calls, repeated images skip the vision encoder (counted), a request computes only
+ * the neck it needs from the cached trunk output, TTL expiry, LRU eviction
  * under a small MAX_CACHE_SIZE_MB with native memory released at once, single flight for
  * concurrent identical requests, and ENABLE_FEATURE_CACHE=false.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readBundleManifest } from '../../src/engine/bundle-manifest';
+import { expectedFeatureSizes } from '../../src/engine/segmenter';
 import { loadAddon } from '../../src/native/addon';
 import { syntheticPngBase64 } from '../helpers/images';
 import { decodeRle, maskIou } from '../helpers/rle';
@@ -113,6 +116,34 @@ describe('POST /api/v1/image/cached-features and the feature cache', () => {
     assert.equal(second.cache_hit, true);
     await post(server, SEGMENT, { image, prompts: [{ type: 'text', text: 'cat' }] });
     assert.equal(encodes(server), before + 1, 'no encoder run for the cached image');
+  });
+
+  it('runs only the neck a request needs, from the cached trunk output', async () => {
+    const sizes = expectedFeatureSizes(await readBundleManifest(await exportTinyBundle()));
+    const image = await syntheticPngBase64(72, 40, 9);
+    const click = { image, prompts: [{ type: 'point', points: [[0.3, 0.6]], point_labels: [1] }] };
+    const before = encodes(server);
+    let bytes = cachedBytes(server);
+    // A click: the trunk output and the tracker's maps, no detector maps.
+    await post(server, SEGMENT, click);
+    assert.equal(encodes(server), before + 1);
+    assert.equal(cachedBytes(server) - bytes, sizes.trunk + sizes.tracker);
+    bytes = cachedBytes(server);
+    // A text prompt on the same image: the detector's neck on the cached trunk output.
+    const prompt = 'a text no other test asks for';
+    const text = await post<CachedResponse>(server, CACHED, { image, text_prompts: [prompt] });
+    assert.equal(text.cache_hit, false, 'its detector maps were computed');
+    assert.equal(encodes(server), before + 1, 'no second trunk run');
+    assert.equal(cachedBytes(server) - bytes, sizes.detector + sizes.text);
+    // Both at once: every map is cached now.
+    const both = await post<Instances>(server, SEGMENT, {
+      image,
+      prompts: [...click.prompts, { type: 'text', text: prompt }],
+      confidence_threshold: 0,
+    });
+    assert.ok(both.scores.length > 1);
+    assert.equal(encodes(server), before + 1);
+    assert.equal(cachedBytes(server) - bytes, sizes.detector + sizes.text);
   });
 
   it('encodes a new image once for concurrent identical requests', async () => {

@@ -83,7 +83,11 @@ describe('visualization and feature cache limits', () => {
 
   it("reserves exactly the engine's feature sizes for computations in flight", async () => {
     const expected = expectedFeatureSizes(await readBundleManifest(bundleDir));
-    assert.ok(expected.image > 0 && expected.text > 0, JSON.stringify(expected));
+    assert.ok(
+      [expected.trunk, expected.detector, expected.text].every((bytes) => bytes > 0),
+      JSON.stringify(expected),
+    );
+    assert.equal(expected.image, expected.detector + expected.tracker);
     const segmenter = server.engineState.segmenter;
     assert.ok(segmenter);
     const before = segmenter.stats().cache;
@@ -93,8 +97,9 @@ describe('visualization and feature cache limits', () => {
     });
     assert.equal(response.status, 200, await response.text());
     const after = segmenter.stats().cache;
-    // One new image and one new text were computed and cached at their real sizes.
-    assert.equal(after.bytes - before.bytes, expected.image + expected.text);
+    // One new image's trunk output and detector maps (a text prompt needs no tracker maps)
+    // and one new text were computed and cached at their real sizes.
+    assert.equal(after.bytes - before.bytes, expected.trunk + expected.detector + expected.text);
     assert.deepEqual([after.inFlightBytes, after.leasedBytes, after.uncountedBytes], [0, 0, 0]);
   });
 });

@@ -203,14 +203,18 @@ export function exportTinyBundle(): Promise<string> {
 
 /**
  * A copy of the tiny bundle at `dir` whose manifest says what exporters before version 5 wrote:
- * a vision encoder of one image per call (batch 1 on pixel_values and the six maps).
+ * vision modules of one image per call (batch 1 on pixel_values and every map).
  */
 export async function singleImageBundle(dir: string): Promise<string> {
   await cp(await exportTinyBundle(), dir, { recursive: true });
   const manifestFile = path.join(dir, 'manifest.json');
   const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
-  const vision = manifest.modules.vision_encoder;
-  for (const spec of [...vision.inputs, ...vision.outputs]) spec.shape[0] = 1;
+  const { vision_trunk: trunk, detector_neck: detector, tracker_neck: tracker } = manifest.modules;
+  const specs = [trunk, detector, tracker].flatMap((module) => [
+    ...module.inputs,
+    ...module.outputs,
+  ]);
+  for (const spec of specs) spec.shape[0] = 1;
   await writeFile(manifestFile, JSON.stringify(manifest));
   return dir;
 }

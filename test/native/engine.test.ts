@@ -16,6 +16,7 @@ import { NativeError } from '../../src/native/errors';
 import type {
   ConceptInstances,
   ConceptQuery,
+  ImageMapName,
   NativeEngine,
   NativeTextEmbedding,
 } from '../../src/native/types';
@@ -94,6 +95,15 @@ describe('native engine on a tiny random bundle', () => {
   let bundleDir = '';
   let manifest: Manifest;
   let engine: NativeEngine;
+  let joinedDir: string;
+
+  /** Bytes of one batch row of each output of a module. */
+  function outputBytes(module: string): number {
+    return manifest.modules[module].outputs.reduce(
+      (sum, spec) => sum + specBytes(spec, { B: 1 }),
+      0,
+    );
+  }
 
   /** Token rows for prompts given as id lists: bos ... eos, padded with the pad id. */
   function tokens(prompts: number[][]): { ids: Int32Array; mask: Int32Array } {
@@ -136,6 +146,17 @@ describe('native engine on a tiny random bundle', () => {
     );
     manifest = JSON.parse(readFileSync(path.join(bundleDir, 'manifest.json'), 'utf8')) as Manifest;
     engine = await addon.Engine.load({ bundleDir, device: 'cpu' });
+    // The same graphs in the format-3 layout: one vision encoder module.
+    joinedDir = path.join(workDir, 'format-3-bundle');
+    execFileSync(
+      python,
+      [path.join(root, 'tools', 'join_vision_encoder.py'), bundleDir, joinedDir],
+      {
+        cwd: root,
+        stdio: ['ignore', 'ignore', 'pipe'],
+        timeout: 600_000,
+      },
+    );
   });
 
   after(async () => {
@@ -169,6 +190,7 @@ describe('native engine on a tiny random bundle', () => {
         transformersVersion: manifest.versions.transformers,
         videoAvailable: true, // the exporter writes the tracker modules
         conceptAvailable: true, // and concept tracking's (format 3)
+        visionParts: true, // and the vision encoder as trunk and necks (format 4)
       },
     );
     assert.ok(Object.isFrozen(engine.info));
@@ -182,17 +204,116 @@ describe('native engine on a tiny random bundle', () => {
     assert.equal(runtime.cudaDeviceCount >= 0, true);
   });
 
-  test('encodeImage holds exactly the bytes of the six feature maps', async () => {
-    const embedding = await engine.encodeImage(image(97, 61), 97, 61);
+  test('encodeImage holds exactly the bytes of the maps asked for', async () => {
+    const rgb = image(97, 61);
+    const embedding = await engine.encodeImage(rgb, 97, 61);
     assert.equal(embedding.width, 97);
     assert.equal(embedding.height, 61);
-    const expected = manifest.modules.vision_encoder.outputs.reduce(
-      (sum, spec) => sum + specBytes(spec, { B: 1 }),
-      0,
-    );
-    assert.equal(embedding.byteSize, expected);
+    assert.deepEqual(embedding.maps, ['detector', 'tracker']);
+    assert.ok(Object.isFrozen(embedding.maps));
+    assert.equal(embedding.byteSize, outputBytes('detector_neck') + outputBytes('tracker_neck'));
     const times = engine.lastStageTimes();
     assert.ok(times.preprocess >= 0 && times.vision_encoder > 0, JSON.stringify(times));
+
+    const asked: [ImageMapName[], ImageMapName[], number][] = [
+      [['trunk'], ['trunk'], outputBytes('vision_trunk')],
+      [['tracker'], ['tracker'], outputBytes('tracker_neck')],
+      [
+        ['trunk', 'detector'],
+        ['detector', 'trunk'],
+        outputBytes('vision_trunk') + outputBytes('detector_neck'),
+      ],
+    ];
+    for (const [maps, held, bytes] of asked) {
+      const part = await engine.encodeImage(rgb, 97, 61, undefined, maps);
+      assert.deepEqual([part.maps, part.byteSize], [held, bytes], maps.join());
+    }
+    await assert.rejects(engine.encodeImage(rgb, 97, 61, undefined, []), expectCode('BAD_INPUT'));
+    await assert.rejects(
+      engine.encodeImage(rgb, 97, 61, undefined, ['neck' as ImageMapName]),
+      /maps\[0\] must be "detector", "tracker" or "trunk"/,
+    );
+  });
+
+  test('maps derived from the trunk output equal maps encoded with the pixels', async () => {
+    const rgb = image(64, 48, 5);
+    const whole = await engine.encodeImage(rgb, 64, 48);
+    const trunk = await engine.encodeImage(rgb, 64, 48, undefined, ['trunk']);
+    const detector = await engine.deriveImage(trunk, ['detector']);
+    const tracker = await engine.deriveImage(trunk, ['tracker']);
+    assert.deepEqual(
+      [detector.maps, detector.byteSize],
+      [['detector'], outputBytes('detector_neck')],
+    );
+    assert.deepEqual([tracker.maps, tracker.byteSize], [['tracker'], outputBytes('tracker_neck')]);
+    assert.equal(detector.width, 64);
+    assert.equal(detector.height, 48);
+
+    const [text] = await textEmbeddings([[320, 321]]);
+    const detected = await engine.detect(detector, [textOnly(text)], { threshold: 0 });
+    assert.equal(detected[0].scores.length, manifest.num_queries);
+    assert.deepEqual(detected, await engine.detect(whole, [textOnly(text)], { threshold: 0 }));
+    const click = {
+      points: new Float32Array([0.4, 0.6]),
+      pointLabels: new Int32Array([1]),
+      box: new Float32Array(0),
+    };
+    assert.deepEqual(
+      await engine.segmentPoints(tracker, [click]),
+      await engine.segmentPoints(whole, [click]),
+    );
+
+    // Each call needs its own maps; a neck's maps cannot make the other's.
+    await assert.rejects(engine.segmentPoints(detector, [click]), /holds no tracker maps/);
+    await assert.rejects(
+      engine.detect(tracker, [textOnly(text)], { threshold: 0 }),
+      /holds no detector maps/,
+    );
+    await assert.rejects(engine.deriveImage(detector, ['tracker']), /encode the image again/);
+    await assert.rejects(engine.deriveImage(trunk, []), expectCode('BAD_INPUT'));
+    // Held maps are shared, not computed again: same results, the trunk kept when asked.
+    const both = await engine.deriveImage(detector, ['detector']);
+    assert.deepEqual(both.maps, ['detector']);
+    const kept = await engine.deriveImage(trunk, ['tracker', 'trunk']);
+    assert.deepEqual(
+      [kept.maps, kept.byteSize],
+      [['tracker', 'trunk'], outputBytes('tracker_neck') + outputBytes('vision_trunk')],
+    );
+  });
+
+  test('a format-3 bundle (one vision encoder) gives the same results', async () => {
+    const joined = await addon.Engine.load({ bundleDir: joinedDir, device: 'cpu' });
+    try {
+      assert.deepEqual([joined.info.formatVersion, joined.info.visionParts], [3, false]);
+      const rgb = image(50, 70, 7);
+      // Its one module computes both necks' maps, whatever is asked; there is no trunk output.
+      const older = await joined.encodeImage(rgb, 50, 70, undefined, ['trunk']);
+      assert.deepEqual(older.maps, ['detector', 'tracker']);
+      assert.equal(older.byteSize, outputBytes('detector_neck') + outputBytes('tracker_neck'));
+      await assert.rejects(joined.deriveImage(older, ['trunk']), /encode the image again/);
+      assert.deepEqual((await joined.deriveImage(older, ['tracker'])).maps, ['tracker']);
+
+      const newer = await engine.encodeImage(rgb, 50, 70);
+      const L = manifest.text.context_length;
+      const { ids, mask } = tokens([[330, 331]]);
+      const [oldText] = await joined.encodeText(ids, mask, 1);
+      const [newText] = await engine.encodeText(ids.slice(0, L), mask.slice(0, L), 1);
+      assert.deepEqual(
+        await joined.detect(older, [textOnly(oldText)], { threshold: 0 }),
+        await engine.detect(newer, [textOnly(newText)], { threshold: 0 }),
+      );
+      const click = {
+        points: new Float32Array([0.5, 0.3, 0.2, 0.8]),
+        pointLabels: new Int32Array([1, 0]),
+        box: new Float32Array(0),
+      };
+      assert.deepEqual(
+        await joined.segmentPoints(older, [click]),
+        await engine.segmentPoints(newer, [click]),
+      );
+    } finally {
+      await joined.close();
+    }
   });
 
   test('encodeText returns one embedding per row, each owning one row of features', async () => {
@@ -386,18 +507,65 @@ describe('native engine on a tiny random bundle', () => {
   test('an invalid manifest rejects with MODEL_LOAD naming the field', async () => {
     const broken = path.join(workDir, 'broken-bundle');
     mkdirSync(broken);
-    for (const file of ['vision_encoder.pt', 'text_encoder.pt', 'detector.pt']) {
+    for (const file of [
+      'vision_trunk.pt',
+      'detector_neck.pt',
+      'tracker_neck.pt',
+      'text_encoder.pt',
+      'detector.pt',
+    ]) {
       copyFileSync(path.join(bundleDir, file), path.join(broken, file));
     }
     const write = (value: unknown) =>
       writeFileSync(path.join(broken, 'manifest.json'), JSON.stringify(value));
 
-    write({ ...manifest, format_version: 4 });
+    write({ ...manifest, format_version: 5 });
     await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), (error) => {
       expectCode('MODEL_LOAD')(error);
-      assert.match((error as Error).message, /format_version/);
+      assert.match(
+        (error as Error).message,
+        /format_version: unsupported version 5 \(this build reads 1 to 4\)/,
+      );
       return true;
     });
+
+    // Format 4's vision parts: the trunk's output feeds both necks, each neck makes its maps.
+    const { vision_trunk: trunk, detector_neck: detectorNeck } = manifest.modules;
+    const features = trunk.outputs[0];
+    const badParts: [Record<string, unknown>, RegExp][] = [
+      [
+        { vision_trunk: { ...trunk, outputs: [{ ...features, name: 'hidden' }] } },
+        /modules\.vision_trunk\.outputs: expected exactly \[vision_features\]/,
+      ],
+      [
+        {
+          vision_trunk: {
+            ...trunk,
+            outputs: [{ ...features, shape: ['B', 7, features.shape[2]] }],
+          },
+        },
+        /modules\.vision_trunk\.outputs: vision_features dimension 1 is 7, expected/,
+      ],
+      [
+        { detector_neck: { ...detectorNeck, inputs: [{ ...features, dtype: 'bfloat16' }] } },
+        /modules\.detector_neck\.inputs: vision_features must match modules\.vision_trunk\.outputs/,
+      ],
+      [
+        { detector_neck: { ...detectorNeck, outputs: detectorNeck.outputs.slice(1) } },
+        /modules\.detector_neck\.outputs: missing fpn_0/,
+      ],
+    ];
+    for (const [modules, message] of badParts) {
+      write({ ...manifest, modules: { ...manifest.modules, ...modules } });
+      await assert.rejects(addon.Engine.load({ bundleDir: broken, device: 'cpu' }), message);
+    }
+    const withoutNeck = { ...manifest.modules };
+    delete withoutNeck.tracker_neck;
+    write({ ...manifest, modules: withoutNeck });
+    await assert.rejects(
+      addon.Engine.load({ bundleDir: broken, device: 'cpu' }),
+      /modules\.tracker_neck: missing/,
+    );
 
     // The concept block: every field required and checked, the error naming it.
     const concept = (manifest as unknown as { concept: Record<string, unknown> }).concept;
@@ -480,18 +648,21 @@ describe('native engine on a tiny random bundle', () => {
   test('a format-2 bundle (no concept block) serves video without concept tracking', async () => {
     const formatTwo = path.join(workDir, 'format-2-bundle');
     mkdirSync(formatTwo);
-    const names = Object.keys(manifest.modules).filter((name) => name !== 'tracker_mask_decoder');
+    const joined = JSON.parse(
+      readFileSync(path.join(joinedDir, 'manifest.json'), 'utf8'),
+    ) as Manifest;
+    const names = Object.keys(joined.modules).filter((name) => name !== 'tracker_mask_decoder');
     for (const name of names) {
-      const file = manifest.modules[name].file;
-      copyFileSync(path.join(bundleDir, file), path.join(formatTwo, file));
+      const file = joined.modules[name].file;
+      copyFileSync(path.join(joinedDir, file), path.join(formatTwo, file));
     }
-    const rest = Object.fromEntries(Object.entries(manifest).filter(([key]) => key !== 'concept'));
+    const rest = Object.fromEntries(Object.entries(joined).filter(([key]) => key !== 'concept'));
     writeFileSync(
       path.join(formatTwo, 'manifest.json'),
       JSON.stringify({
         ...rest,
         format_version: 2,
-        modules: Object.fromEntries(names.map((name) => [name, manifest.modules[name]])),
+        modules: Object.fromEntries(names.map((name) => [name, joined.modules[name]])),
       }),
     );
     const older = await addon.Engine.load({ bundleDir: formatTwo, device: 'cpu' });

@@ -349,7 +349,7 @@ describe('video tracker on a tiny random bundle', () => {
   test('byteSize counts the bank exactly; old frames are evicted; release frees it', async () => {
     const G = manifest.feature_size;
     const M = manifest.tracker.mem_dim;
-    const vision = manifest.modules.vision_encoder.outputs;
+    const vision = manifest.modules.tracker_neck.outputs;
     const decoder = manifest.modules.tracker_decoder.outputs;
     const C = specNamed(decoder, 'object_pointer').shape[1] as number;
     const features = ['tracker_fpn_0', 'tracker_fpn_1', 'tracker_fpn_2']
@@ -511,7 +511,9 @@ describe('video tracker on a tiny random bundle', () => {
     const imageOnly = path.join(work.dir, 'image-only');
     mkdirSync(imageOnly);
     const kept = [
-      'vision_encoder',
+      'vision_trunk',
+      'detector_neck',
+      'tracker_neck',
       'text_encoder',
       'detector',
       'point_decoder',

@@ -19,33 +19,66 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput, box_
 from .roi_align import roi_align_batched
 
 
-class VisionEncoder(nn.Module):
-    """pixels [1, 3, R, R] -> detector FPN maps (3 levels) + tracker FPN maps (3 levels).
+class VisionTrunk(nn.Module):
+    """pixels [B, 3, R, R] -> the ViT trunk's last hidden state [B, G*G, C] (vision_features).
 
-    The ViT trunk runs once; both necks read its output. The neck's last (0.5x) level is never
-    used by SAM3 and is not computed. The tracker's first two levels go through the SAM mask
-    decoder's conv_s0 / conv_s1 here, once per image, as transformers' video model does.
+    Both necks read it; the bundle keeps the three parts apart so that each caller runs only
+    the neck it needs (text prompts: the detector's; clicks and video: the tracker's).
     """
 
     def __init__(self, video_model):
         super().__init__()
-        vision = video_model.detector_model.vision_encoder
-        self.backbone = vision.backbone
-        self.patch_size = vision.config.backbone_config.patch_size
-        self.detector_levels = nn.ModuleList(list(vision.neck.fpn_layers)[:-1])
-        self.tracker_levels = nn.ModuleList(list(video_model.tracker_neck.fpn_layers)[:-1])
-        self.conv_s0 = video_model.tracker_model.mask_decoder.conv_s0
-        self.conv_s1 = video_model.tracker_model.mask_decoder.conv_s1
+        self.backbone = video_model.detector_model.vision_encoder.backbone
 
     def forward(self, pixel_values: torch.Tensor):
-        hidden = self.backbone(pixel_values).last_hidden_state  # [B, G*G, C]
-        batch = hidden.shape[0]
-        height = pixel_values.shape[-2] // self.patch_size
-        width = pixel_values.shape[-1] // self.patch_size
-        spatial = hidden.view(batch, height, width, -1).permute(0, 3, 1, 2)
-        det = [level(spatial) for level in self.detector_levels]
-        trk = [level(spatial) for level in self.tracker_levels]
-        return det[0], det[1], det[2], self.conv_s0(trk[0]), self.conv_s1(trk[1]), trk[2]
+        return self.backbone(pixel_values).last_hidden_state
+
+
+class VisionNeck(nn.Module):
+    """vision_features [B, G*G, C] -> three FPN levels (4x, 2x, 1x the patch grid).
+
+    The neck's last (0.5x) level is never used by SAM3 and is not computed. The tracker's neck
+    passes its first two levels through the SAM mask decoder's conv_s0 / conv_s1 here, once per
+    image, as transformers' video model does.
+    """
+
+    def __init__(self, fpn_layers, grid: int, conv_s0=None, conv_s1=None):
+        super().__init__()
+        self.levels = nn.ModuleList(list(fpn_layers)[:-1])
+        self.grid = grid
+        self.conv_s0 = conv_s0 if conv_s0 is not None else nn.Identity()
+        self.conv_s1 = conv_s1 if conv_s1 is not None else nn.Identity()
+
+    def forward(self, vision_features: torch.Tensor):
+        batch = vision_features.shape[0]
+        spatial = vision_features.view(batch, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        maps = [level(spatial) for level in self.levels]
+        return self.conv_s0(maps[0]), self.conv_s1(maps[1]), maps[2]
+
+
+def vision_parts(video_model) -> tuple[VisionTrunk, VisionNeck, VisionNeck]:
+    """The trunk, the detector's neck and the tracker's neck (bundle format 4)."""
+    vit = video_model.detector_model.vision_encoder.config.backbone_config
+    size = vit.image_size if isinstance(vit.image_size, int) else vit.image_size[0]
+    patch = vit.patch_size if isinstance(vit.patch_size, int) else vit.patch_size[0]
+    grid = size // patch
+    decoder = video_model.tracker_model.mask_decoder
+    detector_neck = VisionNeck(video_model.detector_model.vision_encoder.neck.fpn_layers, grid)
+    tracker_neck = VisionNeck(video_model.tracker_neck.fpn_layers, grid, decoder.conv_s0, decoder.conv_s1)
+    return VisionTrunk(video_model), detector_neck, tracker_neck
+
+
+class VisionEncoder(nn.Module):
+    """pixels [1, 3, R, R] -> detector FPN maps (3 levels) + tracker FPN maps (3 levels): the
+    three vision parts in one module (the vision encoder of bundle formats 1 to 3)."""
+
+    def __init__(self, video_model):
+        super().__init__()
+        self.trunk, self.detector_neck, self.tracker_neck = vision_parts(video_model)
+
+    def forward(self, pixel_values: torch.Tensor):
+        features = self.trunk(pixel_values)
+        return (*self.detector_neck(features), *self.tracker_neck(features))
 
 
 class TextEncoder(nn.Module):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sam3_tools.bundle_vision import load_vision
 from sam3_tools.patches import install_roi_align
 
 TOOLS = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def load_module(bundle: Path, name: str):
 def test_manifest_describes_the_exported_modules(bundle, eager):
     manifest = json.loads((bundle / "manifest.json").read_text())
     config = eager.config.detector_config
-    assert manifest["format"] == "sam3-bundle" and manifest["format_version"] == 3
+    assert manifest["format"] == "sam3-bundle" and manifest["format_version"] == 4
     assert manifest["model"]["random_weights"] is True and manifest["model"]["seed"] == 3
     assert manifest["resolution"] == config.vision_config.backbone_config.image_size
     assert manifest["num_queries"] == config.detr_decoder_config.num_queries
@@ -53,15 +54,21 @@ def test_manifest_describes_the_exported_modules(bundle, eager):
     assert (bundle / manifest["text"]["vocab_file"]).is_file()
     for name, module in manifest["modules"].items():
         assert (bundle / module["file"]).is_file(), name
+    assert {"vision_trunk", "detector_neck", "tracker_neck"} <= set(manifest["modules"])
+    assert "vision_encoder" not in manifest["modules"]
 
 
 @torch.no_grad()
-def test_vision_encoder_equals_both_eager_necks(bundle, eager):
+def test_vision_parts_equal_both_eager_necks(bundle, eager):
     manifest = json.loads((bundle / "manifest.json").read_text())
-    resolution = manifest["resolution"]
+    resolution, grid = manifest["resolution"], manifest["feature_size"]
     torch.manual_seed(0)
     pixels = torch.randn(1, 3, resolution, resolution)
-    traced = load_module(bundle, "vision_encoder")(pixels)
+    features = load_module(bundle, "vision_trunk")(pixels)
+    hidden = eager.detector_model.vision_encoder.backbone(pixels).last_hidden_state
+    torch.testing.assert_close(features, hidden, atol=ATOL, rtol=0)
+    assert manifest["modules"]["vision_trunk"]["outputs"][0]["shape"] == ["B", grid * grid, hidden.shape[-1]]
+    traced = (*load_module(bundle, "detector_neck")(features), *load_module(bundle, "tracker_neck")(features))
     embeds = eager.detector_model.get_vision_features(pixel_values=pixels)
     for level in range(3):
         torch.testing.assert_close(traced[level], embeds.fpn_hidden_states[level], atol=ATOL, rtol=0)
@@ -69,18 +76,19 @@ def test_vision_encoder_equals_both_eager_necks(bundle, eager):
     for level in range(2):
         expected = tracker_maps[level].permute(1, 2, 0).reshape(traced[3 + level].shape)
         torch.testing.assert_close(traced[3 + level], expected, atol=ATOL, rtol=0)
-    for got, spec in zip(traced, manifest["modules"]["vision_encoder"]["outputs"]):
+    specs = manifest["modules"]["detector_neck"]["outputs"] + manifest["modules"]["tracker_neck"]["outputs"]
+    for got, spec in zip(traced, specs, strict=True):
         assert spec["shape"][0] == "B" and list(got.shape) == [1, *spec["shape"][1:]], spec["name"]
 
 
 @torch.no_grad()
-def test_vision_encoder_batch_equals_each_image_alone(bundle):
+def test_vision_batch_equals_each_image_alone(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     resolution = manifest["resolution"]
-    assert manifest["modules"]["vision_encoder"]["inputs"][0]["shape"] == ["B", 3, resolution, resolution]
+    assert manifest["modules"]["vision_trunk"]["inputs"][0]["shape"] == ["B", 3, resolution, resolution]
     torch.manual_seed(1)
     pixels = torch.randn(3, 3, resolution, resolution)
-    vision = load_module(bundle, "vision_encoder")
+    vision = load_vision(bundle)
     batched = vision(pixels)
     alone = [vision(pixels[i : i + 1]) for i in range(3)]
     for level, got in enumerate(batched):
@@ -121,7 +129,7 @@ def test_batched_detector_equals_eager_per_prompt_calls(bundle, eager):
         ]
     )
     labels = torch.tensor([[-10, -10], [1, 0], [1, -10]])
-    maps = load_module(bundle, "vision_encoder")(pixels)
+    maps = load_vision(bundle)(pixels)
     traced = load_module(bundle, "detector")(maps[0], maps[1], maps[2], text, mask, boxes, labels)
     for row in range(3):
         valid = labels[row] != -10
@@ -148,7 +156,7 @@ def test_point_decoders_equal_the_eager_tracker_model(bundle):
     tracker = tracker_reference_model(bundle / "hf")
     torch.manual_seed(4)
     pixels = torch.randn(1, 3, resolution, resolution)
-    maps = load_module(bundle, "vision_encoder")(pixels)
+    maps = load_vision(bundle)(pixels)
     click = torch.tensor([[[[0.3, 0.6]]]]) * resolution
     clicks = torch.tensor([[[[0.3, 0.6], [0.8, 0.1]]]]) * resolution
     box = torch.tensor([[[0.1, 0.2, 0.7, 0.9]]]) * resolution
@@ -202,5 +210,5 @@ def test_export_from_a_local_checkpoint_reads_its_config_and_vocabulary(bundle, 
     assert not (out / "hf").exists()
     torch.manual_seed(5)
     pixels = torch.randn(1, 3, manifest["resolution"], manifest["resolution"])
-    for got, want in zip(load_module(out, "vision_encoder")(pixels), load_module(bundle, "vision_encoder")(pixels)):
+    for got, want in zip(load_vision(out)(pixels), load_vision(bundle)(pixels), strict=True):
         torch.testing.assert_close(got, want, atol=0, rtol=0)

@@ -397,7 +397,7 @@ def test_exported_tracker_modules_equal_eager(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     model = Sam3VideoModel.from_pretrained(bundle / "hf").eval()
     g = geometry(model)
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4
     assert manifest["tracker"] == {
         "mem_dim": 64, "num_maskmem": 7, "max_cond_frames_in_attn": 4, "max_object_pointers": 16,
         "memory_slots": 10, "pointer_slots": 32,
