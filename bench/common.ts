@@ -47,8 +47,13 @@ export async function benchBundles(
   full: boolean,
   workDir: string,
   dtype: Dtype,
+  format3 = false,
 ): Promise<{ reference: string; served: string }> {
   const reference = await benchBundle(full, workDir);
+  if (format3) {
+    const { served } = await benchBundles(full, workDir, dtype);
+    return { reference, served: await joinedVisionBundle(served, workDir) };
+  }
   if (dtype === 'float32') return { reference, served: reference };
   const served = `${reference}-${dtype}`;
   const checksum = async (bundle: string): Promise<string | null> =>
@@ -60,6 +65,19 @@ export async function benchBundles(
     await exportAtDtype(reference, dtype, served);
   }
   return { reference, served };
+}
+
+/**
+ * `bundle` written again in the format-3 layout, one vision encoder that runs both necks for
+ * every image and frame (tools/join_vision_encoder.py): the benches' --format3 measures what
+ * running only the needed neck saves.
+ */
+async function joinedVisionBundle(bundle: string, workDir: string): Promise<string> {
+  const out = path.join(workDir, 'format-3-bundle');
+  await execFileAsync(venvPython(), [repoPath('tools', 'join_vision_encoder.py'), bundle, out], {
+    cwd: repoPath(),
+  });
+  return out;
 }
 
 /** tools/precision_report.py: the served bundle's accuracy against the fp32 one. */

@@ -1,5 +1,5 @@
 /**
- * npm run bench:image [-- --full] [-- --iterations N] [-- --dtype bfloat16 [--accuracy]]
+ * npm run bench:image [-- --full] [-- --iterations N] [-- --dtype bfloat16 [--accuracy]] [-- --format3]
  *
  * Text-prompted image segmentation end to end through HTTP against the Python reference
  * (transformers, eager fp32) on the same bundle and the same decoded pixels, in the same run.
@@ -8,6 +8,8 @@
  * at 1008 px (weights/bench-full, exported on first use: minutes on a CPU, 7 GB of disk).
  * --dtype: the server runs the bundle of the same weights at that precision (the reference stays
  * fp32 eager); --accuracy adds tools/precision_report.py's measures of it against fp32.
+ * --format3: the server runs the bundle in the format-3 layout (one vision encoder, both necks
+ * for every image), to measure what running only the detector's neck saves.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -35,7 +37,8 @@ async function main(): Promise<void> {
   const dtype = dtypeOption(argv);
   const work = await tempDir('sam3-bench-');
   try {
-    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype);
+    const format3 = flag(argv, '--format3');
+    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype, format3);
     const photos = (await writePhotos(work.dir)).slice(0, full ? 1 : 3);
     const cases = await Promise.all(
       photos.map(async (photo) => ({
@@ -96,7 +99,7 @@ async function main(): Promise<void> {
     console.log(
       `\nbench:image  bundle=${full ? 'full (1008 px, random)' : 'tiny (random)'}  ` +
         `images=${photos.map((p) => `${p.width}x${p.height}`).join(',')}  prompts=${PROMPTS.length}  ` +
-        `iterations=${iterations}  server dtype=${dtype}`,
+        `iterations=${iterations}  server dtype=${dtype}${format3 ? ' (format-3 layout)' : ''}`,
     );
     console.log(allocatorLine());
     console.log('server (per request, mean):');

@@ -1,5 +1,5 @@
 /**
- * npm run bench:video [-- --full] [-- --frames N] [-- --dtype bfloat16]
+ * npm run bench:video [-- --full] [-- --frames N] [-- --dtype bfloat16] [-- --format3]
  * npm run bench:video -- --text: text prompts in video instead (bench/video-concepts.ts).
  *
  * Click tracking through the HTTP API against the Python reference (transformers'
@@ -12,7 +12,8 @@
  * Default: the tiny random bundle; --full: the full-size random bundle (weights/bench-full) on
  * a few frames and one object count (a CPU takes tens of seconds per full-size frame).
  * --dtype: the server runs the bundle of the same weights at that precision (the reference stays
- * fp32 eager).
+ * fp32 eager). --format3: the server runs the bundle in the format-3 layout (one vision encoder,
+ * both necks every frame), to measure what running only the tracker's neck saves.
  */
 import path from 'node:path';
 import { tempDir } from '../test/helpers/reference';
@@ -118,7 +119,8 @@ async function main(): Promise<void> {
   const dtype = dtypeOption(argv);
   const work = await tempDir('sam3-bench-video-');
   try {
-    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype);
+    const format3 = flag(argv, '--format3');
+    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype, format3);
     const writeVideo = async (count: number): Promise<string> => {
       const file = path.join(work.dir, `shapes-${count}.mp4`);
       await writeLosslessVideo(file, movingShapesFrames(WIDTH, HEIGHT, count), WIDTH, HEIGHT);
@@ -133,7 +135,8 @@ async function main(): Promise<void> {
       // Untimed warm-up (first-call graph optimisation on both sides is not what we measure).
       await serverRun(server, video, 1, 2);
       console.log(
-        `\npropagation, ${WIDTH}x${HEIGHT} video, ${frames} frames forward, server dtype=${dtype}`,
+        `\npropagation, ${WIDTH}x${HEIGHT} video, ${frames} frames forward, server dtype=${dtype}` +
+          (format3 ? ' (format-3 layout)' : ''),
       );
       console.log(allocatorLine());
       console.log('  objects   server fps   reference fps   server / reference');

@@ -631,7 +631,7 @@ std::shared_ptr<ImageEmbedding> Engine::Impl::deriveImage(const ImageEmbedding& 
   VisionMaps computed;
   if (missing.detector || missing.tracker) {
     computed = visionNecks(bundle, image.tensors().trunk, missing);
-    clock.lap("vision_encoder");
+    clock.lap("vision_neck");
     recordTimes(clock.times());
   }
   const ImageEmbedding::Tensors& have = image.tensors();

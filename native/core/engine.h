@@ -173,8 +173,9 @@ struct PointInstance {
   std::string mask;            // COCO RLE counts at the original image size
 };
 
-// Milliseconds per stage of the most recent calls: preprocess, vision_encoder, text_encoder,
-// detector, point_decoder, memory_attention, tracker_decoder, memory_encoder, postprocess
+// Milliseconds per stage of the most recent calls: preprocess, vision_encoder (encodeImage's
+// vision pass, a tracker frame's), vision_neck (deriveImage's necks), text_encoder, detector,
+// point_decoder, memory_attention, tracker_decoder, memory_encoder, postprocess
 // (scores, sorting, boxes; on accelerators also the mask resize), rle (mask encoding and mask
 // boxes; on CPU fused with each mask's resize).
 using StageTimes = std::map<std::string, double>;

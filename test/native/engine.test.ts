@@ -241,6 +241,7 @@ describe('native engine on a tiny random bundle', () => {
     const trunk = await engine.encodeImage(rgb, 64, 48, undefined, ['trunk']);
     const detector = await engine.deriveImage(trunk, ['detector']);
     const tracker = await engine.deriveImage(trunk, ['tracker']);
+    assert.ok(engine.lastStageTimes().vision_neck > 0, JSON.stringify(engine.lastStageTimes()));
     assert.deepEqual(
       [detector.maps, detector.byteSize],
       [['detector'], outputBytes('detector_neck')],
