@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { activeAllocator } from '../src/allocator';
 import { readBundleManifest } from '../src/engine/bundle-manifest';
-import { exportAtDtype, exportRandomBundle } from '../test/helpers/reference';
+import { exportAtDtype, exportRandomBundle, joinVisionEncoder } from '../test/helpers/reference';
 import { repoPath, venvPython } from '../test/helpers/repo';
 
 const execFileAsync = promisify(execFile);
@@ -52,7 +52,9 @@ export async function benchBundles(
   const reference = await benchBundle(full, workDir);
   if (format3) {
     const { served } = await benchBundles(full, workDir, dtype);
-    return { reference, served: await joinedVisionBundle(served, workDir) };
+    // The format-3 layout runs both necks for every image and frame: what the split saves.
+    const joined = await joinVisionEncoder(served, path.join(workDir, 'format-3-bundle'));
+    return { reference, served: joined };
   }
   if (dtype === 'float32') return { reference, served: reference };
   const served = `${reference}-${dtype}`;
@@ -65,19 +67,6 @@ export async function benchBundles(
     await exportAtDtype(reference, dtype, served);
   }
   return { reference, served };
-}
-
-/**
- * `bundle` written again in the format-3 layout, one vision encoder that runs both necks for
- * every image and frame (tools/join_vision_encoder.py): the benches' --format3 measures what
- * running only the needed neck saves.
- */
-async function joinedVisionBundle(bundle: string, workDir: string): Promise<string> {
-  const out = path.join(workDir, 'format-3-bundle');
-  await execFileAsync(venvPython(), [repoPath('tools', 'join_vision_encoder.py'), bundle, out], {
-    cwd: repoPath(),
-  });
-  return out;
 }
 
 /** tools/precision_report.py: the served bundle's accuracy against the fp32 one. */

@@ -20,10 +20,10 @@ import { performance } from 'node:perf_hooks';
 import { NativeError } from '../native/errors';
 import type {
   ConceptInstances,
+  ImageMapName,
   NativeAddon,
   NativeCancelToken,
   NativeEngine,
-  ImageMapName,
   NativeImageEmbedding,
   NativeTextEmbedding,
 } from '../native/types';

@@ -152,7 +152,7 @@ describe('POST /api/v1/image/segment with the tiny random bundle', () => {
       id: manifest.model.id,
       checksum: manifest.model.checksum,
       random_weights: true,
-      bundle_format_version: 3,
+      bundle_format_version: 4,
       resolution: manifest.resolution,
       dtype: 'float32',
     });

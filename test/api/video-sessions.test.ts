@@ -597,18 +597,19 @@ describe('video sessions over HTTP', () => {
   describe('a bundle without tracker modules', () => {
     let imageOnly: string;
     before(async () => {
-      // The tiny bundle as format 1: the same image modules, no tracker.
+      // The tiny bundle without its video blocks: the same image modules, no tracker.
       const bundle = await exportTinyBundle();
       imageOnly = path.join(work, 'image-only-bundle');
       await mkdir(imageOnly);
       const manifest = JSON.parse(await readFile(path.join(bundle, 'manifest.json'), 'utf8'));
-      manifest.format_version = 1;
       delete manifest.tracker;
+      delete manifest.concept;
       for (const name of [
         'memory_attention',
         'tracker_decoder',
         'tracker_decoder_multimask',
         'memory_encoder',
+        'tracker_mask_decoder',
       ]) {
         delete manifest.modules[name];
       }
@@ -636,7 +637,7 @@ describe('video sessions over HTTP', () => {
           await new VideoApi(server1.url).start({ video_path: video.file }),
           503,
           'not_ready',
-          /no video tracker modules \(bundle format version 1\)/,
+          /no video tracker modules \(bundle format version 4\)/,
         );
       } finally {
         await server1.close();

@@ -37,6 +37,18 @@ export function exportRandomBundle(out: string, preset: string, seed: number): P
   return runExporter(['--tiny-random', '--preset', preset, '--seed', String(seed), '--out', out]);
 }
 
+/**
+ * A format-4 `bundle` written again at `out` in the format-3 layout: one vision encoder that
+ * runs both necks for every image and frame (tools/join_vision_encoder.py).
+ */
+export async function joinVisionEncoder(bundle: string, out: string): Promise<string> {
+  await execFileAsync(venvPython(), [repoPath('tools', 'join_vision_encoder.py'), bundle, out], {
+    cwd: repoPath(),
+    maxBuffer: BIG_OUTPUT,
+  });
+  return out;
+}
+
 /** The random bundle `from` exported again at `dtype` into `out` (export_sam3.py --from-bundle). */
 export function exportAtDtype(from: string, dtype: string, out: string): Promise<void> {
   return runExporter(['--from-bundle', from, '--dtype', dtype, '--out', out]);

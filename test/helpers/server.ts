@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,7 +21,7 @@ import { EngineState } from '../../src/server/engine-state';
 import { closeGracefully, createHttpServer, listen } from '../../src/server/http-server';
 import { ServerMetrics, startMetricsServer } from '../../src/server/metrics';
 import { PropagationSockets } from '../../src/server/ws';
-import { exportRandomBundle } from './reference';
+import { exportRandomBundle, joinVisionEncoder } from './reference';
 import { repoPath } from './repo';
 
 export interface StartServerOptions {
@@ -202,19 +202,15 @@ export function exportTinyBundle(): Promise<string> {
 }
 
 /**
- * A copy of the tiny bundle at `dir` whose manifest says what exporters before version 5 wrote:
- * vision modules of one image per call (batch 1 on pixel_values and every map).
+ * The tiny bundle at `dir` as exporters before version 5 wrote it: format 3, one vision encoder
+ * of one image per call (batch 1 on pixel_values and the six maps).
  */
 export async function singleImageBundle(dir: string): Promise<string> {
-  await cp(await exportTinyBundle(), dir, { recursive: true });
+  await joinVisionEncoder(await exportTinyBundle(), dir);
   const manifestFile = path.join(dir, 'manifest.json');
   const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
-  const { vision_trunk: trunk, detector_neck: detector, tracker_neck: tracker } = manifest.modules;
-  const specs = [trunk, detector, tracker].flatMap((module) => [
-    ...module.inputs,
-    ...module.outputs,
-  ]);
-  for (const spec of specs) spec.shape[0] = 1;
+  const vision = manifest.modules.vision_encoder;
+  for (const spec of [...vision.inputs, ...vision.outputs]) spec.shape[0] = 1;
   await writeFile(manifestFile, JSON.stringify(manifest));
   return dir;
 }
