@@ -236,17 +236,17 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void encodeText(const TextRequest& request,
                   Done<std::vector<std::shared_ptr<TextEmbedding>>> done,
                   CancelToken cancel = nullptr);
-  // All queries through the detector in batches of kMaxQueriesPerDetectorCall. Keeps
-  // instances with score > threshold (compared in float32).
+  // All queries through the detector in batches of kMaxQueriesPerDetectorCall, on the
+  // embedding's detector maps (BAD_INPUT without them). Keeps instances with score >
+  // threshold (compared in float32).
   void detect(std::shared_ptr<const ImageEmbedding> image, std::vector<ConceptQuery> queries,
               double threshold, Done<std::vector<ConceptInstances>> done,
               CancelToken cancel = nullptr);
-  // detect needs the embedding's detector maps, segmentPoints its tracker maps (BAD_INPUT
-  // otherwise).
-  // Each query through a point decoder on the image's tracker features (one call per query,
-  // in order): exactly one instance per query. BAD_INPUT (naming the query) for points not 2
-  // per label, labels other than 0/1, non-finite numbers, a box not empty or 4 numbers, no
-  // click and no box, more than kMaxClicksPerQuery clicks, or another engine's embedding.
+  // Each query through a point decoder on the image's tracker maps (one call per query, in
+  // order): exactly one instance per query. BAD_INPUT without tracker maps, and (naming the
+  // query) for points not 2 per label, labels other than 0/1, non-finite numbers, a box not
+  // empty or 4 numbers, no click and no box, more than kMaxClicksPerQuery clicks, or another
+  // engine's embedding.
   void segmentPoints(std::shared_ptr<const ImageEmbedding> image, std::vector<PointQuery> queries,
                      Done<std::vector<PointInstance>> done, CancelToken cancel = nullptr);
 

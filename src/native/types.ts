@@ -169,9 +169,10 @@ export interface ConceptInstances {
 
 /**
  * Per-stage wall times of the last calls, milliseconds (for benchmarks and logs): preprocess,
- * vision_encoder (encodeImage's vision pass), vision_neck (deriveImage's necks), text_encoder, detector, point_decoder, postprocess (scores, sorting, boxes; on
- * CUDA also the mask resize), rle (mask encoding and mask boxes; on CPU fused with each mask's
- * resize). Each call overwrites the stages it runs.
+ * vision_encoder (encodeImage's vision pass), vision_neck (deriveImage's necks), text_encoder,
+ * detector, point_decoder, postprocess (scores, sorting, boxes; on CUDA also the mask resize),
+ * rle (mask encoding and mask boxes; on CPU fused with each mask's resize). Each call
+ * overwrites the stages it runs.
  */
 export interface StageTimes {
   [stage: string]: number;
