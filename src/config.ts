@@ -75,6 +75,11 @@ export interface Config {
   imageModelBatchWaitMs: number;
   /** A failed image model load exits 1 (for a supervisor to restart) instead of degrading. */
   imageModelRequired: boolean;
+  /**
+   * The image device's engine runs the bundle's compiled vision trunk (an AOTInductor package,
+   * tools/export_sam3.py --compile); a bundle without one stops start-up.
+   */
+  imageModelCompile: boolean;
 
   videoModelEnabled: boolean;
   videoModelRequired: boolean;
@@ -85,6 +90,8 @@ export interface Config {
    * on a machine without CUDA (an explicit list naming an absent GPU is a start-up error).
    */
   videoDevices: readonly string[];
+  /** The video devices' engines run the compiled vision trunk, as imageModelCompile. */
+  videoModelCompile: boolean;
   maxConcurrentSessions: number;
   /** Image model requests in progress at once (decode to answer); beyond: the queue. */
   maxConcurrentRequests: number;
@@ -310,16 +317,28 @@ function refuseUnsupported(env: Env): void {
         '(node --watch dist/src/main.js: it restarts whenever `npm run build:ts` rewrites dist/)',
     );
   }
-  for (const name of ['IMAGE_MODEL_COMPILE', 'VIDEO_MODEL_COMPILE']) {
-    if (parseBool(env, name, false)) {
-      throw new ConfigError(
-        name,
-        'fp32 graphs are served as traced: freezing them measured no faster here (README ' +
-          '"Reduced precision"); for optimized graphs export a bf16 bundle ' +
-          '(tools/export_sam3.py --dtype bfloat16), frozen at export. Set it to false',
-      );
-    }
+}
+
+/**
+ * IMAGE_MODEL_COMPILE and VIDEO_MODEL_COMPILE. One engine serves a device, so where the image
+ * model and video share one the two must agree.
+ */
+function parseCompile(
+  env: Env,
+  imageDevice: string | null,
+  videoDevices: readonly string[],
+): { image: boolean; video: boolean } {
+  const image = parseBool(env, 'IMAGE_MODEL_COMPILE', false);
+  const video = parseBool(env, 'VIDEO_MODEL_COMPILE', false);
+  if (image !== video && imageDevice !== null && videoDevices.includes(imageDevice)) {
+    throw new ConfigError(
+      image ? 'VIDEO_MODEL_COMPILE' : 'IMAGE_MODEL_COMPILE',
+      `is false but ${image ? 'IMAGE' : 'VIDEO'}_MODEL_COMPILE is true, and images and ` +
+        `video share ${imageDevice}, whose one engine runs the compiled vision trunk or not: ` +
+        'set both alike',
+    );
   }
+  return { image, video };
 }
 
 /** Largest IMAGE_MODEL_BATCH_SIZE and IMAGE_MODEL_BATCH_WAIT_MS (the native engine's bounds). */
@@ -490,6 +509,15 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     integer: true,
   });
   const imageBatching = parseImageBatching(env, maxConcurrentRequests);
+  const imageModelDevice = parseImageDevice(env, runtime);
+  const videoModelEnabled = parseBool(env, 'VIDEO_MODEL_ENABLED', true);
+  const videoDevices =
+    videoGpuList.length > 0 ? videoGpuList.map((index) => `cuda:${index}`) : ['cpu'];
+  const compile = parseCompile(
+    env,
+    imageModelEnabled ? imageModelDevice : null,
+    videoModelEnabled ? videoDevices : [],
+  );
 
   const config: Config = {
     serverHost: parseHost(env, 'SERVER_HOST', '0.0.0.0'),
@@ -501,7 +529,7 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     sam3Checkpoint: parseString(env, 'SAM3_CHECKPOINT', 'weights/sam3'),
     sam3BpePath: raw(env, 'SAM3_BPE_PATH') ?? null,
 
-    imageModelDevice: parseImageDevice(env, runtime),
+    imageModelDevice,
     imageModelConfidenceThreshold: parseNumber(env, 'IMAGE_MODEL_CONFIDENCE_THRESHOLD', 0.5, {
       min: 0,
       max: 1,
@@ -514,12 +542,14 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
     imageModelBatchSize: imageBatching.size,
     imageModelBatchWaitMs: imageBatching.waitMs,
     imageModelRequired,
+    imageModelCompile: compile.image,
 
-    videoModelEnabled: parseBool(env, 'VIDEO_MODEL_ENABLED', true),
+    videoModelEnabled,
     videoModelRequired: parseBool(env, 'VIDEO_MODEL_REQUIRED', false),
     // The spec's default [0,1,2,3] means "up to four GPUs, those present".
     videoGpuList,
-    videoDevices: videoGpuList.length > 0 ? videoGpuList.map((index) => `cuda:${index}`) : ['cpu'],
+    videoDevices,
+    videoModelCompile: compile.video,
     maxConcurrentRequests,
     maxQueuedRequests: parseNumber(env, 'MAX_QUEUED_REQUESTS', 16, { min: 0, integer: true }),
     maxConcurrentSessions: parseNumber(env, 'MAX_CONCURRENT_SESSIONS', 10, {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { activeAllocator } from './allocator';
 import { ConfigError, loadConfig, readEnvironment, type Config, type RuntimeInfo } from './config';
 import { Models } from './engine/models';
-import { batchingMismatch, resolutionMismatch } from './engine/segmenter';
+import { batchingMismatch, compileMismatch, resolutionMismatch } from './engine/segmenter';
 import { VisualizationStore } from './engine/visualization';
 import { chooseLogFormat, createLogger, type Logger } from './logging';
 import { loadAddon } from './native/addon';
@@ -80,10 +80,12 @@ function startupFailure(config: Readonly<Config>, models: Models): string | null
   const manifest = models.manifest;
   // A bad variable, not a failed load: fatal as every other configuration error.
   const mismatch =
-    config.imageModelEnabled && manifest !== null
-      ? (resolutionMismatch(config.imageModelResolution, manifest.resolution) ??
-        batchingMismatch(config.imageModelBatchSize, manifest))
-      : null;
+    manifest === null
+      ? null
+      : ((config.imageModelEnabled
+          ? (resolutionMismatch(config.imageModelResolution, manifest.resolution) ??
+            batchingMismatch(config.imageModelBatchSize, manifest))
+          : null) ?? compileMismatch(config, manifest));
   if (mismatch !== null) return mismatch;
   if (config.imageModelRequired && models.imageStatus !== 'ready') {
     return 'IMAGE_MODEL_REQUIRED is true but the image model failed to load (see the log)';

@@ -37,10 +37,12 @@ describe('loadConfig defaults', () => {
         imageModelBatchSize: 1,
         imageModelBatchWaitMs: 0,
         imageModelRequired: false,
+        imageModelCompile: false,
         videoModelEnabled: true,
         videoModelRequired: false,
         videoGpuList: [],
         videoDevices: ['cpu'],
+        videoModelCompile: false,
         maxConcurrentRequests: 4,
         maxQueuedRequests: 16,
         maxConcurrentSessions: 10,
@@ -331,17 +333,15 @@ describe('variables the server cannot honour are refused, not ignored', () => {
     ],
     [
       { IMAGE_MODEL_COMPILE: 'yes' },
-      'IMAGE_MODEL_COMPILE',
-      'IMAGE_MODEL_COMPILE: fp32 graphs are served as traced: freezing them measured no faster ' +
-        'here (README "Reduced precision"); for optimized graphs export a bf16 bundle ' +
-        '(tools/export_sam3.py --dtype bfloat16), frozen at export. Set it to false',
+      'VIDEO_MODEL_COMPILE',
+      'VIDEO_MODEL_COMPILE: is false but IMAGE_MODEL_COMPILE is true, and images and video ' +
+        'share cpu, whose one engine runs the compiled vision trunk or not: set both alike',
     ],
     [
       { VIDEO_MODEL_COMPILE: '1' },
-      'VIDEO_MODEL_COMPILE',
-      'VIDEO_MODEL_COMPILE: fp32 graphs are served as traced: freezing them measured no faster ' +
-        'here (README "Reduced precision"); for optimized graphs export a bf16 bundle ' +
-        '(tools/export_sam3.py --dtype bfloat16), frozen at export. Set it to false',
+      'IMAGE_MODEL_COMPILE',
+      'IMAGE_MODEL_COMPILE: is false but VIDEO_MODEL_COMPILE is true, and images and video ' +
+        'share cpu, whose one engine runs the compiled vision trunk or not: set both alike',
     ],
     [
       { IMAGE_MODEL_REQUIRED: 'true', IMAGE_MODEL_ENABLED: 'false' },
@@ -359,7 +359,7 @@ describe('variables the server cannot honour are refused, not ignored', () => {
 
   it('accepts their inert values, which leave nothing behind in the config', () => {
     for (const env of [
-      { SERVER_WORKERS: '1', RELOAD: 'false', IMAGE_MODEL_COMPILE: 'false' },
+      { SERVER_WORKERS: '1', RELOAD: 'false' },
       { SERVER_WORKERS: '1.0', RELOAD: '0', IMAGE_MODEL_COMPILE: 'no', VIDEO_MODEL_COMPILE: 'NO' },
       { SERVER_WORKERS: '', RELOAD: '', IMAGE_MODEL_COMPILE: '', VIDEO_MODEL_COMPILE: '' },
     ]) {
@@ -369,6 +369,46 @@ describe('variables the server cannot honour are refused, not ignored', () => {
 });
 
 describe('loadConfig model and metrics settings', () => {
+  it('IMAGE_MODEL_COMPILE / VIDEO_MODEL_COMPILE: off by default, alike where a device is shared', () => {
+    const compile = (env: Record<string, string>, gpus = NO_GPU) => {
+      const config = loadConfig(env, gpus);
+      return [config.imageModelCompile, config.videoModelCompile];
+    };
+    assert.deepEqual(compile({}), [false, false]);
+    assert.deepEqual(compile({ IMAGE_MODEL_COMPILE: 'false', VIDEO_MODEL_COMPILE: 'NO' }), [
+      false,
+      false,
+    ]);
+    assert.deepEqual(compile({ IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_COMPILE: '1' }), [
+      true,
+      true,
+    ]);
+    // Each alone where the other model is off, or on devices of its own.
+    assert.deepEqual(compile({ IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_ENABLED: 'false' }), [
+      true,
+      false,
+    ]);
+    assert.deepEqual(compile({ VIDEO_MODEL_COMPILE: 'true', IMAGE_MODEL_ENABLED: 'false' }), [
+      false,
+      true,
+    ]);
+    assert.deepEqual(
+      compile(
+        { IMAGE_MODEL_COMPILE: 'true', IMAGE_MODEL_DEVICE: 'cuda:0', VIDEO_GPU_LIST: '1' },
+        TWO_GPUS,
+      ),
+      [true, false],
+    );
+    assert.equal(
+      configError(
+        { VIDEO_MODEL_COMPILE: 'true', IMAGE_MODEL_DEVICE: 'cuda:1', VIDEO_GPU_LIST: '0,1' },
+        TWO_GPUS,
+      ).message,
+      'IMAGE_MODEL_COMPILE: is false but VIDEO_MODEL_COMPILE is true, and images and video ' +
+        'share cuda:1, whose one engine runs the compiled vision trunk or not: set both alike',
+    );
+  });
+
   it('leaves IMAGE_MODEL_RESOLUTION to the bundle unless it is set', () => {
     assert.equal(loadConfig({}, NO_GPU).imageModelResolution, null);
     assert.equal(loadConfig({ IMAGE_MODEL_RESOLUTION: ' ' }, NO_GPU).imageModelResolution, null);

@@ -33,7 +33,7 @@ from sam3_tools.precision import DTYPES, TRACE_TOLERANCE, at_precision, freeze  
 from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
 
 FORMAT_VERSION = 4
-EXPORTER_VERSION = 6
+EXPORTER_VERSION = 7
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
@@ -374,6 +374,25 @@ def resolve_source(model_arg: str) -> Path | None:
         return None
 
 
+# The vision trunk's AOTInductor package (--compile; docs/bundle-format.md, "Compiled trunk").
+COMPILED_TRUNK = "vision_trunk.pt2"
+# The batch sizes the compiled trunk takes (the engine's largest image batch is 64).
+COMPILED_MAX_BATCH = 64
+
+
+def compile_trunk(trunk, pixels: torch.Tensor, package: Path, wrapped: bool):
+    """`trunk` exported (torch.export, a batch dimension of 1 to COMPILED_MAX_BATCH) and compiled
+    into an AOTInductor package at `package`; returns the package loaded back, to be checked.
+    `wrapped`: `trunk` is precision.Autocast, whose forward takes *inputs."""
+    batch = torch.export.Dim("B", min=1, max=COMPILED_MAX_BATCH)
+    # A batch of 2: an example batch of 1 would be specialized to 1.
+    example = (pixels.repeat(2, 1, 1, 1),)
+    shapes = (({0: batch},),) if wrapped else ({0: batch},)
+    exported = torch.export.export(trunk, example, dynamic_shapes=shapes)
+    path = torch._inductor.aoti_compile_and_package(exported, package_path=str(package))
+    return torch._inductor.aoti_load_package(path)
+
+
 def spec(name: str, shape: list, dtype: str) -> dict:
     return {"name": name, "shape": shape, "dtype": dtype}
 
@@ -626,6 +645,16 @@ def export(args: argparse.Namespace) -> None:
         ]
         for module, name, inputs in tracker_checks:
             check(name, module(*inputs), traced_tracker[name](*inputs))
+        if args.compile:
+            t = time.time()
+            compiled = compile_trunk(trunk, pixels, out / COMPILED_TRUNK, args.dtype != "float32")
+            log(f"compiled the vision trunk with AOTInductor in {time.time() - t:.1f}s")
+            check("vision_trunk (compiled)", vision_features, compiled(pixels))
+            check(
+                "vision_trunk (compiled, batch of 2)",
+                torch.cat([vision_features, other_features]),
+                compiled(torch.cat([pixels, other])),
+            )
         worst, where = max(diffs)
         measure = "max abs" if args.dtype == "float32" else "mean relative"
         log(f"traced vs eager: {measure} difference {worst:.3g} (at most; {where})")
@@ -770,6 +799,7 @@ def export(args: argparse.Namespace) -> None:
         "modules": {
             "vision_trunk": {
                 "file": "vision_trunk.pt",
+                **({"compiled": COMPILED_TRUNK} if args.compile else {}),
                 "inputs": [spec("pixel_values", ["B", 3, resolution, resolution], f32)],
                 "outputs": [trunk_output],
             },
@@ -845,6 +875,13 @@ def main(argv: list[str] | None = None) -> None:
         "products and convolutions in that dtype, normalizations and softmax in fp32) and freeze them",
     )
     parser.add_argument("--bpe", help="CLIP vocabulary bpe_simple_vocab_16e6.txt.gz to copy into the bundle")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also compile the vision trunk ahead of time with AOTInductor (vision_trunk.pt2), which "
+        "IMAGE_MODEL_COMPILE / VIDEO_MODEL_COMPILE=true run; it runs on the --device type and on CPUs "
+        "with the instruction set of the exporting one",
+    )
     args = parser.parse_args(argv)
     from sam3_tools.configs import FULL_PRESET, PRESETS
 

@@ -3,7 +3,7 @@
 # torchvision, scikit-image, cmake, ninja; no Node, no network). Run from the repository root, e.g.
 #   device run: bash bench/gpu/run.sh   (carry: the CLIP vocabulary, see VOCAB below)
 # It builds the native core and its CLI against the machine's torch, exports a full-size
-# random-weight bundle traced on CUDA (and its bf16 export), checks the pure-torch ROI align
+# random-weight bundle traced on CUDA (and its bf16 export, vision trunk also compiled), checks the pure-torch ROI align
 # against torchvision, and benchmarks the core (fp32 and bf16) against the transformers
 # reference (fp32) on the same device, printing per-stage times, batched throughput, the bf16
 # bundle's accuracy against fp32, and tracking fps. Results go to $OUT (or /tmp/sam3-gpu) as well.
@@ -100,18 +100,27 @@ awk -v r1="$ref1" 'BEGIN { printf "  reference  %8.2f images/s (one at a time, 1
 
 log "image done: compare the totals (both sides keep every query, threshold 0)"
 
-# bf16: the same weights exported with --dtype bfloat16 (traced under autocast, frozen). Its
-# steps do not stop the script: the video part below runs whatever they give.
+# bf16: the same weights exported with --dtype bfloat16 (traced under autocast, frozen), and
+# with its vision trunk compiled by AOTInductor (--compile; exported again without it if that
+# fails). Its steps do not stop the script: the video part below runs whatever they give.
 BUNDLE_BF16=""
 if [ -d "$BUNDLE/hf" ]; then
-  log "export the bfloat16 bundle of the same weights (log: $OUT/export-bf16.log)"
-  if "$PYTHON" tools/export_sam3.py --from-bundle "$BUNDLE" --dtype bfloat16 --device "$DEVICE" \
-      --out "$OUT/$(basename "$BUNDLE")-bf16" > "$OUT/export-bf16.log" 2>&1; then
+  log "export the bfloat16 bundle of the same weights, --compile (log: $OUT/export-bf16.log)"
+  export_bf16() {
+    "$PYTHON" tools/export_sam3.py --from-bundle "$BUNDLE" --dtype bfloat16 --device "$DEVICE" \
+      --out "$OUT/$(basename "$BUNDLE")-bf16" "$@" > "$OUT/export-bf16.log" 2>&1
+  }
+  if export_bf16 --compile || { log "the --compile export failed; again without it"; export_bf16; }; then
     BUNDLE_BF16="$OUT/$(basename "$BUNDLE")-bf16"
     grep '\[export\]' "$OUT/export-bf16.log" | tee -a "$OUT/summary.txt"
     log "core bf16: 1008x1008 image, 3 prompts (ms per stage; against the fp32 reference above)"
     "$CLI" bench "$BUNDLE_BF16" --device "$DEVICE" --size 1008x1008 --prompts 3 --iters "$ITERS" \
       | tee -a "$OUT/summary.txt" || log "core bf16 bench failed"
+    if [ -f "$BUNDLE_BF16/vision_trunk.pt2" ]; then
+      log "core bf16, compiled vision trunk (IMAGE_MODEL_COMPILE=true): the same bench"
+      "$CLI" bench "$BUNDLE_BF16" --device "$DEVICE" --size 1008x1008 --prompts 3 --iters "$ITERS" \
+        --compiled true | tee -a "$OUT/summary.txt" || log "compiled bf16 bench failed"
+    fi
     log "batched throughput of the bf16 bundle, 1 prompt (images/s)"
     batched_throughput "$BUNDLE_BF16" "core bf16" | tee -a "$OUT/summary.txt" || log "bf16 batched bench failed"
     log "accuracy of the bf16 bundle against the fp32 one (tools/precision_report.py, needs scikit-image)"

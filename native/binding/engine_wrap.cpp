@@ -116,6 +116,7 @@ Napi::Object infoObject(Napi::Env env, const BundleInfo& info) {
   object.Set("transformersVersion", info.transformersVersion);
   object.Set("videoAvailable", info.videoAvailable);
   object.Set("conceptAvailable", info.conceptAvailable);
+  object.Set("compiled", info.compiled);
   object.Set("visionParts", info.visionParts);
   object.Freeze();
   return object;
@@ -182,6 +183,8 @@ Napi::Value EngineWrap::load(const Napi::CallbackInfo& info) {
       batching.maxSize = integerArgument(limits.Get("maxSize"), "imageBatch.maxSize");
       batching.waitMs = integerArgument(limits.Get("waitMs"), "imageBatch.waitMs");
     }
+    Napi::Value compile = options.Get("compiled");
+    const bool compiled = !compile.IsUndefined() && booleanArgument(compile, "compiled");
     auto call = AsyncCall::start(env, {});
     std::shared_ptr<Engine> engine =
         Engine::load(bundleDir, device,
@@ -192,7 +195,7 @@ Napi::Value EngineWrap::load(const Napi::CallbackInfo& info) {
                            return AddonData::of(env).engineConstructor.New(
                                {Napi::External<EngineHandoff>::New(env, &handoff)});
                          }),
-                     batching);
+                     batching, compiled);
     if (engine) AddonData::of(env).track(engine);
     return call->promise();
   });

@@ -1,5 +1,7 @@
 #include "bundle.h"
 
+#include <ATen/Version.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
 #include <filesystem>
@@ -135,6 +137,83 @@ torch::jit::Module loadModule(const fs::path& dir, const std::string& bundleName
   return module;
 }
 
+// The instruction sets at or below `capability` (at::get_cpu_capability(): DEFAULT, AVX2 or
+// AVX512, the levels of PyTorch's CPU kernels).
+bool cpuRuns(const std::string& capability, const std::string& packageIsa) {
+  if (packageIsa.find("AVX512") != std::string::npos) return capability == "AVX512";
+  if (packageIsa.find("AVX2") != std::string::npos) return capability != "DEFAULT";
+  return true;
+}
+
+// An AOTInductor package (tools/export_sam3.py --compile): loaded, and refused when it was
+// built for another device type or for CPU instructions this machine lacks (its kernels would
+// stop the process on the first call).
+std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loadCompiled(const fs::path& dir,
+                                                                      const std::string& bundleName,
+                                                                      const ModuleSpec& spec,
+                                                                      const char* name,
+                                                                      const c10::Device& device) {
+  if (spec.compiledFile.empty()) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + bundleName + "' has no compiled " + name +
+                        ": export it with tools/export_sam3.py --compile, or load it uncompiled");
+  }
+  fs::path file = dir / spec.compiledFile;
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) {
+    throw CoreError(ErrorCode::kModelLoad, "bundle '" + bundleName + "': " + spec.compiledFile +
+                                               " (compiled " + name + ") is missing");
+  }
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+  try {
+    loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+        file.string(), "model", false, 1, device.is_cuda() ? device.index() : -1);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    if (const auto* error = dynamic_cast<const c10::Error*>(&e)) {
+      what = error->what_without_backtrace();
+    }
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + bundleName + "': " + spec.compiledFile +
+                        " is not a loadable AOTInductor package: " +
+                        withoutHostPath(firstLine(what), dir.string(), bundleName));
+  }
+  std::unordered_map<std::string, std::string> metadata = loader->get_metadata();
+  const std::string deviceType = device.is_cuda() ? "cuda" : "cpu";
+  const std::string packageDevice = metadata["AOTI_DEVICE_KEY"];
+  if (packageDevice != deviceType) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + bundleName + "': " + spec.compiledFile + " was compiled for " +
+                        (packageDevice.empty() ? "?" : packageDevice) + ", not " + deviceType);
+  }
+  const std::string isa = metadata["AOTI_CPU_ISA"];
+  if (!device.is_cuda() && !cpuRuns(at::get_cpu_capability(), isa)) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + bundleName + "': " + spec.compiledFile + " was compiled for " +
+                        isa + " and this CPU runs " + at::get_cpu_capability() +
+                        ": compile it on this machine (tools/export_sam3.py --compile)");
+  }
+  return loader;
+}
+
+// A TorchScript module's result (a tensor, a tuple or a list of tensors) as tensors.
+void appendOutputs(const c10::IValue& result, const char* name, std::vector<at::Tensor>& outputs) {
+  if (result.isTensor()) {
+    outputs.push_back(result.toTensor());
+  } else if (result.isTuple()) {
+    for (const c10::IValue& item : result.toTupleRef().elements()) {
+      if (!item.isTensor()) {
+        throw CoreError(ErrorCode::kInternal, std::string(name) + " returned a non-tensor");
+      }
+      outputs.push_back(item.toTensor());
+    }
+  } else if (result.isTensorList()) {
+    for (const at::Tensor& tensor : result.toTensorVector()) outputs.push_back(tensor);
+  } else {
+    throw CoreError(ErrorCode::kInternal, std::string(name) + " returned an unexpected type");
+  }
+}
+
 std::string readFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream content;
@@ -145,7 +224,10 @@ std::string readFile(const fs::path& path) {
 
 }  // namespace
 
-std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& device) {
+Bundle::~Bundle() = default;
+
+std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& device,
+                                     bool compiled) {
   std::error_code ec;
   fs::path path = fs::absolute(fs::path(dir), ec).lexically_normal();
   std::string name =
@@ -191,9 +273,19 @@ std::shared_ptr<Bundle> Bundle::load(const std::string& dir, const c10::Device& 
   const Manifest& m = bundle->manifest_;
   if (m.visionParts) {
     const VisionParts& parts = *m.visionParts;
-    bundle->visionTrunk_ = loadModule(path, name, parts.trunk, "vision_trunk", device);
+    // The package holds its own weights: the TorchScript trunk is not loaded beside it.
+    if (compiled) {
+      bundle->compiledTrunk_ = loadCompiled(path, name, parts.trunk, "vision_trunk", device);
+    } else {
+      bundle->visionTrunk_ = loadModule(path, name, parts.trunk, "vision_trunk", device);
+    }
     bundle->detectorNeck_ = loadModule(path, name, parts.detectorNeck, "detector_neck", device);
     bundle->trackerNeck_ = loadModule(path, name, parts.trackerNeck, "tracker_neck", device);
+  } else if (compiled) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + name + "' has one vision encoder (format " +
+                        std::to_string(m.formatVersion) +
+                        ") and no compiled modules: export it with tools/export_sam3.py --compile");
   } else {
     bundle->visionEncoder_ = loadModule(path, name, m.visionEncoder, "vision_encoder", device);
   }
@@ -328,22 +420,14 @@ NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSiz
     arguments.emplace_back(std::move(tensor));
   }
 
-  c10::IValue result = module->forward(std::move(arguments));
-
   std::vector<at::Tensor> outputs;
-  if (result.isTensor()) {
-    outputs.push_back(result.toTensor());
-  } else if (result.isTuple()) {
-    for (const c10::IValue& item : result.toTupleRef().elements()) {
-      if (!item.isTensor()) {
-        throw CoreError(ErrorCode::kInternal, std::string(name) + " returned a non-tensor");
-      }
-      outputs.push_back(item.toTensor());
-    }
-  } else if (result.isTensorList()) {
-    for (const at::Tensor& tensor : result.toTensorVector()) outputs.push_back(tensor);
+  if (kind == ModuleKind::kVisionTrunk && compiledTrunk_) {
+    std::vector<at::Tensor> tensors;
+    tensors.reserve(arguments.size());
+    for (const c10::IValue& argument : arguments) tensors.push_back(argument.toTensor());
+    outputs = compiledTrunk_->run(tensors);
   } else {
-    throw CoreError(ErrorCode::kInternal, std::string(name) + " returned an unexpected type");
+    appendOutputs(module->forward(std::move(arguments)), name, outputs);
   }
   if (outputs.size() != spec->outputs.size()) {
     throw CoreError(ErrorCode::kInternal,

@@ -13,6 +13,10 @@
 
 #include "manifest.h"
 
+namespace torch::inductor {
+class AOTIModelPackageLoader;
+}
+
 namespace sam3 {
 
 enum class ModuleKind {
@@ -43,7 +47,11 @@ class Bundle {
   // Reads manifest.json in `dir`, loads each module onto `device`, and checks each module's
   // forward arity against the manifest. Call on the executor thread. Throws
   // CoreError(MODEL_LOAD) with messages that name the bundle by its directory name only.
-  static std::shared_ptr<Bundle> load(const std::string& dir, const c10::Device& device);
+  // `compiled`: the vision trunk runs as its AOTInductor package (manifest `compiled`), which
+  // must exist and suit this device and CPU.
+  static std::shared_ptr<Bundle> load(const std::string& dir, const c10::Device& device,
+                                      bool compiled = false);
+  ~Bundle();
 
   const Manifest& manifest() const { return manifest_; }
   // Unique per load in this process: embeddings remember which bundle made them.
@@ -78,6 +86,8 @@ class Bundle {
   std::string name_;  // the directory's base name, for messages
   torch::jit::Module visionEncoder_;
   torch::jit::Module visionTrunk_;
+  // The trunk's AOTInductor package, when loaded `compiled` (visionTrunk_ is then not loaded).
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> compiledTrunk_;
   torch::jit::Module detectorNeck_;
   torch::jit::Module trackerNeck_;
   torch::jit::Module textEncoder_;

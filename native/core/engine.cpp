@@ -292,7 +292,8 @@ bool takesImageBatches(const Manifest& manifest) {
 }  // namespace
 
 std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::string& device,
-                                     Done<std::shared_ptr<Engine>> done, ImageBatching batching) {
+                                     Done<std::shared_ptr<Engine>> done, ImageBatching batching,
+                                     bool compiled) {
   useFixedMmapThreshold();
   std::shared_ptr<Engine> engine;
   try {
@@ -308,26 +309,28 @@ std::shared_ptr<Engine> Engine::load(const std::string& bundleDir, const std::st
     engine->impl_->imageBatches = std::make_unique<ImageBatchQueue>(
         static_cast<size_t>(batching.maxSize), std::chrono::milliseconds(batching.waitMs));
   }
-  runOnExecutor<std::shared_ptr<Engine>>(*engine->impl_, std::move(done), [engine, bundleDir]() {
-    try {
-      Impl& impl = *engine->impl_;
-      impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device));
-      if (impl.imageBatches && !takesImageBatches(impl.bundle->manifest())) {
-        throw CoreError(ErrorCode::kModelLoad,
-                        "image batching needs a bundle whose vision encoder takes a batch "
-                        "(exporter version 5 or later); this bundle's takes one image per "
-                        "call: export it again with tools/export_sam3.py, or batch size 1");
-      }
-      impl.info = infoOf(impl.bundle->manifest());
-      impl.bundleId = impl.bundle->id();
-      return engine;
-    } catch (...) {
-      // Nobody will use this engine: let its thread end once this task returns.
-      engine->impl_->bundle.reset();
-      engine->impl_->executor->close(nullptr);
-      throw;
-    }
-  });
+  runOnExecutor<std::shared_ptr<Engine>>(
+      *engine->impl_, std::move(done), [engine, bundleDir, compiled]() {
+        try {
+          Impl& impl = *engine->impl_;
+          impl.bundle = Bundle::load(bundleDir, c10::Device(impl.device), compiled);
+          if (impl.imageBatches && !takesImageBatches(impl.bundle->manifest())) {
+            throw CoreError(ErrorCode::kModelLoad,
+                            "image batching needs a bundle whose vision encoder takes a batch "
+                            "(exporter version 5 or later); this bundle's takes one image per "
+                            "call: export it again with tools/export_sam3.py, or batch size 1");
+          }
+          impl.info = infoOf(impl.bundle->manifest());
+          impl.info.compiled = compiled;
+          impl.bundleId = impl.bundle->id();
+          return engine;
+        } catch (...) {
+          // Nobody will use this engine: let its thread end once this task returns.
+          engine->impl_->bundle.reset();
+          engine->impl_->executor->close(nullptr);
+          throw;
+        }
+      });
   return engine;
 }
 

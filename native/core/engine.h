@@ -45,6 +45,8 @@ struct BundleInfo {
   bool videoAvailable = false;
   // The bundle carries concept tracking (format 3): text prompts in video work.
   bool conceptAvailable = false;
+  // The engine runs the bundle's compiled vision trunk (Engine::load's `compiled`).
+  bool compiled = false;
   // The vision encoder is split into trunk and necks (format 4): ImageMaps choose what runs.
   bool visionParts = false;
 };
@@ -206,10 +208,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Returns the engine being loaded (to track it for teardown), or nullptr when the device
   // or the batching was refused (then `done` has already run). Batching needs a bundle whose
   // vision encoder takes a batch (exporter version 5); maxSize outside 1..kMaxImageBatch or
-  // waitMs outside 0..kMaxImageBatchWaitMs is BAD_INPUT.
+  // waitMs outside 0..kMaxImageBatchWaitMs is BAD_INPUT. `compiled`: run the bundle's
+  // AOTInductor packages (tools/export_sam3.py --compile) in place of their TorchScript
+  // modules; MODEL_LOAD when it has none, or they were built for another device type or a
+  // CPU instruction set this machine lacks.
   static std::shared_ptr<Engine> load(const std::string& bundleDir, const std::string& device,
                                       Done<std::shared_ptr<Engine>> done,
-                                      ImageBatching batching = {});
+                                      ImageBatching batching = {}, bool compiled = false);
   ~Engine();
 
   Engine(const Engine&) = delete;

@@ -180,10 +180,19 @@ ModuleSpec moduleSpec(const json::Value& modules, const std::string& name) {
   const json::Value& module = objectField(modules, "modules", name);
   std::string path = "modules." + name;
   ModuleSpec spec;
-  spec.file = stringField(module, path, "file");
-  if (spec.file.empty() || spec.file == "." || spec.file == ".." ||
-      spec.file.find('/') != std::string::npos || spec.file.find('\\') != std::string::npos) {
-    invalid(path + ".file", "expected a plain file name inside the bundle");
+  auto plainFile = [&](const char* key) {
+    std::string file = stringField(module, path, key);
+    if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
+        file.find('\\') != std::string::npos) {
+      invalid(path + "." + key, "expected a plain file name inside the bundle");
+    }
+    return file;
+  };
+  spec.file = plainFile("file");
+  if (module.find("compiled") != nullptr) {
+    // Only the vision trunk has an ahead-of-time compiled form (tools/export_sam3.py --compile).
+    if (name != "vision_trunk") invalid(path + ".compiled", "only vision_trunk is compiled");
+    spec.compiledFile = plainFile("compiled");
   }
   spec.inputs = tensorSpecs(module, path, "inputs");
   spec.outputs = tensorSpecs(module, path, "outputs");

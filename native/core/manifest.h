@@ -25,6 +25,9 @@ struct TensorSpec {
 
 struct ModuleSpec {
   std::string file;  // a plain file name inside the bundle directory
+  // Optional (exporter 7, --compile): an AOTInductor package of the same computation, with the
+  // same inputs and outputs, which an engine loaded with `compiled` runs instead.
+  std::string compiledFile;
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
 

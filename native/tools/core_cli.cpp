@@ -5,11 +5,12 @@
 //       <rgb-file>: width * height * 3 bytes of raw RGB; <ids>: comma-separated token ids
 //       (bos ... eos, padded here with the pad id) or a file holding them. Prints JSON.
 //   sam3_core_cli bench <bundle> [--device D] [--size WxH] [--prompts N] [--iters K]
-//                 [--batch B]
+//                 [--batch B] [--compiled true]
 //       Random image and prompts; prints the mean milliseconds per stage and the images per
 //       second. --batch B: each iteration submits B images at once to an engine that batches
 //       up to B of them per vision encoder call (ImageBatching, as IMAGE_MODEL_BATCH_SIZE), then
 //       detects the prompts on each; the stage times are then those of the last call.
+//       --compiled true: the bundle's compiled vision trunk (export_sam3.py --compile).
 //   sam3_core_cli track <bundle> <rgb-file> <width> <height> [--device D] [--objects K]
 //                 [--tokens ID,ID,... [--max-objects N] [--hotstart-delay D]]
 //                 [--official-postprocess true|false]
@@ -99,10 +100,10 @@ T waitFor(Start start) {
 }
 
 std::shared_ptr<sam3::Engine> loadEngine(const std::string& bundle, const std::string& device,
-                                         sam3::ImageBatching batching = {}) {
+                                         sam3::ImageBatching batching = {}, bool compiled = false) {
   return waitFor<std::shared_ptr<sam3::Engine>>(
       [&](sam3::Done<std::shared_ptr<sam3::Engine>> done) {
-        sam3::Engine::load(bundle, device, done, batching);
+        sam3::Engine::load(bundle, device, done, batching, compiled);
       });
 }
 
@@ -288,9 +289,14 @@ int bench(const Options& options) {
   const int64_t batch = parseInt(flag(options, "batch", "1"), "--batch");
   // A long window: the batch is full as soon as this iteration's images are submitted.
   const sam3::ImageBatching batching{batch, batch > 1 ? 1000 : 0};
+  const std::string compiled = flag(options, "compiled", "false");
+  if (compiled != "true" && compiled != "false") {
+    throw CoreError(ErrorCode::kBadInput, "--compiled is true or false");
+  }
 
   auto loadStart = std::chrono::steady_clock::now();
-  auto engine = loadEngine(options.positional[0], flag(options, "device", "cpu"), batching);
+  auto engine = loadEngine(options.positional[0], flag(options, "device", "cpu"), batching,
+                           compiled == "true");
   double loadMs =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - loadStart)
           .count();

@@ -21,7 +21,7 @@ import { Admission } from './admission';
 import { nativeLimitMismatches } from './input-limits';
 import { bundleVocabPath, readBundleManifest, type BundleManifest } from './bundle-manifest';
 import { ClipTokenizer } from './tokenizer';
-import { batchingMismatch, ModelLoadError, Segmenter } from './segmenter';
+import { batchingMismatch, compileMismatch, ModelLoadError, Segmenter } from './segmenter';
 import { VideoSessions } from './video/sessions';
 
 export type ComponentStatus =
@@ -38,6 +38,14 @@ export const RANDOM_WEIGHTS_WARNING =
   'This server runs a RANDOM-WEIGHT test bundle: its masks, boxes and scores are meaningless. ' +
   'Export the real SAM3 checkpoint with tools/export_sam3.py for real results.';
 
+/** How the pool loads each device's engine. */
+export interface DeviceEngineOptions {
+  /** The batching of the engine on the image model's device, if any. */
+  imageBatch?: { device: string; batch: ImageBatchOptions } | null;
+  /** The devices whose engine runs the bundle's compiled vision trunk. */
+  compiled?: ReadonlySet<string>;
+}
+
 interface PoolEntry {
   engine: Promise<NativeEngine>;
   users: number;
@@ -51,18 +59,19 @@ interface PoolEntry {
 export class DevicePool {
   private readonly entries = new Map<string, PoolEntry>();
 
-  /** `imageBatch`: the batching of the engine on the image model's device, if any. */
   constructor(
     private readonly addon: NativeAddon,
     private readonly bundleDir: string,
-    private readonly imageBatch: { device: string; batch: ImageBatchOptions } | null = null,
+    private readonly engines: DeviceEngineOptions = {},
   ) {}
 
   async acquire(device: string): Promise<NativeEngine> {
     let entry = this.entries.get(device);
     if (entry === undefined) {
       const options: EngineOptions = { bundleDir: this.bundleDir, device };
-      if (this.imageBatch?.device === device) options.imageBatch = this.imageBatch.batch;
+      const { imageBatch, compiled } = this.engines;
+      if (imageBatch?.device === device) options.imageBatch = imageBatch.batch;
+      if (compiled?.has(device) === true) options.compiled = true;
       const loading = this.addon.Engine.load(options);
       entry = { engine: loading, users: 0 };
       this.entries.set(device, entry);
@@ -257,12 +266,17 @@ export class Models {
             'it was built from other sources; rebuild it (npm run build:native)',
         );
       }
-      const refused = this.options.config.imageModelEnabled
-        ? batchingMismatch(this.options.config.imageModelBatchSize, manifest)
-        : null;
+      const { config } = this.options;
+      const refused =
+        (config.imageModelEnabled
+          ? batchingMismatch(config.imageModelBatchSize, manifest)
+          : null) ?? compileMismatch(config, manifest);
       if (refused !== null) throw new ModelLoadError(refused);
       this.addon = addon;
-      this.pool = new DevicePool(this.addon, bundleDir, this.imageBatching());
+      this.pool = new DevicePool(this.addon, bundleDir, {
+        imageBatch: this.imageBatching(),
+        compiled: this.compiledDevices(),
+      });
     } catch (error) {
       logger.error(`model bundle failed to load: ${errorMessage(error)}`, {
         error: errorDetails(error),
@@ -291,6 +305,17 @@ export class Models {
     if (sessions !== null) await sessions.closeAll();
     if (segmenter !== null) await segmenter.close();
     await this.pool?.closeAll();
+  }
+
+  /** The devices whose engine runs the compiled vision trunk. */
+  private compiledDevices(): Set<string> {
+    const { config } = this.options;
+    const devices = new Set<string>();
+    if (config.imageModelEnabled && config.imageModelCompile) devices.add(config.imageModelDevice);
+    if (config.videoModelEnabled && config.videoModelCompile) {
+      for (const device of config.videoDevices) devices.add(device);
+    }
+    return devices;
   }
 
   /** IMAGE_MODEL_BATCH_SIZE / _WAIT_MS for the image device's engine; null when off. */

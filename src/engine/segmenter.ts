@@ -17,6 +17,7 @@
  */
 import { webcrypto } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import type { Config } from '../config';
 import { NativeError } from '../native/errors';
 import type {
   ConceptInstances,
@@ -178,7 +179,7 @@ interface TensorSignature {
 function moduleSignature(
   manifest: BundleManifest,
   module: string,
-): { inputs?: TensorSignature[]; outputs?: TensorSignature[] } {
+): { inputs?: TensorSignature[]; outputs?: TensorSignature[]; compiled?: unknown } {
   const modules = (manifest as { modules?: Record<string, object> }).modules;
   return modules?.[module] ?? {};
 }
@@ -234,6 +235,30 @@ export function batchingMismatch(batchSize: number, manifest: BundleManifest): s
     `IMAGE_MODEL_BATCH_SIZE is ${batchSize} but the bundle's vision encoder takes one image ` +
     'per call (exported before exporter version 5): export it again with ' +
     'tools/export_sam3.py, or set IMAGE_MODEL_BATCH_SIZE=1'
+  );
+}
+
+/**
+ * Why the bundle cannot honour IMAGE_MODEL_COMPILE / VIDEO_MODEL_COMPILE (true for an enabled
+ * model), or null: they need its compiled vision trunk.
+ */
+export function compileMismatch(
+  config: Pick<
+    Config,
+    'imageModelEnabled' | 'imageModelCompile' | 'videoModelEnabled' | 'videoModelCompile'
+  >,
+  manifest: BundleManifest,
+): string | null {
+  const variables: string[] = [];
+  if (config.imageModelEnabled && config.imageModelCompile) variables.push('IMAGE_MODEL_COMPILE');
+  if (config.videoModelEnabled && config.videoModelCompile) variables.push('VIDEO_MODEL_COMPILE');
+  if (variables.length === 0) return null;
+  if (typeof moduleSignature(manifest, 'vision_trunk').compiled === 'string') return null;
+  const named = variables.join(' and ');
+  return (
+    `${named} ${variables.length > 1 ? 'are' : 'is'} true but the bundle has no compiled ` +
+    'vision trunk: export it with tools/export_sam3.py --compile (on a machine like the ' +
+    `serving one), or set ${named} to false`
   );
 }
 

@@ -39,6 +39,12 @@ export interface EngineOptions {
    * (exporter version 5): otherwise the load rejects with MODEL_LOAD.
    */
   imageBatch?: ImageBatchOptions;
+  /**
+   * Run the bundle's AOTInductor package of the vision trunk (tools/export_sam3.py --compile)
+   * instead of its TorchScript module. MODEL_LOAD when the bundle has none, or it was compiled
+   * for another device type or for CPU instructions this machine lacks.
+   */
+  compiled?: boolean;
 }
 
 export interface ImageBatchOptions {
@@ -87,6 +93,8 @@ export interface BundleInfo {
    * necks' maps and keeps no trunk output.
    */
   visionParts: boolean;
+  /** The engine runs the compiled vision trunk (EngineOptions.compiled). */
+  compiled: boolean;
 }
 
 /**

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { exportRandomBundle, tempDir } from '../helpers/reference';
 import { repoPath } from '../helpers/repo';
-import { exportTinyBundle, singleImageBundle } from '../helpers/server';
+import { compiledTinyBundle, exportTinyBundle, singleImageBundle } from '../helpers/server';
 
 const MAIN = repoPath('dist', 'src', 'main.js');
 
@@ -65,6 +65,32 @@ function listeningUrl(child: Child): Promise<string> {
     }
     return undefined;
   }, 30_000);
+}
+
+/**
+ * Waits until the child's /health says ready, then segments a 48x40 grey PNG with `prompts`
+ * (threshold 0: every instance kept).
+ */
+async function segmentWhenReady(
+  child: Child,
+  prompts: object[],
+): Promise<{ status: number; body: { labels: string[]; image_size: unknown } }> {
+  const url = await listeningUrl(child);
+  await waitFor(
+    async () => ((await fetch(`${url}/health`)).status === 200 ? true : undefined),
+    60_000,
+  );
+  const image = await sharp(Buffer.alloc(48 * 40 * 3, 120), {
+    raw: { width: 48, height: 40, channels: 3 },
+  })
+    .png()
+    .toBuffer();
+  const response = await fetch(`${url}/api/v1/image/segment`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ image: image.toString('base64'), prompts, confidence_threshold: 0 }),
+  });
+  return { status: response.status, body: (await response.json()) as never };
 }
 
 describe('main', () => {
@@ -165,6 +191,46 @@ describe('main', () => {
       }
     });
 
+    it('exits 1 on IMAGE_MODEL_COMPILE / VIDEO_MODEL_COMPILE with a bundle that has no compiled trunk', async () => {
+      const child = start(
+        {
+          ...brokenEnv({ IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_COMPILE: 'true' }),
+          SAM3_CHECKPOINT: await exportTinyBundle(),
+        },
+        cwd,
+      );
+      try {
+        assert.equal(await child.exited, 1);
+        assert.equal(
+          child.stderr.join(''),
+          'fatal: IMAGE_MODEL_COMPILE and VIDEO_MODEL_COMPILE are true but the bundle has no ' +
+            'compiled vision trunk: export it with tools/export_sam3.py --compile (on a machine ' +
+            'like the serving one), or set IMAGE_MODEL_COMPILE and VIDEO_MODEL_COMPILE to false\n',
+        );
+      } finally {
+        child.process.kill('SIGKILL');
+      }
+    });
+
+    it('serves a compiled bundle with IMAGE_MODEL_COMPILE and VIDEO_MODEL_COMPILE', async () => {
+      const child = start(
+        {
+          ...brokenEnv({ IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_COMPILE: 'true' }),
+          SAM3_CHECKPOINT: await compiledTinyBundle(),
+        },
+        cwd,
+      );
+      try {
+        const { status, body } = await segmentWhenReady(child, [
+          { type: 'point', points: [[0.5, 0.5]], point_labels: [1] },
+        ]);
+        assert.equal(status, 200);
+        assert.deepEqual(body.labels, ['point']);
+      } finally {
+        child.process.kill('SIGKILL');
+      }
+    });
+
     it('exits 1 on an explicit IMAGE_MODEL_RESOLUTION the bundle does not have', async () => {
       const child = start(
         {
@@ -202,30 +268,11 @@ describe('main', () => {
       );
     })();
     try {
-      const url = await listeningUrl(child);
-      await waitFor(
-        async () => ((await fetch(`${url}/health`)).status === 200 ? true : undefined),
-        60_000,
-      );
-      const image = await sharp(Buffer.alloc(48 * 40 * 3, 120), {
-        raw: { width: 48, height: 40, channels: 3 },
-      })
-        .png()
-        .toBuffer();
-      const response = await fetch(`${url}/api/v1/image/segment`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          image: image.toString('base64'),
-          prompts: [
-            { type: 'text', text: 'cat' },
-            { type: 'point', points: [[0.5, 0.5]], point_labels: [1] },
-          ],
-          confidence_threshold: 0,
-        }),
-      });
-      const body = (await response.json()) as { labels: string[]; image_size: unknown };
-      assert.equal(response.status, 200);
+      const { status, body } = await segmentWhenReady(child, [
+        { type: 'text', text: 'cat' },
+        { type: 'point', points: [[0.5, 0.5]], point_labels: [1] },
+      ]);
+      assert.equal(status, 200);
       assert.deepEqual(body.image_size, { width: 48, height: 40 });
       assert.equal(body.labels.at(-1), 'point');
       assert.ok(body.labels.includes('cat'));

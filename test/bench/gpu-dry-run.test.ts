@@ -94,11 +94,17 @@ describe('bench/gpu/run.sh dry run (DEVICE=cpu PRESET=tiny)', () => {
     );
   });
 
-  it('exports the bf16 bundle of the same weights and measures it: speed and accuracy', () => {
+  it('exports the bf16 bundle of the same weights (trunk compiled too) and measures it: speed and accuracy', () => {
     assert.match(summary, /\[export\] froze the bfloat16 modules/);
     const core = summary.split('== core bf16: 1008x1008 image, 3 prompts')[1] ?? '';
     for (const stage of ['vision_encoder', 'detector', 'total']) {
       assert.match(core, new RegExp(`\\n  ${stage} +${NUMBER} ms \\(mean of 1\\)`), stage);
+    }
+    assert.match(summary, /\[export\] compiled the vision trunk with AOTInductor/);
+    const compiled =
+      summary.split('== core bf16, compiled vision trunk (IMAGE_MODEL_COMPILE=true)')[1] ?? '';
+    for (const stage of ['vision_encoder', 'detector', 'total']) {
+      assert.match(compiled, new RegExp(`\\n  ${stage} +${NUMBER} ms \\(mean of 1\\)`), stage);
     }
     const report = summary.split('== accuracy of the bf16 bundle against the fp32 one')[1] ?? '';
     assert.match(report, /\ncandidate_dtype: bfloat16\n/);

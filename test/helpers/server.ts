@@ -21,7 +21,7 @@ import { EngineState } from '../../src/server/engine-state';
 import { closeGracefully, createHttpServer, listen } from '../../src/server/http-server';
 import { ServerMetrics, startMetricsServer } from '../../src/server/metrics';
 import { PropagationSockets } from '../../src/server/ws';
-import { exportRandomBundle, joinVisionEncoder } from './reference';
+import { exportRandomBundle, joinVisionEncoder, runExporter } from './reference';
 import { repoPath } from './repo';
 
 export interface StartServerOptions {
@@ -136,6 +136,7 @@ export function sample(text: string, series: string): number {
 }
 
 let tinyBundle: Promise<string> | undefined;
+let compiledBundle: Promise<string> | undefined;
 
 /**
  * A digest of everything an exported random bundle depends on: the exporter's Python sources
@@ -166,19 +167,26 @@ async function exporterFingerprint(): Promise<string> {
 /**
  * A random-weight bundle (tools/export_sam3.py --tiny-random), exported once per exporter
  * version and shared by the test processes of a run (and later runs) under the system temp
- * dir: an export takes about a minute here. The export goes to a staging directory that is
- * renamed into place, so a process never sees a partial bundle; older exports of the preset
- * are removed.
+ * dir: an export takes about a minute here.
  */
-export async function cachedRandomBundle(preset: string, seed: number): Promise<string> {
+export function cachedRandomBundle(preset: string, seed: number): Promise<string> {
+  return cachedBundle(`${preset}-${seed}`, (dir) => exportRandomBundle(dir, preset, seed));
+}
+
+/**
+ * The bundle `name` as `write` exports it, once per exporter version (see cachedRandomBundle).
+ * The export goes to a staging directory that is renamed into place, so a process never sees a
+ * partial bundle; older exports of the same name are removed.
+ */
+async function cachedBundle(name: string, write: (dir: string) => Promise<void>): Promise<string> {
   const root = path.join(os.tmpdir(), 'sam3-test-bundles');
-  const prefix = `${preset}-${seed}-`;
+  const prefix = `${name}-`;
   const dir = path.join(root, `${prefix}${await exporterFingerprint()}`);
   if (existsSync(path.join(dir, 'manifest.json'))) return dir;
   await mkdir(root, { recursive: true });
   const staging = await mkdtemp(`${dir}.staging-`);
   try {
-    await exportRandomBundle(staging, preset, seed);
+    await write(staging);
     await rename(staging, dir).catch((error: unknown) => {
       // Another process got there first (the target then exists and is not empty).
       if (!existsSync(path.join(dir, 'manifest.json'))) throw error;
@@ -188,7 +196,8 @@ export async function cachedRandomBundle(preset: string, seed: number): Promise<
   }
   for (const entry of await readdir(root)) {
     const stale = path.join(root, entry);
-    if (entry.startsWith(prefix) && stale !== dir && !entry.includes('.staging-')) {
+    const fingerprint = /^[0-9a-f]{16}$/.test(entry.slice(prefix.length));
+    if (entry.startsWith(prefix) && fingerprint && stale !== dir) {
       await rm(stale, { recursive: true, force: true });
     }
   }
@@ -199,6 +208,14 @@ export async function cachedRandomBundle(preset: string, seed: number): Promise<
 export function exportTinyBundle(): Promise<string> {
   tinyBundle ??= cachedRandomBundle('tiny', 0);
   return tinyBundle;
+}
+
+/** The tiny bundle's weights exported again with --compile (vision_trunk.pt2 beside the rest). */
+export function compiledTinyBundle(): Promise<string> {
+  compiledBundle ??= cachedBundle('tiny-0-compiled', async (dir) =>
+    runExporter(['--from-bundle', await exportTinyBundle(), '--compile', '--out', dir]),
+  );
+  return compiledBundle;
 }
 
 /**

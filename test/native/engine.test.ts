@@ -191,6 +191,7 @@ describe('native engine on a tiny random bundle', () => {
         videoAvailable: true, // the exporter writes the tracker modules
         conceptAvailable: true, // and concept tracking's (format 3)
         visionParts: true, // and the vision encoder as trunk and necks (format 4)
+        compiled: false, // loaded without `compiled` (test/native/compiled.test.ts)
       },
     );
     assert.ok(Object.isFrozen(engine.info));
