@@ -137,8 +137,9 @@ torch::jit::Module loadModule(const fs::path& dir, const std::string& bundleName
   return module;
 }
 
-// The instruction sets at or below `capability` (at::get_cpu_capability(): DEFAULT, AVX2 or
-// AVX512, the levels of PyTorch's CPU kernels).
+// Whether a package built for `packageIsa` (its AOTI_CPU_ISA, e.g. "AVX512 AVX512_VNNI") runs
+// on a CPU at `capability` (at::get_cpu_capability(): DEFAULT, AVX2 or AVX512, the levels of
+// PyTorch's own CPU kernels).
 bool cpuRuns(const std::string& capability, const std::string& packageIsa) {
   if (packageIsa.find("AVX512") != std::string::npos) return capability == "AVX512";
   if (packageIsa.find("AVX2") != std::string::npos) return capability != "DEFAULT";
