@@ -1,6 +1,6 @@
 /**
  * npm run bench:batching [-- --full] [-- --requests N] [-- --batch N] [-- --wait MS]
- *                        [-- --dtype bfloat16]
+ *                        [-- --dtype bfloat16] [-- --format3 | --compile]
  *
  * Cross-request image batching (IMAGE_MODEL_BATCH_SIZE / IMAGE_MODEL_BATCH_WAIT_MS) end to end
  * through HTTP: the same stream of text-prompted image requests (feature cache off, so every
@@ -10,6 +10,7 @@
  * alone throughput ratio, how many encoder calls of each batch size the batched server made, and
  * each server's throughput against the Python reference (transformers, eager fp32, one image at a
  * time), measured in the same run on the uncropped photos the requests' images are cut from.
+ * --dtype, --format3 and --compile choose the bundle the servers run, as for bench:image.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,7 +18,15 @@ import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { decodedPixelsPng, runReference, tempDir, writePhotos } from '../test/helpers/reference';
 import { postJson, startTestServer, type TestServer } from '../test/helpers/server';
-import { allocatorLine, benchBundles, dtypeOption, flag, numberOption } from './common';
+import {
+  allocatorLine,
+  benchBundles,
+  flag,
+  numberOption,
+  servedEnv,
+  servedLabel,
+  servedOption,
+} from './common';
 
 const CONCURRENCY = [1, 4, 16];
 const PROMPT = 'person';
@@ -74,7 +83,7 @@ async function measure(
   bundleDir: string,
   bodies: string[],
   requests: number,
-  batching: Record<string, string>,
+  env: Record<string, string>,
 ): Promise<{ levels: Level[]; batches: Record<number, number> }> {
   const server = await startTestServer({
     bundleDir,
@@ -84,7 +93,7 @@ async function measure(
       // Every client of the highest concurrency is admitted at once: the batch, not the
       // admission queue, decides what runs together.
       MAX_CONCURRENT_REQUESTS: String(Math.max(...CONCURRENCY)),
-      ...batching,
+      ...env,
     },
   });
   try {
@@ -138,10 +147,10 @@ async function main(): Promise<void> {
   const requests = numberOption(argv, '--requests', full ? 16 : 96);
   const batch = numberOption(argv, '--batch', 8);
   const waitMs = numberOption(argv, '--wait', 2, 0);
-  const dtype = dtypeOption(argv);
+  const variant = servedOption(argv);
   const work = await tempDir('sam3-bench-');
   try {
-    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype);
+    const { reference: bundle, served } = await benchBundles(full, work.dir, variant);
     const photos = (await writePhotos(work.dir)).slice(0, 3);
     const bodies = await distinctImages(photos.map((p) => p.file));
 
@@ -159,8 +168,9 @@ async function main(): Promise<void> {
     const refMs = Object.values(reference.stage_ms).reduce((a, b) => a + b, 0) / refRuns.length;
     const refPerSecond = 1000 / refMs;
 
-    const alone = await measure(served, bodies, requests, {});
+    const alone = await measure(served, bodies, requests, servedEnv(variant));
     const batched = await measure(served, bodies, requests, {
+      ...servedEnv(variant),
       IMAGE_MODEL_BATCH_SIZE: String(batch),
       IMAGE_MODEL_BATCH_WAIT_MS: String(waitMs),
     });
@@ -169,7 +179,7 @@ async function main(): Promise<void> {
       `\nbench:batching  bundle=${full ? 'full (1008 px, random)' : 'tiny (random)'}  ` +
         `images=${photos.map((p) => `${p.width}x${p.height}`).join(',')}  prompt="${PROMPT}"  ` +
         `requests per level=${requests}  batched: size<=${batch}, wait<=${waitMs} ms  ` +
-        `server dtype=${dtype}  cache off`,
+        `server ${servedLabel(variant)}  cache off`,
     );
     console.log(allocatorLine());
     console.log(

@@ -37,36 +37,69 @@ export function dtypeOption(argv: string[]): Dtype {
   return value;
 }
 
+/** What a benchmark's server runs, from its flags --dtype D, --format3 and --compile. */
+export interface Served {
+  dtype: Dtype;
+  /** The format-3 layout: one vision encoder running both necks for every image and frame. */
+  format3: boolean;
+  /** The vision trunk compiled by AOTInductor (IMAGE_MODEL_COMPILE / VIDEO_MODEL_COMPILE). */
+  compile: boolean;
+}
+
+export function servedOption(argv: string[]): Served {
+  const served = {
+    dtype: dtypeOption(argv),
+    format3: flag(argv, '--format3'),
+    compile: flag(argv, '--compile'),
+  };
+  if (served.format3 && served.compile) {
+    throw new Error('--format3 has no vision trunk to compile: choose one of --format3, --compile');
+  }
+  return served;
+}
+
+/** e.g. "dtype=bfloat16 (compiled trunk)", for a benchmark's heading. */
+export function servedLabel(served: Served): string {
+  const layout = served.format3 ? ' (format-3 layout)' : served.compile ? ' (compiled trunk)' : '';
+  return `dtype=${served.dtype}${layout}`;
+}
+
+/** The server's configuration for `served` (the compiled trunk is opt-in). */
+export function servedEnv(served: Served): Record<string, string> {
+  return served.compile ? { IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_COMPILE: 'true' } : {};
+}
+
 /**
  * The bundles of a benchmark: the fp32 one the reference runs (benchBundle) and the one the
- * server runs, the same random weights exported at `dtype` (tools/export_sam3.py --from-bundle
- * --dtype): beside the fp32 bundle (weights/bench-full-<dtype> for --full), exported on first
- * use and again whenever its checksum is not the fp32 bundle's.
+ * server runs, the same random weights exported at `served.dtype` (tools/export_sam3.py
+ * --from-bundle --dtype, and --compile for a compiled trunk): beside the fp32 bundle
+ * (weights/bench-full-<dtype>[-compiled] for --full), exported on first use and again whenever
+ * its checksum is not the fp32 bundle's.
  */
 export async function benchBundles(
   full: boolean,
   workDir: string,
-  dtype: Dtype,
-  format3 = false,
+  served: Served,
 ): Promise<{ reference: string; served: string }> {
   const reference = await benchBundle(full, workDir);
+  const { dtype, format3, compile } = served;
   if (format3) {
-    const { served } = await benchBundles(full, workDir, dtype);
+    const plain = await benchBundles(full, workDir, { ...served, format3: false });
     // The format-3 layout runs both necks for every image and frame: what the split saves.
-    const joined = await joinVisionEncoder(served, path.join(workDir, 'format-3-bundle'));
+    const joined = await joinVisionEncoder(plain.served, path.join(workDir, 'format-3-bundle'));
     return { reference, served: joined };
   }
-  if (dtype === 'float32') return { reference, served: reference };
-  const served = `${reference}-${dtype}`;
+  if (dtype === 'float32' && !compile) return { reference, served: reference };
+  const out = `${reference}-${dtype}${compile ? '-compiled' : ''}`;
   const checksum = async (bundle: string): Promise<string | null> =>
     existsSync(path.join(bundle, 'manifest.json'))
       ? (await readBundleManifest(bundle)).model.checksum
       : null;
-  if ((await checksum(served)) !== (await checksum(reference))) {
-    console.log(`exporting the ${dtype} bundle of the same weights to ${served} ...`);
-    await exportAtDtype(reference, dtype, served);
+  if ((await checksum(out)) !== (await checksum(reference))) {
+    console.log(`exporting the ${servedLabel(served)} bundle of the same weights to ${out} ...`);
+    await exportAtDtype(reference, dtype, out, compile);
   }
-  return { reference, served };
+  return { reference, served: out };
 }
 
 /** tools/precision_report.py: the served bundle's accuracy against the fp32 one. */

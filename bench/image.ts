@@ -1,5 +1,6 @@
 /**
- * npm run bench:image [-- --full] [-- --iterations N] [-- --dtype bfloat16 [--accuracy]] [-- --format3]
+ * npm run bench:image [-- --full] [-- --iterations N] [-- --dtype bfloat16 [--accuracy]]
+ *   [-- --format3 | --compile]
  *
  * Text-prompted image segmentation end to end through HTTP against the Python reference
  * (transformers, eager fp32) on the same bundle and the same decoded pixels, in the same run.
@@ -9,7 +10,8 @@
  * --dtype: the server runs the bundle of the same weights at that precision (the reference stays
  * fp32 eager); --accuracy adds tools/precision_report.py's measures of it against fp32.
  * --format3: the server runs the bundle in the format-3 layout (one vision encoder, both necks
- * for every image), to measure what running only the detector's neck saves.
+ * for every image), to measure what running only the detector's neck saves. --compile: the
+ * server runs the bundle with its vision trunk compiled by AOTInductor (IMAGE_MODEL_COMPILE).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -20,11 +22,13 @@ import {
   addInto as add,
   allocatorLine,
   benchBundles,
-  dtypeOption,
   flag,
   numberOption,
   precisionReport,
   row,
+  servedEnv,
+  servedLabel,
+  servedOption,
   serverTiming,
 } from './common';
 
@@ -34,11 +38,10 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const full = flag(argv, '--full');
   const iterations = numberOption(argv, '--iterations', full ? 1 : 5);
-  const dtype = dtypeOption(argv);
+  const variant = servedOption(argv);
   const work = await tempDir('sam3-bench-');
   try {
-    const format3 = flag(argv, '--format3');
-    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype, format3);
+    const { reference: bundle, served } = await benchBundles(full, work.dir, variant);
     const photos = (await writePhotos(work.dir)).slice(0, full ? 1 : 3);
     const cases = await Promise.all(
       photos.map(async (photo) => ({
@@ -58,7 +61,7 @@ async function main(): Promise<void> {
     // Cache off: every request pays every stage, as the reference does.
     const server = await startTestServer({
       bundleDir: served,
-      env: { RATE_LIMIT_ENABLED: 'false', ENABLE_FEATURE_CACHE: 'false' },
+      env: { RATE_LIMIT_ENABLED: 'false', ENABLE_FEATURE_CACHE: 'false', ...servedEnv(variant) },
     });
     const segmenter = server.engineState.segmenter;
     if (segmenter === null) throw new Error('the model did not load');
@@ -99,7 +102,7 @@ async function main(): Promise<void> {
     console.log(
       `\nbench:image  bundle=${full ? 'full (1008 px, random)' : 'tiny (random)'}  ` +
         `images=${photos.map((p) => `${p.width}x${p.height}`).join(',')}  prompts=${PROMPTS.length}  ` +
-        `iterations=${iterations}  server dtype=${dtype}${format3 ? ' (format-3 layout)' : ''}`,
+        `iterations=${iterations}  server ${servedLabel(variant)}`,
     );
     console.log(allocatorLine());
     console.log('server (per request, mean):');
@@ -113,7 +116,12 @@ async function main(): Promise<void> {
       `ratio reference / server end to end: ${(refPerImage / serverPerImage).toFixed(2)}x`,
     );
     if (flag(argv, '--accuracy') && served !== bundle) {
-      console.log(`accuracy of the ${dtype} bundle against fp32 (tools/precision_report.py):`);
+      // The report runs the bundles' TorchScript modules: a compiled trunk is checked against
+      // its TorchScript graph by the exporter instead.
+      const modules = variant.compile ? ', its TorchScript modules' : '';
+      console.log(
+        `accuracy of the ${variant.dtype} bundle${modules} against fp32 (tools/precision_report.py):`,
+      );
       console.log(await precisionReport(bundle, served));
     }
   } finally {

@@ -1,5 +1,5 @@
 /**
- * npm run bench:video [-- --full] [-- --frames N] [-- --dtype bfloat16] [-- --format3]
+ * npm run bench:video [-- --full] [-- --frames N] [-- --dtype bfloat16] [-- --format3 | --compile]
  * npm run bench:video -- --text: text prompts in video instead (bench/video-concepts.ts).
  *
  * Click tracking through the HTTP API against the Python reference (transformers'
@@ -13,14 +13,23 @@
  * a few frames and one object count (a CPU takes tens of seconds per full-size frame).
  * --dtype: the server runs the bundle of the same weights at that precision (the reference stays
  * fp32 eager). --format3: the server runs the bundle in the format-3 layout (one vision encoder,
- * both necks every frame), to measure what running only the tracker's neck saves.
+ * both necks every frame), to measure what running only the tracker's neck saves. --compile: the
+ * server runs the bundle with its vision trunk compiled by AOTInductor (VIDEO_MODEL_COMPILE).
  */
 import path from 'node:path';
 import { tempDir } from '../test/helpers/reference';
 import { postJson, startTestServer, type TestServer } from '../test/helpers/server';
 import { runVideoReference, type ReferenceOp } from '../test/helpers/video-reference';
 import { movingShapesFrames, writeLosslessVideo } from '../test/helpers/videos';
-import { allocatorLine, benchBundles, dtypeOption, flag, numberOption } from './common';
+import {
+  allocatorLine,
+  benchBundles,
+  flag,
+  numberOption,
+  servedEnv,
+  servedLabel,
+  servedOption,
+} from './common';
 import { runTextBench } from './video-concepts';
 
 const WIDTH = 160;
@@ -109,6 +118,9 @@ async function referenceRun(
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (flag(argv, '--text')) {
+    const other = ['--full', '--dtype', '--format3', '--compile'].filter((f) => argv.includes(f));
+    if (other.length > 0)
+      throw new Error(`--text runs the tiny fp32 bundle: not ${other.join(', ')}`);
     await runTextBench(argv);
     return;
   }
@@ -116,11 +128,10 @@ async function main(): Promise<void> {
   const frames = numberOption(argv, '--frames', full ? 3 : 24);
   const objectCounts = full ? [1] : [1, 3, 8];
   const lengths = full ? [] : [frames, frames * 4];
-  const dtype = dtypeOption(argv);
+  const variant = servedOption(argv);
   const work = await tempDir('sam3-bench-video-');
   try {
-    const format3 = flag(argv, '--format3');
-    const { reference: bundle, served } = await benchBundles(full, work.dir, dtype, format3);
+    const { reference: bundle, served } = await benchBundles(full, work.dir, variant);
     const writeVideo = async (count: number): Promise<string> => {
       const file = path.join(work.dir, `shapes-${count}.mp4`);
       await writeLosslessVideo(file, movingShapesFrames(WIDTH, HEIGHT, count), WIDTH, HEIGHT);
@@ -129,14 +140,13 @@ async function main(): Promise<void> {
     const video = await writeVideo(frames + 1);
     const server = await startTestServer({
       bundleDir: served,
-      env: { RATE_LIMIT_ENABLED: 'false', UPLOAD_DIR: work.dir },
+      env: { RATE_LIMIT_ENABLED: 'false', UPLOAD_DIR: work.dir, ...servedEnv(variant) },
     });
     try {
       // Untimed warm-up (first-call graph optimisation on both sides is not what we measure).
       await serverRun(server, video, 1, 2);
       console.log(
-        `\npropagation, ${WIDTH}x${HEIGHT} video, ${frames} frames forward, server dtype=${dtype}` +
-          (format3 ? ' (format-3 layout)' : ''),
+        `\npropagation, ${WIDTH}x${HEIGHT} video, ${frames} frames forward, server ${servedLabel(variant)}`,
       );
       console.log(allocatorLine());
       console.log('  objects   server fps   reference fps   server / reference');

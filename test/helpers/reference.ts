@@ -49,9 +49,18 @@ export async function joinVisionEncoder(bundle: string, out: string): Promise<st
   return out;
 }
 
-/** The random bundle `from` exported again at `dtype` into `out` (export_sam3.py --from-bundle). */
-export function exportAtDtype(from: string, dtype: string, out: string): Promise<void> {
-  return runExporter(['--from-bundle', from, '--dtype', dtype, '--out', out]);
+/**
+ * The random bundle `from` exported again at `dtype` into `out` (export_sam3.py --from-bundle),
+ * with its vision trunk also compiled by AOTInductor when `compile` (--compile).
+ */
+export function exportAtDtype(
+  from: string,
+  dtype: string,
+  out: string,
+  compile = false,
+): Promise<void> {
+  const args = ['--from-bundle', from, '--dtype', dtype, '--out', out];
+  return runExporter(compile ? [...args, '--compile'] : args);
 }
 
 export interface Photo {
