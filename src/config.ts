@@ -320,17 +320,23 @@ function refuseUnsupported(env: Env): void {
 }
 
 /**
- * IMAGE_MODEL_COMPILE and VIDEO_MODEL_COMPILE. One engine serves a device, so where the image
- * model and video share one the two must agree.
+ * IMAGE_MODEL_COMPILE and VIDEO_MODEL_COMPILE: refused true for a model that is off. One
+ * engine serves a device, so where the image model and video share one the two must agree.
  */
 function parseCompile(
   env: Env,
   imageDevice: string | null,
-  videoDevices: readonly string[],
+  videoDevices: readonly string[] | null,
 ): { image: boolean; video: boolean } {
   const image = parseBool(env, 'IMAGE_MODEL_COMPILE', false);
   const video = parseBool(env, 'VIDEO_MODEL_COMPILE', false);
-  if (image !== video && imageDevice !== null && videoDevices.includes(imageDevice)) {
+  if (image && imageDevice === null) {
+    throw new ConfigError('IMAGE_MODEL_COMPILE', 'is true but IMAGE_MODEL_ENABLED is false');
+  }
+  if (video && videoDevices === null) {
+    throw new ConfigError('VIDEO_MODEL_COMPILE', 'is true but VIDEO_MODEL_ENABLED is false');
+  }
+  if (image !== video && imageDevice !== null && videoDevices?.includes(imageDevice) === true) {
     throw new ConfigError(
       image ? 'VIDEO_MODEL_COMPILE' : 'IMAGE_MODEL_COMPILE',
       `is false but ${image ? 'IMAGE' : 'VIDEO'}_MODEL_COMPILE is true, and images and ` +
@@ -516,7 +522,7 @@ export function loadConfig(env: Env, runtime: RuntimeInfo): Readonly<Config> {
   const compile = parseCompile(
     env,
     imageModelEnabled ? imageModelDevice : null,
-    videoModelEnabled ? videoDevices : [],
+    videoModelEnabled ? videoDevices : null,
   );
 
   const config: Config = {

@@ -344,6 +344,16 @@ describe('variables the server cannot honour are refused, not ignored', () => {
         'share cpu, whose one engine runs the compiled vision trunk or not: set both alike',
     ],
     [
+      { IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_COMPILE: 'true', IMAGE_MODEL_ENABLED: 'false' },
+      'IMAGE_MODEL_COMPILE',
+      'IMAGE_MODEL_COMPILE: is true but IMAGE_MODEL_ENABLED is false',
+    ],
+    [
+      { IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_COMPILE: 'true', VIDEO_MODEL_ENABLED: 'false' },
+      'VIDEO_MODEL_COMPILE',
+      'VIDEO_MODEL_COMPILE: is true but VIDEO_MODEL_ENABLED is false',
+    ],
+    [
       { IMAGE_MODEL_REQUIRED: 'true', IMAGE_MODEL_ENABLED: 'false' },
       'IMAGE_MODEL_REQUIRED',
       'IMAGE_MODEL_REQUIRED: is true but IMAGE_MODEL_ENABLED is false',

@@ -33,7 +33,7 @@ from sam3_tools.precision import DTYPES, TRACE_TOLERANCE, at_precision, freeze  
 from sam3_tools.vocab import VOCAB_FILE, open_clip_vocab  # noqa: E402
 
 FORMAT_VERSION = 4
-EXPORTER_VERSION = 7
+EXPORTER_VERSION = 8
 # open_clip's SimpleTokenizer reads lines [1, 49152 - 256 - 2 + 1) of the vocabulary file.
 NUM_MERGES = 49152 - 256 - 2
 
@@ -378,6 +378,28 @@ def resolve_source(model_arg: str) -> Path | None:
 COMPILED_TRUNK = "vision_trunk.pt2"
 # The batch sizes the compiled trunk takes (the engine's largest image batch is 64).
 COMPILED_MAX_BATCH = 64
+# The x86 instruction sets that the package's native code may use, as /proc/cpuinfo names them
+# (pni is SSE3): AOTInductor compiles it with -march=native. The manifest lists those the
+# exporting machine has (compiled_cpu_flags), and the core refuses the package on a CPU that
+# lacks one.
+ISA_FLAGS = frozenset(
+    "pni ssse3 sse4_1 sse4_2 popcnt abm movbe bmi1 bmi2 adx fma f16c avx avx2 aes pclmulqdq "
+    "sha_ni gfni vaes vpclmulqdq avx_vnni avx512f avx512cd avx512dq avx512bw avx512vl avx512ifma "
+    "avx512vbmi avx512_vbmi2 avx512_vnni avx512_bitalg avx512_vpopcntdq avx512_bf16 avx512_fp16 "
+    "amx_tile amx_int8 amx_bf16 amx_fp16".split()
+)
+
+
+def host_isa_flags() -> list[str]:
+    """The ISA_FLAGS this machine's CPU has (none where /proc/cpuinfo has no flags line)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        if line.startswith("flags") and ":" in line:
+            return sorted(ISA_FLAGS & set(line.split(":", 1)[1].split()))
+    return []
 
 
 def compile_trunk(trunk, pixels: torch.Tensor, package: Path, wrapped: bool):
@@ -659,6 +681,7 @@ def export(args: argparse.Namespace) -> None:
         measure = "max abs" if args.dtype == "float32" else "mean relative"
         log(f"traced vs eager: {measure} difference {worst:.3g} (at most; {where})")
         if worst > TRACE_TOLERANCE[args.dtype]:
+            (out / COMPILED_TRUNK).unlink(missing_ok=True)
             raise SystemExit(f"traced modules differ from eager by {worst} ({where}): refusing to write the bundle")
 
     modules = {**traced_vision, "text_encoder": traced_text, "detector": traced_detector}
@@ -799,7 +822,7 @@ def export(args: argparse.Namespace) -> None:
         "modules": {
             "vision_trunk": {
                 "file": "vision_trunk.pt",
-                **({"compiled": COMPILED_TRUNK} if args.compile else {}),
+                **({"compiled": COMPILED_TRUNK, "compiled_cpu_flags": host_isa_flags()} if args.compile else {}),
                 "inputs": [spec("pixel_values", ["B", 3, resolution, resolution], f32)],
                 "outputs": [trunk_output],
             },

@@ -1,11 +1,11 @@
 #include "bundle.h"
 
-#include <ATen/Version.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "errors.h"
@@ -137,18 +137,33 @@ torch::jit::Module loadModule(const fs::path& dir, const std::string& bundleName
   return module;
 }
 
-// Whether a package built for `packageIsa` (its AOTI_CPU_ISA, e.g. "AVX512 AVX512_VNNI") runs
-// on a CPU at `capability` (at::get_cpu_capability(): DEFAULT, AVX2 or AVX512, the levels of
-// PyTorch's own CPU kernels).
-bool cpuRuns(const std::string& capability, const std::string& packageIsa) {
-  if (packageIsa.find("AVX512") != std::string::npos) return capability == "AVX512";
-  if (packageIsa.find("AVX2") != std::string::npos) return capability != "DEFAULT";
-  return true;
+// The instruction-set flags of this machine's CPU: the "flags" line of /proc/cpuinfo (none
+// where there is no such line).
+std::set<std::string> hostCpuFlags() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0 || line.find(':') == std::string::npos) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::set<std::string> flags;
+    for (std::string flag; words >> flag;) flags.insert(flag);
+    return flags;
+  }
+  return {};
 }
 
-// An AOTInductor package (tools/export_sam3.py --compile): loaded, and refused when it was
-// built for another device type or for CPU instructions this machine lacks (its kernels would
-// stop the process on the first call).
+// What `error` says, without its backtrace.
+std::string messageOf(const std::exception& error) {
+  if (const auto* c10Error = dynamic_cast<const c10::Error*>(&error)) {
+    return c10Error->what_without_backtrace();
+  }
+  return error.what();
+}
+
+// An AOTInductor package (tools/export_sam3.py --compile), refused before any of its native
+// code is loaded when its metadata says it was built for another device type, or when it was
+// compiled on a CPU with instruction sets this one lacks (-march=native: its code would stop
+// the process with an illegal instruction).
 std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loadCompiled(const fs::path& dir,
                                                                       const std::string& bundleName,
                                                                       const ModuleSpec& spec,
@@ -165,21 +180,19 @@ std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loadCompiled(const fs::
     throw CoreError(ErrorCode::kModelLoad, "bundle '" + bundleName + "': " + spec.compiledFile +
                                                " (compiled " + name + ") is missing");
   }
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+  auto notLoadable = [&](const std::exception& error) {
+    return CoreError(ErrorCode::kModelLoad,
+                     "bundle '" + bundleName + "': " + spec.compiledFile +
+                         " is not a loadable AOTInductor package: " +
+                         withoutHostPath(firstLine(messageOf(error)), dir.string(), bundleName));
+  };
+  std::unordered_map<std::string, std::string> metadata;
   try {
-    loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
-        file.string(), "model", false, 1, device.is_cuda() ? device.index() : -1);
+    metadata =
+        torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(file.string(), "model");
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    if (const auto* error = dynamic_cast<const c10::Error*>(&e)) {
-      what = error->what_without_backtrace();
-    }
-    throw CoreError(ErrorCode::kModelLoad,
-                    "bundle '" + bundleName + "': " + spec.compiledFile +
-                        " is not a loadable AOTInductor package: " +
-                        withoutHostPath(firstLine(what), dir.string(), bundleName));
+    throw notLoadable(e);
   }
-  std::unordered_map<std::string, std::string> metadata = loader->get_metadata();
   const std::string deviceType = device.is_cuda() ? "cuda" : "cpu";
   const std::string packageDevice = metadata["AOTI_DEVICE_KEY"];
   if (packageDevice != deviceType) {
@@ -187,14 +200,24 @@ std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loadCompiled(const fs::
                     "bundle '" + bundleName + "': " + spec.compiledFile + " was compiled for " +
                         (packageDevice.empty() ? "?" : packageDevice) + ", not " + deviceType);
   }
-  const std::string isa = metadata["AOTI_CPU_ISA"];
-  if (!device.is_cuda() && !cpuRuns(at::get_cpu_capability(), isa)) {
-    throw CoreError(ErrorCode::kModelLoad,
-                    "bundle '" + bundleName + "': " + spec.compiledFile + " was compiled for " +
-                        isa + " and this CPU runs " + at::get_cpu_capability() +
-                        ": compile it on this machine (tools/export_sam3.py --compile)");
+  // A CUDA package's host code is compiled the same way, so this holds for both device types.
+  std::set<std::string> host = hostCpuFlags();
+  std::string missing;
+  for (const std::string& flag : spec.compiledCpuFlags) {
+    if (host.count(flag) == 0) missing += (missing.empty() ? "" : " ") + flag;
   }
-  return loader;
+  if (!missing.empty()) {
+    throw CoreError(ErrorCode::kModelLoad,
+                    "bundle '" + bundleName + "': " + spec.compiledFile +
+                        " was compiled on a CPU with instructions this one lacks (" + missing +
+                        "): compile it on this machine (tools/export_sam3.py --compile)");
+  }
+  try {
+    return std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+        file.string(), "model", false, 1, device.is_cuda() ? device.index() : -1);
+  } catch (const std::exception& e) {
+    throw notLoadable(e);
+  }
 }
 
 // A TorchScript module's result (a tensor, a tuple or a list of tensors) as tensors.
@@ -425,7 +448,10 @@ NamedTensors Bundle::call(ModuleKind kind, const NamedTensors& inputs, SymbolSiz
   if (kind == ModuleKind::kVisionTrunk && compiledTrunk_) {
     std::vector<at::Tensor> tensors;
     tensors.reserve(arguments.size());
-    for (const c10::IValue& argument : arguments) tensors.push_back(argument.toTensor());
+    // AOTInductor kernels assume the strides they were compiled for: contiguous inputs.
+    for (const c10::IValue& argument : arguments) {
+      tensors.push_back(argument.toTensor().contiguous());
+    }
     outputs = compiledTrunk_->run(tensors);
   } else {
     appendOutputs(module->forward(std::move(arguments)), name, outputs);

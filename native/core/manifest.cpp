@@ -193,6 +193,18 @@ ModuleSpec moduleSpec(const json::Value& modules, const std::string& name) {
     // Only the vision trunk has an ahead-of-time compiled form (tools/export_sam3.py --compile).
     if (name != "vision_trunk") invalid(path + ".compiled", "only vision_trunk is compiled");
     spec.compiledFile = plainFile("compiled");
+    // The CPU instruction sets the package's native code may use (the exporting machine's).
+    const json::Value& flags = member(module, path, "compiled_cpu_flags");
+    std::string flagsPath = path + ".compiled_cpu_flags";
+    if (!flags.isArray()) invalid(flagsPath, "expected an array of strings");
+    for (const json::Value& flag : flags.items()) {
+      if (!flag.isString() || flag.asString().empty()) {
+        invalid(flagsPath, "expected an array of strings");
+      }
+      spec.compiledCpuFlags.push_back(flag.asString());
+    }
+  } else if (module.find("compiled_cpu_flags") != nullptr) {
+    invalid(path + ".compiled_cpu_flags", "given without compiled");
   }
   spec.inputs = tensorSpecs(module, path, "inputs");
   spec.outputs = tensorSpecs(module, path, "outputs");

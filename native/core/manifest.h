@@ -25,9 +25,12 @@ struct TensorSpec {
 
 struct ModuleSpec {
   std::string file;  // a plain file name inside the bundle directory
-  // Optional (exporter 7, --compile): an AOTInductor package of the same computation, with the
-  // same inputs and outputs, which an engine loaded with `compiled` runs instead.
+  // Optional (exporter 8, --compile): an AOTInductor package of the same computation, with the
+  // same inputs and outputs, which an engine loaded with `compiled` runs instead, and the CPU
+  // instruction sets (/proc/cpuinfo flags) of the machine that compiled it, which its native
+  // code may use.
   std::string compiledFile;
+  std::vector<std::string> compiledCpuFlags;
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
 

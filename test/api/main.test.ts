@@ -13,7 +13,12 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { exportRandomBundle, tempDir } from '../helpers/reference';
 import { repoPath } from '../helpers/repo';
-import { compiledTinyBundle, exportTinyBundle, singleImageBundle } from '../helpers/server';
+import {
+  compiledTinyBundle,
+  editedBundle,
+  exportTinyBundle,
+  singleImageBundle,
+} from '../helpers/server';
 
 const MAIN = repoPath('dist', 'src', 'main.js');
 
@@ -213,10 +218,17 @@ describe('main', () => {
     });
 
     it('serves a compiled bundle with IMAGE_MODEL_COMPILE and VIDEO_MODEL_COMPILE', async () => {
+      // Without its TorchScript trunk: only an engine that runs the package can serve it.
+      const work = await tempDir('sam3-package-only-');
+      const bundle = await editedBundle(
+        await compiledTinyBundle(),
+        path.join(work.dir, 'bundle'),
+        (manifest) => (manifest.modules.vision_trunk.file = 'absent.pt'),
+      );
       const child = start(
         {
           ...brokenEnv({ IMAGE_MODEL_COMPILE: 'true', VIDEO_MODEL_COMPILE: 'true' }),
-          SAM3_CHECKPOINT: await compiledTinyBundle(),
+          SAM3_CHECKPOINT: bundle,
         },
         cwd,
       );
@@ -228,6 +240,7 @@ describe('main', () => {
         assert.deepEqual(body.labels, ['point']);
       } finally {
         child.process.kill('SIGKILL');
+        await work.cleanup();
       }
     });
 

@@ -5,7 +5,16 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import {
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import type { Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -216,6 +225,30 @@ export function compiledTinyBundle(): Promise<string> {
     runExporter(['--from-bundle', await exportTinyBundle(), '--compile', '--out', dir]),
   );
   return compiledBundle;
+}
+
+/** A bundle's manifest, as far as the tests' variants edit it. */
+export interface EditableManifest {
+  modules: Record<string, { file: string; compiled?: string; compiled_cpu_flags?: string[] }>;
+}
+
+/**
+ * The bundle at `from` again at `dir` (which must not exist), its files linked, with the
+ * manifest `edit` rewrote: a variant for one test.
+ */
+export async function editedBundle(
+  from: string,
+  dir: string,
+  edit: (manifest: EditableManifest) => void,
+): Promise<string> {
+  const manifest = JSON.parse(await readFile(path.join(from, 'manifest.json'), 'utf8'));
+  edit(manifest);
+  await mkdir(dir);
+  for (const file of await readdir(from)) {
+    if (file !== 'manifest.json') await symlink(path.join(from, file), path.join(dir, file));
+  }
+  await writeFile(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+  return dir;
 }
 
 /**

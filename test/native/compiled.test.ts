@@ -1,11 +1,12 @@
 /**
  * The compiled vision trunk (tools/export_sam3.py --compile, an AOTInductor package) through the
  * native engine: an engine loaded `compiled` runs it and computes what the TorchScript trunk
- * computes, alone and batched; a bundle without a package, a package that does not load, and a
- * `compiled` on another module are refused at load with MODEL_LOAD naming the file.
+ * computes, alone and batched; a bundle without a package, a package that does not load or was
+ * compiled for instruction sets this CPU lacks, and a malformed manifest are refused at load with
+ * MODEL_LOAD naming the file or field.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -19,7 +20,12 @@ import type {
 import { expectCode } from '../helpers/native';
 import { tempDir } from '../helpers/reference';
 import { decodeRle, maskIou } from '../helpers/rle';
-import { compiledTinyBundle, exportTinyBundle } from '../helpers/server';
+import {
+  compiledTinyBundle,
+  editedBundle,
+  exportTinyBundle,
+  type EditableManifest,
+} from '../helpers/server';
 
 const WIDTH = 96;
 const BOS = 49406;
@@ -65,20 +71,8 @@ describe('the compiled vision trunk', () => {
   let batched: NativeEngine;
 
   /** The compiled bundle again (its files linked) with a manifest that `edit` rewrote. */
-  function variant(
-    name: string,
-    edit: (modules: Record<string, { file: string; compiled?: string }>) => void,
-  ) {
-    const dir = path.join(work.dir, name);
-    const manifest = JSON.parse(readFileSync(path.join(compiledDir, 'manifest.json'), 'utf8'));
-    edit(manifest.modules);
-    mkdirSync(dir);
-    for (const file of readdirSync(compiledDir)) {
-      if (file !== 'manifest.json') symlinkSync(path.join(compiledDir, file), path.join(dir, file));
-    }
-    writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-    return dir;
-  }
+  const variant = (name: string, edit: (modules: EditableManifest['modules']) => void) =>
+    editedBundle(compiledDir, path.join(work.dir, name), (manifest) => edit(manifest.modules));
 
   before(async () => {
     work = await tempDir('sam3-compiled-');
@@ -102,7 +96,17 @@ describe('the compiled vision trunk', () => {
   test('the manifest names the package, and info says which trunk runs', () => {
     const manifest = JSON.parse(readFileSync(path.join(compiledDir, 'manifest.json'), 'utf8'));
     assert.equal(manifest.modules.vision_trunk.compiled, 'vision_trunk.pt2');
-    assert.equal(manifest.versions.exporter, 7);
+    assert.equal(manifest.versions.exporter, 8);
+    // The exporting machine's instruction sets, which this machine (the same one) has.
+    const flags: string[] = manifest.modules.vision_trunk.compiled_cpu_flags;
+    const host = new Set(
+      /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1].split(/\s+/),
+    );
+    assert.ok(flags.includes('avx2'), flags.join(' '));
+    assert.deepEqual(
+      flags.filter((flag) => !host.has(flag)),
+      [],
+    );
     assert.equal(plain.info.compiled, false);
     assert.equal(compiled.info.compiled, true);
   });
@@ -142,7 +146,7 @@ describe('the compiled vision trunk', () => {
     ]);
     assert.equal((batched.imageBatchCounts()['3'] ?? 0) - (before['3'] ?? 0), 1);
     // The package alone computes the trunk: without the TorchScript trunk the results stay.
-    const packageOnly = variant(
+    const packageOnly = await variant(
       'package-only',
       (modules) => (modules.vision_trunk.file = 'absent.pt'),
     );
@@ -166,9 +170,9 @@ describe('the compiled vision trunk', () => {
   });
 
   test('a bundle without a package, or with a broken one, is refused at load', async () => {
-    const refused = (bundleDir: string, message: RegExp) =>
+    const refused = (bundleDir: string, message: RegExp, compiled = true) =>
       assert.rejects(
-        addon.Engine.load({ bundleDir, device: 'cpu', compiled: true }),
+        addon.Engine.load({ bundleDir, device: 'cpu', compiled }),
         expectCode('MODEL_LOAD', message),
       );
     await refused(
@@ -176,21 +180,36 @@ describe('the compiled vision trunk', () => {
       /has no compiled vision_trunk: export it with .*--compile/,
     );
     await refused(
-      variant('missing', (modules) => (modules.vision_trunk.compiled = 'absent.pt2')),
+      await variant('missing', (modules) => (modules.vision_trunk.compiled = 'absent.pt2')),
       /absent\.pt2 \(compiled vision_trunk\) is missing/,
     );
     await refused(
-      variant('not-a-package', (modules) => (modules.vision_trunk.compiled = 'detector.pt')),
+      await variant('not-a-package', (modules) => (modules.vision_trunk.compiled = 'detector.pt')),
       /detector\.pt is not a loadable AOTInductor package/,
     );
-    // Only the trunk has a compiled form: elsewhere the field is refused, compiled or not.
-    const elsewhere = variant(
-      'elsewhere',
-      (modules) => (modules.detector.compiled = 'detector.pt2'),
+    // Compiled on a CPU with an instruction set this one lacks: refused before its code loads.
+    await refused(
+      await variant('other-cpu', (modules) => {
+        modules.vision_trunk.compiled_cpu_flags?.push('avx2', 'sam3_absent_isa', 'sam3_other_isa');
+      }),
+      /vision_trunk\.pt2 was compiled on a CPU with instructions this one lacks \(sam3_absent_isa sam3_other_isa\): compile it on this machine/,
     );
-    await assert.rejects(
-      addon.Engine.load({ bundleDir: elsewhere, device: 'cpu' }),
-      expectCode('MODEL_LOAD', /modules\.detector\.compiled: only vision_trunk is compiled/),
+    // The manifest is checked whether or not the engine runs the package.
+    await refused(
+      await variant('no-flags', (modules) => delete modules.vision_trunk.compiled_cpu_flags),
+      /modules\.vision_trunk\.compiled_cpu_flags: missing/,
+      false,
+    );
+    await refused(
+      await variant('flags-alone', (modules) => delete modules.vision_trunk.compiled),
+      /modules\.vision_trunk\.compiled_cpu_flags: given without compiled/,
+      false,
+    );
+    // Only the trunk has a compiled form: elsewhere the field is refused, compiled or not.
+    await refused(
+      await variant('elsewhere', (modules) => (modules.detector.compiled = 'detector.pt2')),
+      /modules\.detector\.compiled: only vision_trunk is compiled/,
+      false,
     );
     await assert.rejects(
       addon.Engine.load({ bundleDir: compiledDir, device: 'cpu', compiled: 'yes' as never }),
