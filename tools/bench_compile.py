@@ -10,6 +10,7 @@ seconds per call (median of `--iters`) and each graph's largest difference from 
 
     .venv/bin/python tools/bench_compile.py [--layers 4] [--iters 3] [--dtype bfloat16]
         [--package-dir DIR]   # keep (and reuse) the compiled package there
+        [--freezing]          # also an AOTInductor package compiled with inductor's freezing
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--package-dir", type=Path, default=None)
+    parser.add_argument(
+        "--freezing",
+        action="store_true",
+        help="also compile with inductor's freezing (weights folded into constants, their casts done once)",
+    )
     args = parser.parse_args(argv)
 
     trunk = build_trunk(args.layers)
@@ -88,20 +94,25 @@ def main(argv: list[str]) -> int:
         results.append(("frozen + optimize_for_inference", optimized_s, (out - reference).abs().max().item()))
 
     package_dir = args.package_dir or Path("/tmp")
-    package = package_dir / f"vit{args.layers}-{args.dtype}-dynamic.pt2"
-    if not package.exists():
-        package_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        # As the exporter's --compile: a batch dimension of 1 to 64 (traced on a batch of 2).
-        batch = torch.export.Dim("B", min=1, max=64)
-        with torch.no_grad(), autocast:
-            exported = torch.export.export(trunk, (pixels.repeat(2, 1, 1, 1),), dynamic_shapes=({0: batch},))
-            torch._inductor.aoti_compile_and_package(exported, package_path=str(package))
-        print(f"compiled {package} in {time.perf_counter() - start:.0f} s", flush=True)
-    compiled = torch._inductor.aoti_load_package(str(package))
-    with torch.inference_mode():
-        aoti_s, out = seconds(lambda x: compiled(x), pixels, args.iters)
-    results.append(("AOTInductor", aoti_s, (out.float() - reference.float()).abs().max().item()))
+    for freezing in (False, True) if args.freezing else (False,):
+        suffix = "-frozen" if freezing else ""
+        package = package_dir / f"vit{args.layers}-{args.dtype}-dynamic{suffix}.pt2"
+        if not package.exists():
+            package_dir.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            # As the exporter's --compile: a batch dimension of 1 to 64 (traced on a batch of 2).
+            batch = torch.export.Dim("B", min=1, max=64)
+            with torch.no_grad(), autocast:
+                exported = torch.export.export(trunk, (pixels.repeat(2, 1, 1, 1),), dynamic_shapes=({0: batch},))
+                torch._inductor.aoti_compile_and_package(
+                    exported, package_path=str(package), inductor_configs={"freezing": freezing}
+                )
+            print(f"compiled {package} in {time.perf_counter() - start:.0f} s", flush=True)
+        compiled = torch._inductor.aoti_load_package(str(package))
+        with torch.inference_mode():
+            aoti_s, out = seconds(lambda x: compiled(x), pixels, args.iters)
+        name = "AOTInductor" + (" (inductor freezing)" if freezing else "")
+        results.append((name, aoti_s, (out.float() - reference.float()).abs().max().item()))
 
     print(
         f"ViT-L/14 trunk, {args.layers} layers (last global) at {size} px, {args.dtype}, "
