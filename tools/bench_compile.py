@@ -100,7 +100,8 @@ def main(argv: list[str]) -> int:
         if not package.exists():
             package_dir.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            # As the exporter's --compile: a batch dimension of 1 to 64 (traced on a batch of 2).
+            # A batch dimension of 1 to 64 (traced on a batch of 2), as the exporter's --compile, which
+            # also freezes (the --freezing row).
             batch = torch.export.Dim("B", min=1, max=64)
             with torch.no_grad(), autocast:
                 exported = torch.export.export(trunk, (pixels.repeat(2, 1, 1, 1),), dynamic_shapes=({0: batch},))
