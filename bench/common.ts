@@ -1,12 +1,14 @@
 /** Shared pieces of the benchmarks: bundles, photos and Server-Timing parsing. */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { activeAllocator } from '../src/allocator';
 import { readBundleManifest } from '../src/engine/bundle-manifest';
 import { exportAtDtype, exportRandomBundle, joinVisionEncoder } from '../test/helpers/reference';
 import { repoPath, venvPython } from '../test/helpers/repo';
+import { exporterFingerprint } from '../test/helpers/server';
 
 const execFileAsync = promisify(execFile);
 
@@ -74,7 +76,7 @@ export function servedEnv(served: Served): Record<string, string> {
  * server runs, the same random weights exported at `served.dtype` (tools/export_sam3.py
  * --from-bundle --dtype, and --compile for a compiled trunk): beside the fp32 bundle
  * (weights/bench-full-<dtype>[-compiled] for --full), exported on first use and again whenever
- * its checksum is not the fp32 bundle's.
+ * its checksum is not the fp32 bundle's or the exporter's sources changed since.
  */
 export async function benchBundles(
   full: boolean,
@@ -95,9 +97,14 @@ export async function benchBundles(
     existsSync(path.join(bundle, 'manifest.json'))
       ? (await readBundleManifest(bundle)).model.checksum
       : null;
-  if ((await checksum(out)) !== (await checksum(reference))) {
+  // The exporter's sources it was written by: a changed exporter (freezing, say) writes it anew.
+  const stamp = path.join(out, '.exporter-fingerprint');
+  const fingerprint = await exporterFingerprint();
+  const written = existsSync(stamp) ? await readFile(stamp, 'utf8') : null;
+  if ((await checksum(out)) !== (await checksum(reference)) || written !== fingerprint) {
     console.log(`exporting the ${servedLabel(served)} bundle of the same weights to ${out} ...`);
     await exportAtDtype(reference, dtype, out, compile);
+    await writeFile(stamp, fingerprint);
   }
   return { reference, served: out };
 }

@@ -152,7 +152,7 @@ let compiledBundle: Promise<string> | undefined;
  * (tools/) and the Python environment (its pyvenv.cfg names the interpreter; the packages are
  * pinned by setup).
  */
-async function exporterFingerprint(): Promise<string> {
+export async function exporterFingerprint(): Promise<string> {
   const hash = createHash('sha256');
   const files: string[] = [];
   const walk = async (dir: string): Promise<void> => {
